@@ -1,0 +1,146 @@
+//! Wiring: the components one running deploywatch is made of, and the one function a push
+//! goes through, from body bytes to stored samples.
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+
+use crate::config::{Config, ConfigError};
+use crate::export::Metrics;
+use crate::ingest::{DecodeError, DecodeLimits, Decoder, Protocol};
+use crate::store::{IngestOutcome, IngestScratch, Store, StoreConfig, StoreError};
+
+/// Where the process was told to keep things and how to link to itself.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    /// `--config.file`, if any; `None` runs on the embedded defaults.
+    pub config_path: Option<PathBuf>,
+    /// `--web.external-url`, without a trailing slash.
+    pub external_url: String,
+    pub storage_path: PathBuf,
+    /// `--alertmanager.url` values, added to the config file's.
+    pub alertmanager_urls: Vec<String>,
+}
+
+/// Everything a request handler can reach.
+pub struct App {
+    pub runtime: Runtime,
+    /// Config in force; swapped whole on reload.
+    pub config: ArcSwap<Config>,
+    pub store: Store,
+    pub metrics: Metrics,
+    /// Bounds the remote-write requests being decoded at once.
+    pub ingest_slots: tokio::sync::Semaphore,
+    ready: AtomicBool,
+    pub started_at: std::time::SystemTime,
+}
+
+/// Why a push was refused; the store is unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What an accepted push did.
+#[derive(Debug, Default)]
+pub struct PushOutcome {
+    pub store: IngestOutcome,
+    pub samples_received: u64,
+    pub histograms_received: u64,
+    pub exemplars_received: u64,
+}
+
+thread_local! {
+    /// Decode and resolve scratch space, reused by every push this thread handles.
+    static SCRATCH: RefCell<(Decoder, IngestScratch)> = RefCell::new(Default::default());
+}
+
+impl App {
+    pub fn new(runtime: Runtime, config: Config) -> App {
+        let store = Store::new(StoreConfig {
+            service_label: config.global.service_label.clone(),
+            version_label: config.global.version_label.clone(),
+            retention_ms: config.global.retention.as_millis() as i64,
+            max_active_series: config.limits.max_active_series,
+            max_series_per_service: config.limits.max_series_per_service,
+        });
+        App {
+            ingest_slots: tokio::sync::Semaphore::new(config.limits.max_inflight_requests),
+            runtime,
+            config: ArcSwap::from_pointee(config),
+            store,
+            metrics: Metrics::default(),
+            ready: AtomicBool::new(false),
+            started_at: std::time::SystemTime::now(),
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed)
+    }
+
+    /// Decodes one remote-write body and stores its samples. Synchronous and CPU-bound;
+    /// nothing is held across an await.
+    pub fn push(&self, protocol: Protocol, body: &[u8]) -> Result<PushOutcome, PushError> {
+        let config = self.config.load();
+        let limits = DecodeLimits::from(&config.limits);
+        SCRATCH.with(|cell| {
+            let (decoder, scratch) = &mut *cell.borrow_mut();
+            let batch = decoder.decode(protocol, body, &limits)?;
+            let store = self.store.ingest(batch, scratch)?;
+            self.metrics.ingested(&store, &batch.extras);
+            Ok(PushOutcome {
+                samples_received: batch.sample_count() as u64,
+                histograms_received: batch.extras.histograms,
+                exemplars_received: batch.extras.exemplars,
+                store,
+            })
+        })
+    }
+
+    /// Re-reads the config file (and, with the judge, the rule files). On error the old
+    /// config stays in force; the failure is logged and counted.
+    pub fn reload(&self) -> Result<(), ConfigError> {
+        let started = Instant::now();
+        let result = match &self.runtime.config_path {
+            Some(p) => Config::load(p),
+            None => Ok(Config::embedded()),
+        };
+        match result {
+            Ok(new) => {
+                let old = self.config.load();
+                if new.global != old.global {
+                    tracing::warn!(
+                        "The global section changed; service and version labels and retention apply after a restart."
+                    );
+                }
+                self.config.store(Arc::new(new));
+                self.metrics.reloads_ok.inc();
+                self.metrics.last_reload_ok.store(1, Ordering::Relaxed);
+                self.metrics.last_reload_success_ms.store(
+                    crate::now_ms() as u64,
+                    Ordering::Relaxed,
+                );
+                tracing::info!(took = ?started.elapsed(), "Configuration reloaded.");
+                Ok(())
+            }
+            Err(error) => {
+                self.metrics.reloads_failed.inc();
+                self.metrics.last_reload_ok.store(0, Ordering::Relaxed);
+                tracing::error!(%error, "Reload failed; the previous configuration stays in force.");
+                Err(error)
+            }
+        }
+    }
+}

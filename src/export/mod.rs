@@ -1,0 +1,335 @@
+//! Tell the world, as metrics: counters bumped by the other modules in, Prometheus text
+//! exposition out. State such as active series is read from its owner at scrape time, not
+//! mirrored into gauges.
+
+pub mod text;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+pub use text::{TextEncoder, CONTENT_TYPE};
+
+use crate::ingest::Protocol;
+use crate::store::IngestOutcome;
+
+/// A counter.
+#[derive(Default, Debug)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline]
+    pub fn inc_by(&self, n: u64) {
+        if n > 0 {
+            self.0.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+    #[inline]
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A histogram over fixed bucket bounds, in seconds.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    counts: Box<[AtomicU64]>,
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+/// Latency buckets from 100 µs to 10 s.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = self.bounds.iter().position(|&b| secs <= b) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Writes the `_bucket`, `_sum` and `_count` series (family header written by the caller).
+    pub fn encode(&self, e: &mut TextEncoder, name: &str, labels: &[(&str, &str)]) {
+        let bucket = format!("{name}_bucket");
+        let mut cumulative = 0;
+        let les: Vec<String> = self.bounds.iter().map(f64::to_string).collect();
+        let count = self.count.load(Ordering::Relaxed);
+        for (i, le) in les.iter().map(String::as_str).chain(["+Inf"]).enumerate() {
+            cumulative = match self.counts.get(i) {
+                Some(c) => cumulative + c.load(Ordering::Relaxed),
+                None => count,
+            };
+            let mut ls: Vec<(&str, &str)> = labels.to_vec();
+            ls.push(("le", le));
+            e.sample(&bucket, &ls, cumulative as f64);
+        }
+        e.sample(
+            &format!("{name}_sum"),
+            labels,
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        );
+        e.sample(&format!("{name}_count"), labels, count as f64);
+    }
+}
+
+/// HTTP status classes of remote-write answers, as counted.
+pub const WRITE_CODES: [u16; 5] = [204, 400, 413, 415, 503];
+
+/// The process' own counters.
+#[derive(Debug)]
+pub struct Metrics {
+    /// `[protocol][code]`: requests answered, by protocol (v1, v2) and status.
+    pub write_requests: [[Counter; WRITE_CODES.len()]; 2],
+    pub write_duration: Histogram,
+    pub write_bytes: Counter,
+    pub samples_appended: Counter,
+    pub samples_duplicate: Counter,
+    pub samples_out_of_order: Counter,
+    pub samples_series_limit: Counter,
+    pub histograms_dropped: Counter,
+    pub exemplars_dropped: Counter,
+    pub metadata_received: Counter,
+    pub stale_markers: Counter,
+    pub series_created: Counter,
+    pub series_over_limit: Counter,
+    pub reloads_ok: Counter,
+    pub reloads_failed: Counter,
+    pub last_reload_ok: AtomicU64,
+    pub last_reload_success_ms: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            write_requests: Default::default(),
+            write_duration: Histogram::new(LATENCY_BUCKETS),
+            write_bytes: Counter::default(),
+            samples_appended: Counter::default(),
+            samples_duplicate: Counter::default(),
+            samples_out_of_order: Counter::default(),
+            samples_series_limit: Counter::default(),
+            histograms_dropped: Counter::default(),
+            exemplars_dropped: Counter::default(),
+            metadata_received: Counter::default(),
+            stale_markers: Counter::default(),
+            series_created: Counter::default(),
+            series_over_limit: Counter::default(),
+            reloads_ok: Counter::default(),
+            reloads_failed: Counter::default(),
+            last_reload_ok: AtomicU64::new(1),
+            last_reload_success_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one answered remote-write request.
+    pub fn write_answered(&self, protocol: Option<Protocol>, code: u16, took: Duration) {
+        let p = match protocol {
+            Some(Protocol::V2) => 1,
+            _ => 0,
+        };
+        if let Some(c) = WRITE_CODES.iter().position(|&k| k == code) {
+            self.write_requests[p][c].inc();
+        }
+        self.write_duration.observe(took);
+    }
+
+    /// Counts what a push did to the store.
+    pub fn ingested(&self, o: &IngestOutcome, extras: &crate::ingest::Extras) {
+        self.samples_appended.inc_by(o.samples_appended);
+        self.samples_duplicate.inc_by(o.duplicates);
+        self.samples_out_of_order.inc_by(o.out_of_order);
+        self.samples_series_limit.inc_by(o.samples_over_limit);
+        self.stale_markers.inc_by(o.stale_markers);
+        self.series_created.inc_by(o.series_created);
+        self.series_over_limit.inc_by(o.series_over_limit);
+        self.histograms_dropped.inc_by(extras.histograms);
+        self.exemplars_dropped.inc_by(extras.exemplars);
+        self.metadata_received.inc_by(extras.metadata);
+    }
+
+    /// Writes the counters as text exposition.
+    pub fn encode(&self, e: &mut TextEncoder) {
+        e.family(
+            "deploywatch_build_info",
+            "gauge",
+            "A metric with a constant '1' value labelled by the version deploywatch was built from.",
+        );
+        e.sample(
+            "deploywatch_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))],
+            1.0,
+        );
+
+        e.family(
+            "deploywatch_ingest_requests_total",
+            "counter",
+            "Remote-write requests answered, by protocol and HTTP status code.",
+        );
+        for (p, proto) in ["1.0", "2.0"].iter().enumerate() {
+            for (c, code) in WRITE_CODES.iter().enumerate() {
+                e.sample(
+                    "deploywatch_ingest_requests_total",
+                    &[("protocol", proto), ("code", &code.to_string())],
+                    self.write_requests[p][c].get() as f64,
+                );
+            }
+        }
+        e.family(
+            "deploywatch_ingest_request_duration_seconds",
+            "histogram",
+            "Time from a remote-write request's body being read to its answer, verdicts included.",
+        );
+        self.write_duration
+            .encode(e, "deploywatch_ingest_request_duration_seconds", &[]);
+        e.single(
+            "deploywatch_ingest_received_bytes_total",
+            "counter",
+            "Compressed remote-write body bytes received.",
+            self.write_bytes.get() as f64,
+        );
+        e.family(
+            "deploywatch_ingest_samples_total",
+            "counter",
+            "Float samples received in accepted requests, by outcome: appended, or dropped as duplicate (a retried push), out_of_order, or series_limit.",
+        );
+        for (outcome, c) in [
+            ("appended", &self.samples_appended),
+            ("duplicate", &self.samples_duplicate),
+            ("out_of_order", &self.samples_out_of_order),
+            ("series_limit", &self.samples_series_limit),
+        ] {
+            e.sample(
+                "deploywatch_ingest_samples_total",
+                &[("outcome", outcome)],
+                c.get() as f64,
+            );
+        }
+        e.family(
+            "deploywatch_ingest_dropped_total",
+            "counter",
+            "Data received but not kept, by kind: native histogram samples (deploywatch judges classic _bucket series) and exemplars.",
+        );
+        e.sample(
+            "deploywatch_ingest_dropped_total",
+            &[("kind", "native_histogram")],
+            self.histograms_dropped.get() as f64,
+        );
+        e.sample(
+            "deploywatch_ingest_dropped_total",
+            &[("kind", "exemplar")],
+            self.exemplars_dropped.get() as f64,
+        );
+        e.single(
+            "deploywatch_ingest_metadata_total",
+            "counter",
+            "Metric metadata entries received.",
+            self.metadata_received.get() as f64,
+        );
+        e.single(
+            "deploywatch_ingest_stale_markers_total",
+            "counter",
+            "Prometheus staleness markers received (a target went away).",
+            self.stale_markers.get() as f64,
+        );
+        e.single(
+            "deploywatch_store_series_created_total",
+            "counter",
+            "Series created in the store.",
+            self.series_created.get() as f64,
+        );
+        e.single(
+            "deploywatch_store_series_rejected_total",
+            "counter",
+            "New series refused by limits.max_active_series or limits.max_series_per_service.",
+            self.series_over_limit.get() as f64,
+        );
+        e.family(
+            "deploywatch_config_reloads_total",
+            "counter",
+            "Configuration and rule reloads, by outcome.",
+        );
+        e.sample(
+            "deploywatch_config_reloads_total",
+            &[("outcome", "success")],
+            self.reloads_ok.get() as f64,
+        );
+        e.sample(
+            "deploywatch_config_reloads_total",
+            &[("outcome", "failure")],
+            self.reloads_failed.get() as f64,
+        );
+        e.single(
+            "deploywatch_config_last_reload_successful",
+            "gauge",
+            "Whether the last configuration reload attempt was successful.",
+            self.last_reload_ok.load(Ordering::Relaxed) as f64,
+        );
+        e.single(
+            "deploywatch_config_last_reload_success_timestamp_seconds",
+            "gauge",
+            "Timestamp of the last successful configuration reload.",
+            self.last_reload_success_ms.load(Ordering::Relaxed) as f64 / 1e3,
+        );
+    }
+}
+
+/// Writes `process_*` metrics read from /proc, as Prometheus' client libraries do.
+pub fn encode_process(e: &mut TextEncoder, start_time_secs: f64) {
+    if let Some((cpu, rss)) = process_usage() {
+        e.single(
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            cpu,
+        );
+        e.single(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            rss,
+        );
+    }
+    e.single(
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since unix epoch in seconds.",
+        start_time_secs,
+    );
+}
+
+/// CPU seconds and resident bytes of this process, from /proc/self (Linux only).
+pub fn process_usage() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = 100.0; // USER_HZ, fixed at 100 on Linux for /proc.
+    let cpu = (f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / ticks;
+    let rss_pages: f64 = f.get(21)?.parse().ok()?;
+    Some((cpu, rss_pages * 4096.0))
+}

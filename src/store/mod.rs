@@ -1,0 +1,457 @@
+//! Hold: decoded [`Batch`]es in, per-series ring buffers out, grouped by service and version.
+//! A sharded index maps each interned label set to its [`Series`]; a push takes shard read
+//! locks to resolve series, write locks only to create new ones, and one uncontended lock
+//! per series to append. No global lock on the write path.
+
+pub mod labels;
+pub mod ring;
+
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use hashbrown::HashTable;
+use parking_lot::{Mutex, RwLock};
+
+use crate::ingest::Batch;
+pub use labels::LabelSet;
+pub use ring::{Append, RingBuffer};
+
+const SHARDS: usize = 64;
+
+/// Why a decoded batch could not be stored. The batch was not applied at all.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum StoreError {
+    #[error("invalid labels: series {series}: label {what} is not valid UTF-8")]
+    InvalidUtf8 { series: usize, what: &'static str },
+}
+
+/// Dense id of a service, stable for the life of the process.
+pub type ServiceId = u32;
+/// Index of a version within its service.
+pub type VersionId = u32;
+
+/// How the store groups series; from the config, fixed at start.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub service_label: String,
+    pub version_label: String,
+    pub retention_ms: i64,
+    pub max_active_series: usize,
+    pub max_series_per_service: usize,
+}
+
+/// One series: its labels, where it belongs, and its samples.
+pub struct Series {
+    hash: u64,
+    pub labels: LabelSet,
+    pub service: ServiceId,
+    pub version: VersionId,
+    pub data: Mutex<SeriesData>,
+}
+
+/// The mutable part of a series, behind its own lock.
+#[derive(Default)]
+pub struct SeriesData {
+    pub ring: RingBuffer,
+    /// The newest sample is a Prometheus stale marker: the target went away.
+    pub stale: bool,
+}
+
+/// Prometheus' staleness marker, a NaN with a fixed payload.
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+#[inline]
+pub fn is_stale_marker(v: f64) -> bool {
+    v.to_bits() == STALE_NAN_BITS
+}
+
+/// A service seen in the data: the value of the service label.
+pub struct Service {
+    pub id: ServiceId,
+    pub name: Arc<str>,
+    newest: AtomicI64,
+    versions: RwLock<Vec<Arc<Version>>>,
+    series: RwLock<Vec<Arc<Series>>>,
+}
+
+/// A version of a service seen in the data: the value of the version label.
+pub struct Version {
+    pub id: VersionId,
+    pub name: Arc<str>,
+    series: AtomicUsize,
+    newest: AtomicI64,
+    /// Event time of the first sample seen for this version.
+    first_seen: AtomicI64,
+}
+
+impl Version {
+    pub fn series_count(&self) -> usize {
+        self.series.load(Ordering::Relaxed)
+    }
+    pub fn newest(&self) -> Option<i64> {
+        load_ts(&self.newest)
+    }
+    pub fn first_seen(&self) -> Option<i64> {
+        load_ts(&self.first_seen)
+    }
+}
+
+impl Service {
+    /// The service's "now": the newest sample timestamp seen for it.
+    pub fn newest(&self) -> Option<i64> {
+        load_ts(&self.newest)
+    }
+    pub fn versions(&self) -> Vec<Arc<Version>> {
+        self.versions.read().clone()
+    }
+    /// All series of the service (a snapshot of the list).
+    pub fn series(&self) -> Vec<Arc<Series>> {
+        self.series.read().clone()
+    }
+    pub fn series_count(&self) -> usize {
+        self.series.read().len()
+    }
+    /// Runs `f` over the series without cloning the list.
+    pub fn for_each_series(&self, mut f: impl FnMut(&Arc<Series>)) {
+        for s in self.series.read().iter() {
+            f(s);
+        }
+    }
+}
+
+const NO_TS: i64 = i64::MIN;
+
+fn load_ts(a: &AtomicI64) -> Option<i64> {
+    match a.load(Ordering::Relaxed) {
+        NO_TS => None,
+        t => Some(t),
+    }
+}
+
+#[derive(Default)]
+struct Services {
+    by_name: hashbrown::HashMap<Arc<str>, Arc<Service>>,
+    list: Vec<Arc<Service>>,
+}
+
+/// What one push did to the store.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct IngestOutcome {
+    pub samples_appended: u64,
+    /// Same series, same timestamp as already held (a retried push): ignored.
+    pub duplicates: u64,
+    /// Older than the series' newest sample: dropped.
+    pub out_of_order: u64,
+    pub stale_markers: u64,
+    pub series_created: u64,
+    /// New series refused by `max_active_series` / `max_series_per_service`, and their samples.
+    pub series_over_limit: u64,
+    pub samples_over_limit: u64,
+    /// Services that received samples, with the newest timestamp this push brought each.
+    pub touched: Vec<(ServiceId, i64)>,
+}
+
+/// Per-worker scratch space for [`Store::ingest`], reused across pushes.
+#[derive(Default)]
+pub struct IngestScratch {
+    refs: Vec<Option<Arc<Series>>>,
+    hashes: Vec<u64>,
+    missing: Vec<usize>,
+    newest: Vec<(ServiceId, VersionId, i64)>,
+}
+
+/// The series index and the services they belong to.
+pub struct Store {
+    cfg: StoreConfig,
+    hasher: ahash::RandomState,
+    shards: Box<[RwLock<HashTable<Arc<Series>>>]>,
+    services: RwLock<Services>,
+    active: AtomicUsize,
+    samples_held: AtomicU64,
+}
+
+impl Store {
+    pub fn new(cfg: StoreConfig) -> Store {
+        Store {
+            cfg,
+            // Fixed seeds: hashes only need to be stable within the process.
+            hasher: ahash::RandomState::with_seeds(
+                0x9e37_79b9_7f4a_7c15,
+                0xbf58_476d_1ce4_e5b9,
+                0x94d0_49bb_1331_11eb,
+                0x2545_f491_4f6c_dd1d,
+            ),
+            shards: (0..SHARDS).map(|_| RwLock::new(HashTable::new())).collect(),
+            services: RwLock::new(Services::default()),
+            active: AtomicUsize::new(0),
+            samples_held: AtomicU64::new(0),
+        }
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.cfg
+    }
+
+    pub fn active_series(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Samples appended since start (a counter; retention does not decrease it).
+    pub fn samples_appended(&self) -> u64 {
+        self.samples_held.load(Ordering::Relaxed)
+    }
+
+    pub fn services(&self) -> Vec<Arc<Service>> {
+        self.services.read().list.clone()
+    }
+
+    pub fn service(&self, name: &str) -> Option<Arc<Service>> {
+        self.services.read().by_name.get(name).cloned()
+    }
+
+    pub fn service_by_id(&self, id: ServiceId) -> Option<Arc<Service>> {
+        self.services.read().list.get(id as usize).cloned()
+    }
+
+    /// Looks a series up by its labels.
+    pub fn get(&self, labels: &LabelSet) -> Option<Arc<Series>> {
+        let pairs = labels.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+        let hash = labels::hash_pairs(&self.hasher, pairs.clone());
+        let shard = self.shards[hash as usize % SHARDS].read();
+        shard
+            .find(hash, |s| s.hash == hash && s.labels.eq_pairs(pairs.clone()))
+            .cloned()
+    }
+
+    /// Applies a decoded push: resolves or creates each entry's series, then appends its
+    /// samples. Invalid UTF-8 in a new series' labels fails the whole push before anything
+    /// changes.
+    pub fn ingest(
+        &self,
+        batch: &Batch,
+        scratch: &mut IngestScratch,
+    ) -> Result<IngestOutcome, StoreError> {
+        let mut out = IngestOutcome::default();
+        scratch.refs.clear();
+        scratch.hashes.clear();
+        scratch.missing.clear();
+        scratch.newest.clear();
+
+        // 1. Resolve existing series under shard read locks.
+        let mut prev_raw: &[u8] = &[];
+        for (i, entry) in batch.series.iter().enumerate() {
+            let raw = batch.bytes(entry.raw_labels);
+            // Prometheus repeats a series in consecutive entries when it has several
+            // samples for it: equal label bytes, same series.
+            if i > 0 && !raw.is_empty() && raw == prev_raw {
+                let r = scratch.refs[i - 1].clone();
+                let h = scratch.hashes[i - 1];
+                if r.is_none() {
+                    scratch.missing.push(i);
+                }
+                scratch.refs.push(r);
+                scratch.hashes.push(h);
+                continue;
+            }
+            prev_raw = raw;
+            let pairs = batch.series_labels(entry);
+            let hash = labels::hash_pairs(&self.hasher, pairs.clone());
+            let found = {
+                let shard = self.shards[hash as usize % SHARDS].read();
+                shard
+                    .find(hash, |s| s.hash == hash && s.labels.eq_pairs(pairs.clone()))
+                    .cloned()
+            };
+            if found.is_none() {
+                scratch.missing.push(i);
+            }
+            scratch.refs.push(found);
+            scratch.hashes.push(hash);
+        }
+
+        // 2. Validate new series before any state changes.
+        for &i in &scratch.missing {
+            for (n, v) in batch.series_labels(&batch.series[i]) {
+                if std::str::from_utf8(n).is_err() {
+                    return Err(StoreError::InvalidUtf8 { series: i, what: "name" });
+                }
+                if std::str::from_utf8(v).is_err() {
+                    return Err(StoreError::InvalidUtf8 { series: i, what: "value" });
+                }
+            }
+        }
+
+        // 3. Create new series (shard write locks; another push may have won the race).
+        for k in 0..scratch.missing.len() {
+            let i = scratch.missing[k];
+            if scratch.refs[i].is_some() {
+                continue;
+            }
+            let entry = &batch.series[i];
+            let pairs = batch.series_labels(entry);
+            let hash = scratch.hashes[i];
+            let created = self.get_or_create(hash, pairs, &mut out);
+            // Later entries of the same series in this push reuse it.
+            for &j in &scratch.missing[k..] {
+                if scratch.hashes[j] == hash
+                    && scratch.refs[j].is_none()
+                    && created.as_ref().is_some_and(|s| {
+                        s.labels.eq_pairs(batch.series_labels(&batch.series[j]))
+                    })
+                {
+                    scratch.refs[j] = created.clone();
+                }
+            }
+            if created.is_none() {
+                out.samples_over_limit += entry.samples.len() as u64;
+            }
+        }
+
+        // 4. Append samples.
+        let retention = self.cfg.retention_ms;
+        for (i, entry) in batch.series.iter().enumerate() {
+            // None: a new series refused by a limit (counted above).
+            let Some(series) = &scratch.refs[i] else {
+                continue;
+            };
+            let samples = batch.series_samples(entry);
+            if samples.is_empty() {
+                continue;
+            }
+            let mut newest = NO_TS;
+            {
+                let mut data = series.data.lock();
+                for s in samples {
+                    match data.ring.push(s.ts, s.value, retention) {
+                        Append::Appended => {
+                            out.samples_appended += 1;
+                            let stale = is_stale_marker(s.value);
+                            out.stale_markers += stale as u64;
+                            data.stale = stale;
+                            newest = newest.max(s.ts);
+                        }
+                        Append::Duplicate => out.duplicates += 1,
+                        Append::OutOfOrder => out.out_of_order += 1,
+                    }
+                }
+            }
+            if newest != NO_TS {
+                let key = (series.service, series.version);
+                match scratch.newest.iter_mut().find(|(s, v, _)| (*s, *v) == key) {
+                    Some(e) => e.2 = e.2.max(newest),
+                    None => scratch.newest.push((key.0, key.1, newest)),
+                }
+            }
+        }
+        self.publish_newest(&scratch.newest);
+        for &(sid, _, ts) in &scratch.newest {
+            match out.touched.iter_mut().find(|(id, _)| *id == sid) {
+                Some(e) => e.1 = e.1.max(ts),
+                None => out.touched.push((sid, ts)),
+            }
+        }
+        self.samples_held
+            .fetch_add(out.samples_appended, Ordering::Relaxed);
+        Ok(out)
+    }
+
+    /// Applies the newest timestamps this push brought to the shared per-service and
+    /// per-version atomics: once per version per push, not per sample.
+    fn publish_newest(&self, versions: &[(ServiceId, VersionId, i64)]) {
+        let services = self.services.read();
+        for &(sid, vid, ts) in versions {
+            let Some(svc) = services.list.get(sid as usize) else {
+                continue;
+            };
+            svc.newest.fetch_max(ts, Ordering::Relaxed);
+            if let Some(v) = svc.versions.read().get(vid as usize) {
+                v.newest.fetch_max(ts, Ordering::Relaxed);
+                let _ = v
+                    .first_seen
+                    .compare_exchange(NO_TS, ts, Ordering::Relaxed, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn get_or_create<'a>(
+        &self,
+        hash: u64,
+        pairs: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+        out: &mut IngestOutcome,
+    ) -> Option<Arc<Series>> {
+        let mut shard = self.shards[hash as usize % SHARDS].write();
+        if let Some(s) = shard.find(hash, |s| s.hash == hash && s.labels.eq_pairs(pairs.clone())) {
+            return Some(s.clone());
+        }
+        let labels = LabelSet::from_pairs(pairs);
+        if self.active.load(Ordering::Relaxed) >= self.cfg.max_active_series {
+            out.series_over_limit += 1;
+            return None;
+        }
+        let service_name = labels.get(&self.cfg.service_label).unwrap_or("");
+        let version_name = labels.get(&self.cfg.version_label).unwrap_or("");
+        let service = self.service_or_create(service_name);
+        if service.series.read().len() >= self.cfg.max_series_per_service {
+            out.series_over_limit += 1;
+            return None;
+        }
+        let version = service_version_or_create(&service, version_name);
+        let series = Arc::new(Series {
+            hash,
+            labels,
+            service: service.id,
+            version: version.id,
+            data: Mutex::new(SeriesData::default()),
+        });
+        shard.insert_unique(hash, series.clone(), |s| s.hash);
+        drop(shard);
+        service.series.write().push(series.clone());
+        version.series.fetch_add(1, Ordering::Relaxed);
+        self.active.fetch_add(1, Ordering::Relaxed);
+        out.series_created += 1;
+        Some(series)
+    }
+
+    fn service_or_create(&self, name: &str) -> Arc<Service> {
+        if let Some(s) = self.services.read().by_name.get(name) {
+            return s.clone();
+        }
+        let mut services = self.services.write();
+        if let Some(s) = services.by_name.get(name) {
+            return s.clone();
+        }
+        let name: Arc<str> = name.into();
+        let svc = Arc::new(Service {
+            id: services.list.len() as ServiceId,
+            name: name.clone(),
+            newest: AtomicI64::new(NO_TS),
+            versions: RwLock::new(Vec::new()),
+            series: RwLock::new(Vec::new()),
+        });
+        services.list.push(svc.clone());
+        services.by_name.insert(name, svc.clone());
+        svc
+    }
+}
+
+fn service_version_or_create(service: &Service, name: &str) -> Arc<Version> {
+    if let Some(v) = service.versions.read().iter().find(|v| &*v.name == name) {
+        return v.clone();
+    }
+    let mut versions = service.versions.write();
+    if let Some(v) = versions.iter().find(|v| &*v.name == name) {
+        return v.clone();
+    }
+    let v = Arc::new(Version {
+        id: versions.len() as VersionId,
+        name: name.into(),
+        series: AtomicUsize::new(0),
+        newest: AtomicI64::new(NO_TS),
+        first_seen: AtomicI64::new(NO_TS),
+    });
+    versions.push(v.clone());
+    v
+}
+
+#[cfg(test)]
+mod tests;

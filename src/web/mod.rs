@@ -1,0 +1,142 @@
+//! Tell the world over HTTP: requests in, answers out. Routing and the small handlers live
+//! here; the remote-write handler in `write`, error-to-status mapping in `error`.
+
+pub mod error;
+pub mod write;
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::app::App;
+use crate::export::{self, TextEncoder};
+pub use error::ApiError;
+
+/// All routes of the HTTP API.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/api/v1/write", post(write::write))
+        .route("/api/v1/services", get(services))
+        .route("/metrics", get(metrics))
+        .route("/-/healthy", get(healthy))
+        .route("/-/ready", get(ready))
+        .route("/-/reload", post(reload).put(reload))
+        .route("/", get(index))
+        .with_state(app)
+}
+
+/// `GET /api/v1/services` body.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct ServicesResponse {
+    pub services: Vec<ServiceInfo>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct ServiceInfo {
+    pub service: String,
+    pub newest_sample_at: Option<i64>,
+    pub series: usize,
+    pub versions: Vec<VersionInfo>,
+    pub rules: Vec<RuleMatch>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct VersionInfo {
+    pub version: String,
+    pub series: usize,
+    pub newest_sample_at: Option<i64>,
+    pub first_sample_at: Option<i64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct RuleMatch {
+    pub rule: String,
+    pub matched_series: usize,
+}
+
+#[derive(Deserialize)]
+struct ServiceFilter {
+    service: Option<String>,
+}
+
+async fn services(State(app): State<Arc<App>>, Query(q): Query<ServiceFilter>) -> Json<ServicesResponse> {
+    let mut services: Vec<ServiceInfo> = app
+        .store
+        .services()
+        .into_iter()
+        .filter(|s| q.service.as_deref().is_none_or(|f| f == &*s.name))
+        .map(|s| ServiceInfo {
+            service: s.name.to_string(),
+            newest_sample_at: s.newest(),
+            series: s.series_count(),
+            versions: s
+                .versions()
+                .iter()
+                .map(|v| VersionInfo {
+                    version: v.name.to_string(),
+                    series: v.series_count(),
+                    newest_sample_at: v.newest(),
+                    first_sample_at: v.first_seen(),
+                })
+                .collect(),
+            rules: Vec::new(),
+        })
+        .collect();
+    services.sort_by(|a, b| a.service.cmp(&b.service));
+    Json(ServicesResponse { services })
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let mut e = TextEncoder::new();
+    app.metrics.encode(&mut e);
+    e.single(
+        "deploywatch_store_active_series",
+        "gauge",
+        "Series held in the store.",
+        app.store.active_series() as f64,
+    );
+    e.single(
+        "deploywatch_store_services",
+        "gauge",
+        "Services seen in the data.",
+        app.store.services().len() as f64,
+    );
+    let start = app
+        .started_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    export::encode_process(&mut e, start);
+    ([(header::CONTENT_TYPE, export::CONTENT_TYPE)], e.finish()).into_response()
+}
+
+async fn healthy() -> &'static str {
+    "deploywatch is Healthy.\n"
+}
+
+async fn ready(State(app): State<Arc<App>>) -> Response {
+    if app.is_ready() {
+        "deploywatch is Ready.\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "deploywatch is not ready.\n").into_response()
+    }
+}
+
+async fn reload(State(app): State<Arc<App>>) -> Result<&'static str, ApiError> {
+    app.reload()?;
+    Ok("Configuration reloaded.\n")
+}
+
+async fn index() -> axum::response::Html<&'static str> {
+    axum::response::Html(concat!(
+        "<!doctype html><title>deploywatch</title><h1>deploywatch</h1><ul>",
+        "<li><a href=\"/api/v1/services\">/api/v1/services</a> — what is arriving</li>",
+        "<li><a href=\"/metrics\">/metrics</a></li>",
+        "<li><a href=\"/-/ready\">/-/ready</a></li></ul>"
+    ))
+}

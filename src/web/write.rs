@@ -1,0 +1,102 @@
+//! `POST /api/v1/write`: a remote-write request in; 204 (or the RW 2.0 written-counts
+//! headers) or an error status with a one-line reason out.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+
+use super::error::ApiError;
+use crate::app::App;
+use crate::ingest::{DecodeError, Protocol};
+
+pub async fn write(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let header_str = |h| headers.get(h).and_then(|v: &HeaderValue| v.to_str().ok());
+    let protocol = Protocol::negotiate(
+        header_str(header::CONTENT_TYPE),
+        header_str(header::CONTENT_ENCODING),
+    );
+    let counted_as = protocol.as_ref().ok().copied();
+    let result = handle(&app, protocol, &headers, body).await;
+    let response = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let status = e.status();
+            if status.is_server_error() {
+                tracing::warn!(error = %e, "Remote-write request refused.");
+            } else {
+                tracing::debug!(error = %e, "Remote-write request rejected.");
+            }
+            e.into_response()
+        }
+    };
+    app.metrics.write_answered(
+        counted_as,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+async fn handle(
+    app: &App,
+    protocol: Result<Protocol, DecodeError>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let protocol = protocol?;
+    let _slot = app
+        .ingest_slots
+        .try_acquire()
+        .map_err(|_| ApiError::Overloaded)?;
+    let limit = app.config.load().limits.max_body_bytes;
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        if len > limit {
+            return Err(DecodeError::TooLarge { size: len, limit }.into());
+        }
+    }
+    let bytes = http_body_util::Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                ApiError::from(DecodeError::TooLarge {
+                    size: limit + 1,
+                    limit,
+                })
+            } else {
+                ApiError::BadRequest(format!("reading the body: {e}"))
+            }
+        })?
+        .to_bytes();
+    app.metrics.write_bytes.inc_by(bytes.len() as u64);
+    let outcome = app.push(protocol, &bytes)?;
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    if protocol == Protocol::V2 {
+        let written = outcome.store.samples_appended + outcome.store.duplicates;
+        let h = res.headers_mut();
+        h.insert(
+            "X-Prometheus-Remote-Write-Samples-Written",
+            HeaderValue::from(written),
+        );
+        // Native histograms and exemplars are counted and dropped, never written.
+        h.insert(
+            "X-Prometheus-Remote-Write-Histograms-Written",
+            HeaderValue::from(0u64),
+        );
+        h.insert(
+            "X-Prometheus-Remote-Write-Exemplars-Written",
+            HeaderValue::from(0u64),
+        );
+    }
+    Ok(res)
+}
