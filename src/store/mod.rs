@@ -157,7 +157,8 @@ pub struct IngestScratch {
     refs: Vec<Option<Arc<Series>>>,
     hashes: Vec<u64>,
     missing: Vec<usize>,
-    newest: Vec<(ServiceId, VersionId, i64)>,
+    /// Per (service, version) touched by this push: oldest and newest appended timestamps.
+    newest: Vec<(ServiceId, VersionId, i64, i64)>,
 }
 
 /// The series index and the services they belong to.
@@ -319,6 +320,7 @@ impl Store {
                 continue;
             }
             let mut newest = NO_TS;
+            let mut oldest = i64::MAX;
             {
                 let mut data = series.data.lock();
                 for s in samples {
@@ -329,6 +331,7 @@ impl Store {
                             out.stale_markers += stale as u64;
                             data.stale = stale;
                             newest = newest.max(s.ts);
+                            oldest = oldest.min(s.ts);
                         }
                         Append::Duplicate => out.duplicates += 1,
                         Append::OutOfOrder => out.out_of_order += 1,
@@ -337,14 +340,17 @@ impl Store {
             }
             if newest != NO_TS {
                 let key = (series.service, series.version);
-                match scratch.newest.iter_mut().find(|(s, v, _)| (*s, *v) == key) {
-                    Some(e) => e.2 = e.2.max(newest),
-                    None => scratch.newest.push((key.0, key.1, newest)),
+                match scratch.newest.iter_mut().find(|e| (e.0, e.1) == key) {
+                    Some(e) => {
+                        e.2 = e.2.min(oldest);
+                        e.3 = e.3.max(newest);
+                    }
+                    None => scratch.newest.push((key.0, key.1, oldest, newest)),
                 }
             }
         }
         self.publish_newest(&scratch.newest);
-        for &(sid, _, ts) in &scratch.newest {
+        for &(sid, _, _, ts) in &scratch.newest {
             match out.touched.iter_mut().find(|(id, _)| *id == sid) {
                 Some(e) => e.1 = e.1.max(ts),
                 None => out.touched.push((sid, ts)),
@@ -357,9 +363,9 @@ impl Store {
 
     /// Applies the newest timestamps this push brought to the shared per-service and
     /// per-version atomics: once per version per push, not per sample.
-    fn publish_newest(&self, versions: &[(ServiceId, VersionId, i64)]) {
+    fn publish_newest(&self, versions: &[(ServiceId, VersionId, i64, i64)]) {
         let services = self.services.read();
-        for &(sid, vid, ts) in versions {
+        for &(sid, vid, oldest, ts) in versions {
             let Some(svc) = services.list.get(sid as usize) else {
                 continue;
             };
@@ -368,7 +374,7 @@ impl Store {
                 v.newest.fetch_max(ts, Ordering::Relaxed);
                 let _ = v
                     .first_seen
-                    .compare_exchange(NO_TS, ts, Ordering::Relaxed, Ordering::Relaxed);
+                    .compare_exchange(NO_TS, oldest, Ordering::Relaxed, Ordering::Relaxed);
             }
         }
     }
