@@ -1,0 +1,807 @@
+//! The processes and servers a test talks to, each on 127.0.0.1 with a port of its own:
+//! [`Deploywatch`] (the binary under test), [`Prometheus`] (Debian's 2.42) and a
+//! [`MetricsTarget`] for Prometheus to scrape. All are stopped on drop; a failing test prints
+//! their logs. Every wait is bounded and panics with what it was waiting for.
+//!
+//! Tests are plain `#[test]` functions; the HTTP client and the target server run on one
+//! shared tokio runtime, which the synchronous helpers below block on.
+
+#![allow(dead_code)] // Not every test module uses every helper.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{HeaderMap, Method, Request};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use parking_lot::Mutex;
+use prost::Message;
+use serde_json::Value;
+
+use deploywatch::proto::{prometheus as rw1, write_v2 as rw2};
+
+/// Where Debian's prometheus package puts the server.
+pub const PROMETHEUS_BIN: &str = "/usr/bin/prometheus";
+
+/// Content types of the two remote-write protocols.
+pub const RW1_CONTENT_TYPE: &str = "application/x-protobuf";
+pub const RW2_CONTENT_TYPE: &str = "application/x-protobuf;proto=io.prometheus.write.v2.Request";
+
+/// Bound on a single HTTP exchange.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------------------
+// Waiting
+// ---------------------------------------------------------------------------------------
+
+/// Polls `check` every `every` until it returns `Ok`, for at most `timeout`. On timeout,
+/// returns the last `Err` reason.
+pub fn poll<T>(
+    timeout: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> Result<T, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check() {
+            Ok(v) => return Ok(v),
+            Err(why) if Instant::now() >= deadline => {
+                return Err(format!("gave up after {timeout:?}; last state: {why}"))
+            }
+            Err(_) => std::thread::sleep(every),
+        }
+    }
+}
+
+/// Like [`poll`], but panics naming `what` on timeout (the owners' Drop prints their logs).
+pub fn wait_for<T>(what: &str, timeout: Duration, check: impl FnMut() -> Result<T, String>) -> T {
+    match poll(timeout, Duration::from_millis(100), check) {
+        Ok(v) => v,
+        Err(why) => panic!("timed out waiting for {what}: {why}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP
+// ---------------------------------------------------------------------------------------
+
+/// The runtime the HTTP client and the metrics target run on.
+pub fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("it-runtime")
+            .enable_all()
+            .build()
+            .expect("building the test runtime")
+    })
+}
+
+fn client() -> &'static Client<HttpConnector, Full<Bytes>> {
+    static CLIENT: OnceLock<Client<HttpConnector, Full<Bytes>>> = OnceLock::new();
+    // No pooled connections: a test never trips over a connection the server already closed.
+    CLIENT.get_or_init(|| {
+        Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build_http()
+    })
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One HTTP exchange; `Err` if the server could not be reached or did not answer in time.
+pub fn try_request(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Result<Response, String> {
+    let mut builder = Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let req = builder
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| format!("building the request: {e}"))?;
+    runtime().block_on(async {
+        let exchange = async {
+            let res = client()
+                .request(req)
+                .await
+                .map_err(|e| format!("{url}: {e:?}"))?;
+            let (parts, body) = res.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| format!("{url}: reading the body: {e}"))?
+                .to_bytes();
+            Ok(Response {
+                status: parts.status.as_u16(),
+                headers: parts.headers,
+                body: body.to_vec(),
+            })
+        };
+        tokio::time::timeout(HTTP_TIMEOUT, exchange)
+            .await
+            .map_err(|_| format!("{url}: no answer within {HTTP_TIMEOUT:?}"))?
+    })
+}
+
+/// One HTTP exchange that must succeed at the transport level.
+pub fn request(method: Method, url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Response {
+    try_request(method, url, headers, body).unwrap_or_else(|e| panic!("HTTP request failed: {e}"))
+}
+
+/// GETs a URL and parses its text exposition.
+pub fn scrape(url: &str) -> prometheus_parse::Scrape {
+    let res = request(Method::GET, url, &[], Vec::new());
+    assert_eq!(res.status, 200, "GET {url}: {}", res.text());
+    parse_exposition(&res.text())
+}
+
+pub fn parse_exposition(text: &str) -> prometheus_parse::Scrape {
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("parsing the text exposition")
+}
+
+/// The value of the sample named `name` whose labels include all of `labels`; if several
+/// match, their sum (so a label left out aggregates over it). `None` if none matches.
+pub fn sample_value(
+    scrape: &prometheus_parse::Scrape,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
+    let mut found = None;
+    for s in &scrape.samples {
+        if s.metric != name || !labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)) {
+            continue;
+        }
+        let v = match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => continue,
+        };
+        *found.get_or_insert(0.0) += v;
+    }
+    found
+}
+
+// ---------------------------------------------------------------------------------------
+// Processes
+// ---------------------------------------------------------------------------------------
+
+/// A port that was free a moment ago. The child may lose a race for it; starters retry.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding 127.0.0.1:0")
+        .port()
+}
+
+/// A child process with its output going to a log file; killed on drop.
+struct Proc {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> Proc {
+        let out = File::create(&log).expect("creating a log file");
+        cmd.stdin(Stdio::null())
+            .stdout(out.try_clone().expect("cloning a file handle"))
+            .stderr(out);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({:?}): {e}", cmd.get_program()));
+        Proc { name, child, log }
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_else(|e| format!("(no log: {e})"))
+    }
+
+    fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Polls `ready_url` until it answers 200; `Err` if the process exits first or time runs out.
+    fn wait_ready(&mut self, ready_url: &str, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.exited() {
+                return Err(format!(
+                    "{} exited with {status} before it was ready",
+                    self.name
+                ));
+            }
+            match try_request(Method::GET, ready_url, &[], Vec::new()) {
+                Ok(r) if r.status == 200 => return Ok(()),
+                _ if Instant::now() >= deadline => {
+                    return Err(format!(
+                        "{} not ready at {ready_url} within {timeout:?}",
+                        self.name
+                    ))
+                }
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        if self.exited().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!(
+                "----- {} log ({}) -----\n{}\n----- end of {} log -----",
+                self.name,
+                self.log.display(),
+                self.logs(),
+                self.name
+            );
+        }
+    }
+}
+
+/// Starts a server on a fresh port, retrying a few times when another process took the
+/// port between our probe and the child's bind.
+fn start_on_free_port(
+    name: &'static str,
+    dir: &Path,
+    ready_path: &str,
+    timeout: Duration,
+    command: impl Fn(u16) -> Command,
+) -> (Proc, u16) {
+    const ATTEMPTS: usize = 5;
+    for attempt in 1..=ATTEMPTS {
+        let port = free_port();
+        let log = dir.join(format!("{name}-{attempt}.log"));
+        let mut proc = Proc::spawn(name, command(port), log);
+        match proc.wait_ready(&format!("http://127.0.0.1:{port}{ready_path}"), timeout) {
+            Ok(()) => return (proc, port),
+            Err(why) => {
+                let logs = proc.logs();
+                let port_taken = logs.contains("address already in use")
+                    || logs.contains("Address already in use");
+                if port_taken && attempt < ATTEMPTS {
+                    // Dropping `proc` outside a panic: no log dump, just a retry.
+                    continue;
+                }
+                panic!("{why}");
+            }
+        }
+    }
+    unreachable!()
+}
+
+// ---------------------------------------------------------------------------------------
+// deploywatch
+// ---------------------------------------------------------------------------------------
+
+/// A running `deploywatch` with a temporary `--storage.path`, logging at debug level.
+pub struct Deploywatch {
+    proc: Proc,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Deploywatch {
+    /// Starts deploywatch on its embedded default config.
+    pub fn start() -> Deploywatch {
+        Self::spawn(None)
+    }
+
+    /// Starts deploywatch with `yaml` as its `--config.file`.
+    pub fn start_with_config(yaml: &str) -> Deploywatch {
+        Self::spawn(Some(yaml))
+    }
+
+    fn spawn(config: Option<&str>) -> Deploywatch {
+        let dir = tempfile::Builder::new()
+            .prefix("deploywatch-it-")
+            .tempdir()
+            .expect("creating a temporary directory");
+        let config_path = config.map(|yaml| {
+            let p = dir.path().join("deploywatch.yml");
+            std::fs::write(&p, yaml).expect("writing the config file");
+            p
+        });
+        let storage = dir.path().join("data");
+        let (proc, port) = start_on_free_port(
+            "deploywatch",
+            dir.path(),
+            "/-/ready",
+            Duration::from_secs(20),
+            |port| {
+                let mut cmd = Command::new(env!("CARGO_BIN_EXE_deploywatch"));
+                cmd.arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                    .arg(format!("--storage.path={}", storage.display()))
+                    .arg("--log.level=debug");
+                if let Some(p) = &config_path {
+                    cmd.arg(format!("--config.file={}", p.display()));
+                }
+                cmd
+            },
+        );
+        Deploywatch { proc, port, dir }
+    }
+
+    /// Base URL, without a trailing slash.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// What the process has logged so far.
+    pub fn logs(&self) -> String {
+        self.proc.logs()
+    }
+
+    /// POSTs `body` to `path` with the given Content-Type and Content-Encoding headers
+    /// (omitted when `None`).
+    pub fn post_raw(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        content_encoding: Option<&str>,
+        body: Vec<u8>,
+    ) -> (u16, HeaderMap, String) {
+        let mut headers = Vec::new();
+        if let Some(ct) = content_type {
+            headers.push(("Content-Type", ct));
+        }
+        if let Some(ce) = content_encoding {
+            headers.push(("Content-Encoding", ce));
+        }
+        let res = request(
+            Method::POST,
+            &format!("{}{path}", self.url()),
+            &headers,
+            body,
+        );
+        let text = res.text();
+        (res.status, res.headers, text)
+    }
+
+    /// Sends a Remote-Write 1.0 request as Prometheus does: protobuf, snappy block, headers.
+    pub fn push_v1(&self, req: &rw1::WriteRequest) -> (u16, String) {
+        let (status, _, body) = self.push_v1_bytes(&req.encode_to_vec());
+        (status, body)
+    }
+
+    /// Sends an already encoded (possibly deliberately broken) `WriteRequest`, snappy-compressed.
+    pub fn push_v1_bytes(&self, encoded: &[u8]) -> (u16, HeaderMap, String) {
+        let headers = [
+            ("Content-Type", RW1_CONTENT_TYPE),
+            ("Content-Encoding", "snappy"),
+            ("X-Prometheus-Remote-Write-Version", "0.1.0"),
+            ("User-Agent", "Prometheus/2.42.0+ds"),
+        ];
+        let res = request(
+            Method::POST,
+            &format!("{}/api/v1/write", self.url()),
+            &headers,
+            snappy(encoded),
+        );
+        let text = res.text();
+        (res.status, res.headers, text)
+    }
+
+    /// Sends a Remote-Write 2.0 request.
+    pub fn push_v2(&self, req: &rw2::Request) -> (u16, HeaderMap, String) {
+        self.push_v2_bytes(&req.encode_to_vec())
+    }
+
+    /// Sends an already encoded (possibly deliberately broken) v2 `Request`, snappy-compressed.
+    pub fn push_v2_bytes(&self, encoded: &[u8]) -> (u16, HeaderMap, String) {
+        let headers = [
+            ("Content-Type", RW2_CONTENT_TYPE),
+            ("Content-Encoding", "snappy"),
+            ("X-Prometheus-Remote-Write-Version", "2.0.0"),
+        ];
+        let res = request(
+            Method::POST,
+            &format!("{}/api/v1/write", self.url()),
+            &headers,
+            snappy(encoded),
+        );
+        let text = res.text();
+        (res.status, res.headers, text)
+    }
+
+    /// GETs `path`, which must answer 200 with JSON.
+    pub fn get_json(&self, path: &str) -> Value {
+        let res = request(
+            Method::GET,
+            &format!("{}{path}", self.url()),
+            &[],
+            Vec::new(),
+        );
+        assert_eq!(res.status, 200, "GET {path}: {}", res.text());
+        serde_json::from_slice(&res.body)
+            .unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {}", res.text()))
+    }
+
+    /// `GET /api/v1/services`.
+    pub fn services(&self) -> Value {
+        self.get_json("/api/v1/services")
+    }
+
+    /// `GET /metrics` as text; checks the exposition content type.
+    pub fn metrics_text(&self) -> String {
+        let res = request(
+            Method::GET,
+            &format!("{}/metrics", self.url()),
+            &[],
+            Vec::new(),
+        );
+        assert_eq!(res.status, 200, "GET /metrics: {}", res.text());
+        let ct = res
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        assert!(
+            ct.starts_with("text/plain; version=0.0.4"),
+            "GET /metrics content type {ct:?}"
+        );
+        res.text()
+    }
+
+    /// One sample of `/metrics` (summed if `labels` leave several matching).
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        sample_value(&parse_exposition(&self.metrics_text()), name, labels)
+    }
+
+    /// `deploywatch_ingest_samples_total{outcome}`; a missing sample is a test failure.
+    pub fn samples_total(&self, outcome: &str) -> f64 {
+        self.metric("deploywatch_ingest_samples_total", &[("outcome", outcome)])
+            .unwrap_or_else(|| panic!("no deploywatch_ingest_samples_total{{outcome={outcome:?}}}"))
+    }
+
+    /// A metric that must be present.
+    pub fn must_metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.metric(name, labels)
+            .unwrap_or_else(|| panic!("/metrics has no {name} with labels {labels:?}"))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading /api/v1/services
+// ---------------------------------------------------------------------------------------
+
+/// The entry of `service` in a `/api/v1/services` answer.
+pub fn service<'a>(services: &'a Value, name: &str) -> Option<&'a Value> {
+    services["services"]
+        .as_array()?
+        .iter()
+        .find(|s| s["service"] == name)
+}
+
+/// The entry of `version` of `service`.
+pub fn version<'a>(services: &'a Value, svc: &str, ver: &str) -> Option<&'a Value> {
+    service(services, svc)?["versions"]
+        .as_array()?
+        .iter()
+        .find(|v| v["version"] == ver)
+}
+
+/// Series per version of `service`, as `{version: series}`.
+pub fn series_by_version(services: &Value, svc: &str) -> BTreeMap<String, u64> {
+    service(services, svc)
+        .and_then(|s| s["versions"].as_array())
+        .map(|vs| {
+            vs.iter()
+                .map(|v| {
+                    (
+                        v["version"].as_str().unwrap_or("?").to_string(),
+                        v["series"].as_u64().unwrap_or(u64::MAX),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Names of the services, in answer order.
+pub fn service_names(services: &Value) -> Vec<String> {
+    services["services"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| s["service"].as_str().unwrap_or("?").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------
+// Building requests
+// ---------------------------------------------------------------------------------------
+
+/// Snappy block format, as Prometheus compresses remote-write bodies.
+pub fn snappy(data: &[u8]) -> Vec<u8> {
+    snap::raw::Encoder::new()
+        .compress_vec(data)
+        .expect("snappy-compressing")
+}
+
+/// Prometheus' staleness marker.
+pub fn stale_nan() -> f64 {
+    f64::from_bits(0x7ff0_0000_0000_0002)
+}
+
+/// RW 1.0 labels, sorted by name as Prometheus sends them.
+pub fn labels(pairs: &[(&str, &str)]) -> Vec<rw1::Label> {
+    let mut v: Vec<rw1::Label> = pairs
+        .iter()
+        .map(|(n, v)| rw1::Label {
+            name: n.to_string(),
+            value: v.to_string(),
+        })
+        .collect();
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+    v
+}
+
+/// An RW 1.0 series with float samples `(timestamp ms, value)`.
+pub fn series(pairs: &[(&str, &str)], samples: &[(i64, f64)]) -> rw1::TimeSeries {
+    rw1::TimeSeries {
+        labels: labels(pairs),
+        samples: samples
+            .iter()
+            .map(|&(timestamp, value)| rw1::Sample { value, timestamp })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+pub fn write_request(timeseries: Vec<rw1::TimeSeries>) -> rw1::WriteRequest {
+    rw1::WriteRequest {
+        timeseries,
+        ..Default::default()
+    }
+}
+
+/// A Remote-Write 2.0 symbol table under construction; symbol 0 is "".
+pub struct Symbols {
+    symbols: Vec<String>,
+    index: HashMap<String, u32>,
+}
+
+impl Default for Symbols {
+    fn default() -> Self {
+        Symbols {
+            symbols: vec![String::new()],
+            index: HashMap::from([(String::new(), 0)]),
+        }
+    }
+}
+
+impl Symbols {
+    pub fn sym(&mut self, s: &str) -> u32 {
+        if let Some(&i) = self.index.get(s) {
+            return i;
+        }
+        let i = self.symbols.len() as u32;
+        self.symbols.push(s.to_string());
+        self.index.insert(s.to_string(), i);
+        i
+    }
+
+    /// `labels_refs` for a label set, sorted by label name.
+    pub fn refs(&mut self, pairs: &[(&str, &str)]) -> Vec<u32> {
+        let mut sorted = pairs.to_vec();
+        sorted.sort();
+        sorted
+            .iter()
+            .flat_map(|(n, v)| [self.sym(n), self.sym(v)])
+            .collect()
+    }
+
+    /// A v2 series with float samples.
+    pub fn series(&mut self, pairs: &[(&str, &str)], samples: &[(i64, f64)]) -> rw2::TimeSeries {
+        rw2::TimeSeries {
+            labels_refs: self.refs(pairs),
+            samples: samples
+                .iter()
+                .map(|&(timestamp, value)| rw2::Sample {
+                    value,
+                    timestamp,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    pub fn request(self, timeseries: Vec<rw2::TimeSeries>) -> rw2::Request {
+        rw2::Request {
+            symbols: self.symbols,
+            timeseries,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Prometheus
+// ---------------------------------------------------------------------------------------
+
+/// A running Prometheus (Debian's 2.42) with a temporary TSDB and the given config.
+pub struct Prometheus {
+    proc: Proc,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// Starts `/usr/bin/prometheus` with `config_yaml` as its `--config.file`. Fails (never
+    /// skips) when Prometheus is not installed.
+    pub fn start(config_yaml: &str) -> Prometheus {
+        assert!(
+            Path::new(PROMETHEUS_BIN).exists(),
+            "{PROMETHEUS_BIN} is missing: the end-to-end tests need Debian's prometheus 2.42. \
+             Run the README's test command, `bash tests/run`, which installs it with apt-get."
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("deploywatch-it-prometheus-")
+            .tempdir()
+            .expect("creating a temporary directory");
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(&config, config_yaml).expect("writing prometheus.yml");
+        let tsdb = dir.path().join("tsdb");
+        let (proc, port) = start_on_free_port(
+            "prometheus",
+            dir.path(),
+            "/-/ready",
+            Duration::from_secs(60),
+            |port| {
+                let mut cmd = Command::new(PROMETHEUS_BIN);
+                cmd.arg(format!("--config.file={}", config.display()))
+                    .arg(format!("--storage.tsdb.path={}", tsdb.display()))
+                    .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                    .arg("--log.level=debug");
+                cmd
+            },
+        );
+        Prometheus { proc, port, dir }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn logs(&self) -> String {
+        self.proc.logs()
+    }
+
+    /// One sample of Prometheus' own `/metrics` (summed over unnamed labels).
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        sample_value(&scrape(&format!("{}/metrics", self.url())), name, labels)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A metrics target
+// ---------------------------------------------------------------------------------------
+
+/// A tiny HTTP server answering `GET /metrics` with text exposition the test can change
+/// while it runs. Built on axum, deploywatch's own hyper-based server, so no new dependency.
+pub struct MetricsTarget {
+    addr: SocketAddr,
+    body: Arc<Mutex<String>>,
+    scrapes: Arc<std::sync::atomic::AtomicU64>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl MetricsTarget {
+    pub fn start(exposition: &str) -> MetricsTarget {
+        use axum::http::header;
+        use std::sync::atomic::Ordering;
+
+        let body = Arc::new(Mutex::new(exposition.to_string()));
+        let scrapes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let listener = runtime()
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("binding the metrics target");
+        let addr = listener.local_addr().expect("target address");
+        let app = {
+            let body = body.clone();
+            let scrapes = scrapes.clone();
+            axum::Router::new().route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let text = body.lock().clone();
+                    scrapes.fetch_add(1, Ordering::Relaxed);
+                    async move {
+                        (
+                            [(
+                                header::CONTENT_TYPE,
+                                "text/plain; version=0.0.4; charset=utf-8",
+                            )],
+                            text,
+                        )
+                    }
+                }),
+            )
+        };
+        runtime().spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        MetricsTarget {
+            addr,
+            body,
+            scrapes,
+            shutdown: Some(tx),
+        }
+    }
+
+    /// `host:port`, as a Prometheus static target.
+    pub fn target(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Replaces what the next scrapes see.
+    pub fn set(&self, exposition: &str) {
+        *self.body.lock() = exposition.to_string();
+    }
+
+    /// How many times `/metrics` was fetched.
+    pub fn scrapes(&self) -> u64 {
+        self.scrapes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for MetricsTarget {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Wall-clock Unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64
+}
