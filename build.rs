@@ -2,7 +2,11 @@
 //! `protoc`. The generated types serve encoders (tests, load generator, remote read); the
 //! write path decodes by hand in `src/ingest/`.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/types.proto", "proto/remote.proto", "proto/write_v2.proto"];
+    let files = [
+        "proto/types.proto",
+        "proto/remote.proto",
+        "proto/write_v2.proto",
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");
     }

@@ -1,1 +1,124 @@
-fn main(){}
+//! Decode and decode+ingest throughput on Prometheus-shaped RW 1.0 requests: 2,000
+//! single-sample series per request, 8 kube-like labels, into a store holding 100 k active
+//! series. Run: `cargo bench --bench ingest`. Samples/s per core = 2,000 / time per iteration.
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use prost::Message;
+
+use deploywatch::ingest::{DecodeLimits, Decoder, Protocol};
+use deploywatch::proto::prometheus as pb;
+use deploywatch::store::{IngestScratch, Store, StoreConfig};
+
+const SERIES: usize = 100_000;
+const PER_REQUEST: usize = 2_000;
+
+/// The labels of series `i`, sorted by name, as Prometheus scrapes them from Kubernetes.
+fn labels(i: usize) -> Vec<pb::Label> {
+    let names = [
+        "http_requests_total",
+        "http_request_duration_seconds_bucket",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+    ];
+    let svc = i % 10;
+    let version = (i / 10) % 2;
+    let pod = (i / 20) % 50;
+    let l = |n: &str, v: String| pb::Label {
+        name: n.into(),
+        value: v,
+    };
+    vec![
+        l("__name__", names[i % 4].into()),
+        l("code", ["200", "500", "404"][(i / 4) % 3].into()),
+        l("instance", format!("10.1.{}.{}:8080", pod / 250, pod % 250)),
+        l("job", format!("service-{svc}")),
+        l("namespace", "prod".into()),
+        l("pod", format!("service-{svc}-v{version}-7d9f8b-{:05}", pod)),
+        l("route", format!("/api/v1/route{}", i / 1000)),
+        l("series", i.to_string()),
+        l("version", format!("v{version}")),
+    ]
+}
+
+/// Request `r` of a round: series `r*2000 .. r*2000+2000` at event time `ts`.
+fn request(all: &[Vec<pb::Label>], r: usize, ts: i64) -> Vec<u8> {
+    let start = (r * PER_REQUEST) % SERIES;
+    let req = pb::WriteRequest {
+        timeseries: (start..start + PER_REQUEST)
+            .map(|i| pb::TimeSeries {
+                labels: all[i].clone(),
+                samples: vec![pb::Sample {
+                    value: (ts / 15_000 * (i as i64 % 7 + 1)) as f64,
+                    timestamp: ts,
+                }],
+                ..Default::default()
+            })
+            .collect(),
+        metadata: vec![],
+    };
+    snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .unwrap()
+}
+
+fn store() -> Store {
+    Store::new(StoreConfig {
+        service_label: "job".into(),
+        version_label: "version".into(),
+        retention_ms: 2 * 3_600_000,
+        max_active_series: 10_000_000,
+        max_series_per_service: 10_000_000,
+    })
+}
+
+fn bench(c: &mut Criterion) {
+    let all: Vec<_> = (0..SERIES).map(labels).collect();
+    let limits = DecodeLimits::default();
+    let mut g = c.benchmark_group("rw1");
+    g.throughput(Throughput::Elements(PER_REQUEST as u64));
+
+    let body = request(&all, 0, 1_000_000);
+    let mut decoder = Decoder::default();
+    g.bench_function("decode_2000", |b| {
+        b.iter(|| {
+            decoder
+                .decode(Protocol::V1, &body, &limits)
+                .unwrap()
+                .sample_count()
+        })
+    });
+
+    // A store with 100 k active series; each iteration appends the next scrape's samples.
+    let store = store();
+    let mut scratch = IngestScratch::default();
+    let rounds = SERIES / PER_REQUEST;
+    for r in 0..rounds {
+        let body = request(&all, r, 1_000_000);
+        let batch = decoder.decode(Protocol::V1, &body, &limits).unwrap();
+        store.ingest(batch, &mut scratch).unwrap();
+    }
+    assert_eq!(store.active_series(), SERIES);
+    let mut n = 0usize;
+    g.bench_function("decode_ingest_2000_at_100k_series", |b| {
+        b.iter_batched(
+            || {
+                n += 1;
+                request(
+                    &all,
+                    n % rounds,
+                    1_000_000 + (n / rounds) as i64 * 15_000 + 15_000,
+                )
+            },
+            |body| {
+                let batch = decoder.decode(Protocol::V1, &body, &limits).unwrap();
+                let o = store.ingest(batch, &mut scratch).unwrap();
+                assert_eq!(o.samples_appended, PER_REQUEST as u64);
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

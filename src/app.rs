@@ -128,10 +128,9 @@ impl App {
                 self.config.store(Arc::new(new));
                 self.metrics.reloads_ok.inc();
                 self.metrics.last_reload_ok.store(1, Ordering::Relaxed);
-                self.metrics.last_reload_success_ms.store(
-                    crate::now_ms() as u64,
-                    Ordering::Relaxed,
-                );
+                self.metrics
+                    .last_reload_success_ms
+                    .store(crate::now_ms() as u64, Ordering::Relaxed);
                 tracing::info!(took = ?started.elapsed(), "Configuration reloaded.");
                 Ok(())
             }

@@ -205,7 +205,9 @@ pub struct PromDuration(pub Duration);
 impl<'de> Deserialize<'de> for PromDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        parse_duration(&s).map(PromDuration).map_err(de::Error::custom)
+        parse_duration(&s)
+            .map(PromDuration)
+            .map_err(de::Error::custom)
     }
 }
 
@@ -290,9 +292,7 @@ impl<'de> Deserialize<'de> for ByteSize {
             Raw::N(n) => Ok(n),
             Raw::S(s) => {
                 let s = s.trim();
-                let split = s
-                    .find(|c: char| !c.is_ascii_digit())
-                    .unwrap_or(s.len());
+                let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
                 let (n, unit) = s.split_at(split);
                 let mult: u64 = match unit.trim() {
                     "" | "B" => 1,
@@ -305,9 +305,9 @@ impl<'de> Deserialize<'de> for ByteSize {
                     _ => u64::MAX,
                 };
                 match (n.parse::<u64>(), mult) {
-                    (Ok(n), m) if m != u64::MAX => {
-                        n.checked_mul(m).ok_or_else(|| format!("size {s:?} too large"))
-                    }
+                    (Ok(n), m) if m != u64::MAX => n
+                        .checked_mul(m)
+                        .ok_or_else(|| format!("size {s:?} too large")),
                     _ => Err(format!(
                         "invalid size {s:?}: expected bytes or e.g. 32MiB, 500KB"
                     )),
@@ -349,9 +349,7 @@ struct HttpUrl(String);
 impl<'de> Deserialize<'de> for HttpUrl {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        check_http_url(&s)
-            .map(HttpUrl)
-            .map_err(de::Error::custom)
+        check_http_url(&s).map(HttpUrl).map_err(de::Error::custom)
     }
 }
 
@@ -411,7 +409,9 @@ impl Config {
             )));
         }
         if raw.alerting.resend_interval.0 < Duration::from_secs(1) {
-            return Err(invalid("alerting.resend_interval must be at least 1s".into()));
+            return Err(invalid(
+                "alerting.resend_interval must be at least 1s".into(),
+            ));
         }
         let l = &raw.limits;
         for (name, v) in [
@@ -436,7 +436,12 @@ impl Config {
             },
             rule_files: raw.rule_files,
             alerting: AlertingConfig {
-                alertmanagers: raw.alerting.alertmanagers.into_iter().map(|a| a.url.0).collect(),
+                alertmanagers: raw
+                    .alerting
+                    .alertmanagers
+                    .into_iter()
+                    .map(|a| a.url.0)
+                    .collect(),
                 resend_interval: raw.alerting.resend_interval.0,
             },
             limits: LimitsConfig {
@@ -456,7 +461,7 @@ impl Config {
     }
 }
 
-fn yaml_error(source: &str, e: &serde_saphyr::Error) -> ConfigError {
+pub(crate) fn yaml_error(source: &str, e: &serde_saphyr::Error) -> ConfigError {
     let (line, column) = e
         .location()
         .map(|l| (l.line(), l.column()))

@@ -8,9 +8,11 @@
 
 pub mod app;
 pub mod config;
+pub mod deploy;
 pub mod export;
 pub mod ingest;
 pub mod logging;
+pub mod rules;
 pub mod store;
 pub mod web;
 

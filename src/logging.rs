@@ -77,7 +77,10 @@ where
             rfc3339_now(),
             meta.target()
         )?;
-        let mut v = Visitor { w: &mut w, res: Ok(()) };
+        let mut v = Visitor {
+            w: &mut w,
+            res: Ok(()),
+        };
         event.record(&mut v);
         v.res?;
         writeln!(w)
@@ -91,12 +94,20 @@ struct Visitor<'a, 'b> {
 
 impl Visit for Visitor<'_, '_> {
     fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
-        let name = if field.name() == "message" { "msg" } else { field.name() };
+        let name = if field.name() == "message" {
+            "msg"
+        } else {
+            field.name()
+        };
         let text = format!("{value:?}");
         self.write(name, &text);
     }
     fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        let name = if field.name() == "message" { "msg" } else { field.name() };
+        let name = if field.name() == "message" {
+            "msg"
+        } else {
+            field.name()
+        };
         self.write(name, value);
     }
 }

@@ -22,7 +22,11 @@ struct Flags {
     config_file: Option<PathBuf>,
 
     /// Address to listen on for the HTTP API, remote write and metrics.
-    #[arg(long = "web.listen-address", value_name = "ADDR", default_value = "0.0.0.0:10997")]
+    #[arg(
+        long = "web.listen-address",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:10997"
+    )]
     listen_address: SocketAddr,
 
     /// URL under which deploywatch is reachable, used in links in alerts and reports.
@@ -72,7 +76,10 @@ fn run(flags: Flags) -> anyhow::Result<()> {
         .map(|u| check_http_url(u).map_err(anyhow::Error::msg))
         .collect::<anyhow::Result<Vec<_>>>()?;
     std::fs::create_dir_all(&flags.storage_path).with_context(|| {
-        format!("cannot create --storage.path {}", flags.storage_path.display())
+        format!(
+            "cannot create --storage.path {}",
+            flags.storage_path.display()
+        )
     })?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -126,7 +133,10 @@ async fn shutdown_signal() {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     };
-    tracing::info!(signal = name, "Received a shutdown signal; draining in-flight requests.");
+    tracing::info!(
+        signal = name,
+        "Received a shutdown signal; draining in-flight requests."
+    );
 }
 
 async fn reload_on_sighup(app: Arc<App>) {

@@ -44,7 +44,11 @@ pub fn decode(
     if !series_msgs.is_empty() {
         match symbols.first() {
             Some(&(a, b)) if a == b => {}
-            Some(_) => return Err(DecodeError::Malformed("symbols[0] must be the empty string")),
+            Some(_) => {
+                return Err(DecodeError::Malformed(
+                    "symbols[0] must be the empty string",
+                ))
+            }
             None => return Err(DecodeError::Malformed("series present but no symbol table")),
         }
     }

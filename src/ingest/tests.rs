@@ -1,5 +1,5 @@
-use prost::Message;
 use proptest::prelude::*;
+use prost::Message;
 
 use super::*;
 use crate::proto::{prometheus as pb, write_v2 as v2};
@@ -26,11 +26,16 @@ fn snappy(b: &[u8]) -> Vec<u8> {
     snap::raw::Encoder::new().compress_vec(b).unwrap()
 }
 
-fn decode_v1(req: &pb::WriteRequest) -> Result<Vec<(Vec<(String, String)>, Vec<(i64, u64)>)>, DecodeError> {
+fn decode_v1(
+    req: &pb::WriteRequest,
+) -> Result<Vec<(Vec<(String, String)>, Vec<(i64, u64)>)>, DecodeError> {
     decode_body(Protocol::V1, &snappy(&req.encode_to_vec()))
 }
 
-fn decode_body(p: Protocol, body: &[u8]) -> Result<Vec<(Vec<(String, String)>, Vec<(i64, u64)>)>, DecodeError> {
+fn decode_body(
+    p: Protocol,
+    body: &[u8],
+) -> Result<Vec<(Vec<(String, String)>, Vec<(i64, u64)>)>, DecodeError> {
     let mut d = Decoder::default();
     let b = d.decode(p, body, &DecodeLimits::default())?;
     Ok(b.series
@@ -38,9 +43,17 @@ fn decode_body(p: Protocol, body: &[u8]) -> Result<Vec<(Vec<(String, String)>, V
         .map(|s| {
             (
                 b.series_labels(s)
-                    .map(|(n, v)| (String::from_utf8_lossy(n).into(), String::from_utf8_lossy(v).into()))
+                    .map(|(n, v)| {
+                        (
+                            String::from_utf8_lossy(n).into(),
+                            String::from_utf8_lossy(v).into(),
+                        )
+                    })
                     .collect(),
-                b.series_samples(s).iter().map(|x| (x.ts, x.value.to_bits())).collect(),
+                b.series_samples(s)
+                    .iter()
+                    .map(|x| (x.ts, x.value.to_bits()))
+                    .collect(),
             )
         })
         .collect())
@@ -53,7 +66,10 @@ fn rw1_round_trip_keeps_labels_samples_and_stale_bits() {
         timeseries: vec![
             series(&[("__name__", "up"), ("job", "a")], &[(1000, 1.0)]),
             series(&[("__name__", "up"), ("job", "a")], &[(2000, stale)]),
-            series(&[("__name__", "x"), ("empty", ""), ("job", "b")], &[(5, -2.5), (6, 7.0)]),
+            series(
+                &[("__name__", "x"), ("empty", ""), ("job", "b")],
+                &[(5, -2.5), (6, 7.0)],
+            ),
         ],
         metadata: vec![pb::MetricMetadata {
             r#type: 1,
@@ -64,45 +80,77 @@ fn rw1_round_trip_keeps_labels_samples_and_stale_bits() {
     };
     let got = decode_v1(&req).unwrap();
     assert_eq!(got.len(), 3);
-    assert_eq!(got[0].0, vec![("__name__".into(), "up".into()), ("job".into(), "a".into())]);
+    assert_eq!(
+        got[0].0,
+        vec![("__name__".into(), "up".into()), ("job".into(), "a".into())]
+    );
     assert_eq!(got[1].1, vec![(2000, crate::store::STALE_NAN_BITS)]);
     // An empty label value is the absent label, as in Prometheus.
     assert_eq!(got[2].0.len(), 2);
-    assert_eq!(got[2].1, vec![(5, (-2.5f64).to_bits()), (6, 7.0f64.to_bits())]);
+    assert_eq!(
+        got[2].1,
+        vec![(5, (-2.5f64).to_bits()), (6, 7.0f64.to_bits())]
+    );
     let mut d = Decoder::default();
     let b = d
-        .decode(Protocol::V1, &snappy(&req.encode_to_vec()), &DecodeLimits::default())
+        .decode(
+            Protocol::V1,
+            &snappy(&req.encode_to_vec()),
+            &DecodeLimits::default(),
+        )
         .unwrap();
     assert_eq!(b.extras.metadata, 1);
     // Consecutive entries of one series have equal raw label bytes.
-    assert_eq!(b.bytes(b.series[0].raw_labels), b.bytes(b.series[1].raw_labels));
+    assert_eq!(
+        b.bytes(b.series[0].raw_labels),
+        b.bytes(b.series[1].raw_labels)
+    );
 }
 
 #[test]
 fn rw2_round_trip_resolves_symbols() {
     let req = v2::Request {
-        symbols: vec!["".into(), "__name__".into(), "up".into(), "job".into(), "a".into()],
+        symbols: vec![
+            "".into(),
+            "__name__".into(),
+            "up".into(),
+            "job".into(),
+            "a".into(),
+        ],
         timeseries: vec![v2::TimeSeries {
             labels_refs: vec![1, 2, 3, 4],
-            samples: vec![v2::Sample { value: 1.5, timestamp: 42, start_timestamp: 0 }],
+            samples: vec![v2::Sample {
+                value: 1.5,
+                timestamp: 42,
+                start_timestamp: 0,
+            }],
             ..Default::default()
         }],
     };
     let got = decode_body(Protocol::V2, &snappy(&req.encode_to_vec())).unwrap();
-    assert_eq!(got, vec![(
-        vec![("__name__".into(), "up".into()), ("job".into(), "a".into())],
-        vec![(42, 1.5f64.to_bits())]
-    )]);
+    assert_eq!(
+        got,
+        vec![(
+            vec![("__name__".into(), "up".into()), ("job".into(), "a".into())],
+            vec![(42, 1.5f64.to_bits())]
+        )]
+    );
 }
 
 #[test]
 fn rw2_rejects_bad_refs_and_symbol_table() {
     let mut req = v2::Request {
         symbols: vec!["".into(), "a".into()],
-        timeseries: vec![v2::TimeSeries { labels_refs: vec![1, 7], ..Default::default() }],
+        timeseries: vec![v2::TimeSeries {
+            labels_refs: vec![1, 7],
+            ..Default::default()
+        }],
     };
     let e = decode_body(Protocol::V2, &snappy(&req.encode_to_vec())).unwrap_err();
-    assert!(matches!(e, DecodeError::Labels(ref m) if m.contains("outside the symbol table")), "{e}");
+    assert!(
+        matches!(e, DecodeError::Labels(ref m) if m.contains("outside the symbol table")),
+        "{e}"
+    );
     req.timeseries[0].labels_refs = vec![1];
     assert!(decode_body(Protocol::V2, &snappy(&req.encode_to_vec())).is_err());
     req.symbols[0] = "x".into();
@@ -120,7 +168,10 @@ fn invalid_labels_are_named() {
         (vec![], "no labels"),
     ];
     for (labels, want) in cases {
-        let req = pb::WriteRequest { timeseries: vec![series(&labels, &[(1, 1.0)])], metadata: vec![] };
+        let req = pb::WriteRequest {
+            timeseries: vec![series(&labels, &[(1, 1.0)])],
+            metadata: vec![],
+        };
         let e = decode_v1(&req).unwrap_err();
         assert!(e.to_string().contains(want), "{labels:?}: {e}");
     }
@@ -128,45 +179,107 @@ fn invalid_labels_are_named() {
 
 #[test]
 fn limits_are_enforced() {
-    let limits = DecodeLimits { max_series_per_request: 1, max_label_value_length: 3, ..DecodeLimits::default() };
+    let limits = DecodeLimits {
+        max_series_per_request: 1,
+        max_label_value_length: 3,
+        ..DecodeLimits::default()
+    };
     let two = pb::WriteRequest {
         timeseries: vec![series(&[("a", "1")], &[]), series(&[("a", "2")], &[])],
         metadata: vec![],
     };
     let mut d = Decoder::default();
-    let e = d.decode(Protocol::V1, &snappy(&two.encode_to_vec()), &limits).unwrap_err();
+    let e = d
+        .decode(Protocol::V1, &snappy(&two.encode_to_vec()), &limits)
+        .unwrap_err();
     assert!(matches!(e, DecodeError::Limit(_)), "{e}");
-    let long = pb::WriteRequest { timeseries: vec![series(&[("a", "1234")], &[])], metadata: vec![] };
-    let e = d.decode(Protocol::V1, &snappy(&long.encode_to_vec()), &limits).unwrap_err();
+    let long = pb::WriteRequest {
+        timeseries: vec![series(&[("a", "1234")], &[])],
+        metadata: vec![],
+    };
+    let e = d
+        .decode(Protocol::V1, &snappy(&long.encode_to_vec()), &limits)
+        .unwrap_err();
     assert!(matches!(e, DecodeError::Limit(_)), "{e}");
-    let limits = DecodeLimits { max_body_bytes: 10, ..DecodeLimits::default() };
+    let limits = DecodeLimits {
+        max_body_bytes: 10,
+        ..DecodeLimits::default()
+    };
     let big = snappy(&[0u8; 100]);
-    assert!(matches!(d.decode(Protocol::V1, &big, &limits), Err(DecodeError::TooLarge { .. })));
+    assert!(matches!(
+        d.decode(Protocol::V1, &big, &limits),
+        Err(DecodeError::TooLarge { .. })
+    ));
 }
 
 #[test]
 fn bad_bodies_are_bad_requests() {
     assert_eq!(decode_body(Protocol::V1, b""), Err(DecodeError::Empty));
-    assert!(matches!(decode_body(Protocol::V1, b"\xff\xff\xff\xff\xff\xff"), Err(DecodeError::Snappy(_))));
-    let good = snappy(&pb::WriteRequest { timeseries: vec![series(&[("a", "b")], &[(1, 1.0)])], metadata: vec![] }.encode_to_vec());
-    assert!(matches!(decode_body(Protocol::V1, &good[..good.len() - 3]), Err(DecodeError::Snappy(_))));
+    assert!(matches!(
+        decode_body(Protocol::V1, b"\xff\xff\xff\xff\xff\xff"),
+        Err(DecodeError::Snappy(_))
+    ));
+    let good = snappy(
+        &pb::WriteRequest {
+            timeseries: vec![series(&[("a", "b")], &[(1, 1.0)])],
+            metadata: vec![],
+        }
+        .encode_to_vec(),
+    );
+    assert!(matches!(
+        decode_body(Protocol::V1, &good[..good.len() - 3]),
+        Err(DecodeError::Snappy(_))
+    ));
     // Field 1 of WriteRequest as a varint.
-    assert!(matches!(decode_body(Protocol::V1, &snappy(&[0x08, 0x01])), Err(DecodeError::WireType { .. })));
+    assert!(matches!(
+        decode_body(Protocol::V1, &snappy(&[0x08, 0x01])),
+        Err(DecodeError::WireType { .. })
+    ));
     // A length running past the end.
-    assert!(matches!(decode_body(Protocol::V1, &snappy(&[0x0a, 0x10, 0x0a])), Err(DecodeError::Truncated)));
+    assert!(matches!(
+        decode_body(Protocol::V1, &snappy(&[0x0a, 0x10, 0x0a])),
+        Err(DecodeError::Truncated)
+    ));
 }
 
 #[test]
 fn content_negotiation() {
     use Protocol::*;
-    assert_eq!(Protocol::negotiate(Some("application/x-protobuf"), Some("snappy")), Ok(V1));
-    assert_eq!(Protocol::negotiate(Some("application/x-protobuf"), None), Ok(V1));
+    assert_eq!(
+        Protocol::negotiate(Some("application/x-protobuf"), Some("snappy")),
+        Ok(V1)
+    );
+    assert_eq!(
+        Protocol::negotiate(Some("application/x-protobuf"), None),
+        Ok(V1)
+    );
     assert_eq!(Protocol::negotiate(None, None), Ok(V1));
-    assert_eq!(Protocol::negotiate(Some("application/x-protobuf;proto=prometheus.WriteRequest"), None), Ok(V1));
-    assert_eq!(Protocol::negotiate(Some("application/x-protobuf; proto=io.prometheus.write.v2.Request"), Some("snappy")), Ok(V2));
-    assert!(matches!(Protocol::negotiate(Some("application/x-protobuf;proto=foo.Bar"), None), Err(DecodeError::UnsupportedContentType(_))));
-    assert!(matches!(Protocol::negotiate(Some("text/plain"), None), Err(DecodeError::UnsupportedContentType(_))));
-    assert!(matches!(Protocol::negotiate(Some("application/x-protobuf"), Some("gzip")), Err(DecodeError::UnsupportedEncoding(_))));
+    assert_eq!(
+        Protocol::negotiate(
+            Some("application/x-protobuf;proto=prometheus.WriteRequest"),
+            None
+        ),
+        Ok(V1)
+    );
+    assert_eq!(
+        Protocol::negotiate(
+            Some("application/x-protobuf; proto=io.prometheus.write.v2.Request"),
+            Some("snappy")
+        ),
+        Ok(V2)
+    );
+    assert!(matches!(
+        Protocol::negotiate(Some("application/x-protobuf;proto=foo.Bar"), None),
+        Err(DecodeError::UnsupportedContentType(_))
+    ));
+    assert!(matches!(
+        Protocol::negotiate(Some("text/plain"), None),
+        Err(DecodeError::UnsupportedContentType(_))
+    ));
+    assert!(matches!(
+        Protocol::negotiate(Some("application/x-protobuf"), Some("gzip")),
+        Err(DecodeError::UnsupportedEncoding(_))
+    ));
 }
 
 proptest! {

@@ -111,12 +111,7 @@ impl<'a> Reader<'a> {
 
 /// Checks a known field's wire type.
 #[inline]
-pub fn expect(
-    msg: &'static str,
-    field: u32,
-    got: u8,
-    want: u8,
-) -> Result<(), DecodeError> {
+pub fn expect(msg: &'static str, field: u32, got: u8, want: u8) -> Result<(), DecodeError> {
     if got == want {
         Ok(())
     } else {

@@ -150,8 +150,15 @@ mod tests {
         ];
         assert!(ls.eq_pairs(pairs.iter().copied()));
         assert!(!ls.eq_pairs(pairs[..2].iter().copied()));
-        let other: Vec<(&[u8], &[u8])> = vec![(b"__name__", b"up"), (b"job", b"checkou"), (b"tversion", b"v1")];
+        let other: Vec<(&[u8], &[u8])> = vec![
+            (b"__name__", b"up"),
+            (b"job", b"checkou"),
+            (b"tversion", b"v1"),
+        ];
         assert!(!ls.eq_pairs(other.iter().copied()));
-        assert_eq!(ls.to_string(), r#"{__name__="up", job="checkout", version="v1"}"#);
+        assert_eq!(
+            ls.to_string(),
+            r#"{__name__="up", job="checkout", version="v1"}"#
+        );
     }
 }

@@ -239,22 +239,33 @@ impl Store {
         scratch.newest.clear();
 
         // 1. Resolve existing series under shard read locks.
-        let mut prev_raw: &[u8] = &[];
+        let mut prev: Option<(usize, &[u8])> = None;
         for (i, entry) in batch.series.iter().enumerate() {
+            // Entries without float samples (native histograms, exemplars only) create no
+            // series: an empty series would count against limits and could look like a
+            // new version.
+            if entry.samples.is_empty() {
+                scratch.refs.push(None);
+                scratch.hashes.push(0);
+                continue;
+            }
             let raw = batch.bytes(entry.raw_labels);
             // Prometheus repeats a series in consecutive entries when it has several
             // samples for it: equal label bytes, same series.
-            if i > 0 && !raw.is_empty() && raw == prev_raw {
-                let r = scratch.refs[i - 1].clone();
-                let h = scratch.hashes[i - 1];
-                if r.is_none() {
-                    scratch.missing.push(i);
+            if let Some((p, prev_raw)) = prev {
+                if !raw.is_empty() && raw == prev_raw {
+                    let r = scratch.refs[p].clone();
+                    let h = scratch.hashes[p];
+                    if r.is_none() {
+                        scratch.missing.push(i);
+                    }
+                    scratch.refs.push(r);
+                    scratch.hashes.push(h);
+                    prev = Some((i, raw));
+                    continue;
                 }
-                scratch.refs.push(r);
-                scratch.hashes.push(h);
-                continue;
             }
-            prev_raw = raw;
+            prev = Some((i, raw));
             let pairs = batch.series_labels(entry);
             let hash = labels::hash_pairs(&self.hasher, pairs.clone());
             let found = {
@@ -274,10 +285,16 @@ impl Store {
         for &i in &scratch.missing {
             for (n, v) in batch.series_labels(&batch.series[i]) {
                 if std::str::from_utf8(n).is_err() {
-                    return Err(StoreError::InvalidUtf8 { series: i, what: "name" });
+                    return Err(StoreError::InvalidUtf8 {
+                        series: i,
+                        what: "name",
+                    });
                 }
                 if std::str::from_utf8(v).is_err() {
-                    return Err(StoreError::InvalidUtf8 { series: i, what: "value" });
+                    return Err(StoreError::InvalidUtf8 {
+                        series: i,
+                        what: "value",
+                    });
                 }
             }
         }
@@ -296,9 +313,9 @@ impl Store {
             for &j in &scratch.missing[k..] {
                 if scratch.hashes[j] == hash
                     && scratch.refs[j].is_none()
-                    && created.as_ref().is_some_and(|s| {
-                        s.labels.eq_pairs(batch.series_labels(&batch.series[j]))
-                    })
+                    && created
+                        .as_ref()
+                        .is_some_and(|s| s.labels.eq_pairs(batch.series_labels(&batch.series[j])))
                 {
                     scratch.refs[j] = created.clone();
                 }
@@ -334,6 +351,10 @@ impl Store {
                             oldest = oldest.min(s.ts);
                         }
                         Append::Duplicate => out.duplicates += 1,
+                        // A retried push repeats older samples: already held means duplicate.
+                        Append::OutOfOrder if data.ring.range(s.ts, s.ts).next().is_some() => {
+                            out.duplicates += 1
+                        }
                         Append::OutOfOrder => out.out_of_order += 1,
                     }
                 }
@@ -372,9 +393,12 @@ impl Store {
             svc.newest.fetch_max(ts, Ordering::Relaxed);
             if let Some(v) = svc.versions.read().get(vid as usize) {
                 v.newest.fetch_max(ts, Ordering::Relaxed);
-                let _ = v
-                    .first_seen
-                    .compare_exchange(NO_TS, oldest, Ordering::Relaxed, Ordering::Relaxed);
+                let _ = v.first_seen.compare_exchange(
+                    NO_TS,
+                    oldest,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
             }
         }
     }

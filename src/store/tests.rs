@@ -14,21 +14,37 @@ fn store() -> Store {
     })
 }
 
-fn push(store: &Store, series: &[(&[(&str, &str)], i64, f64)]) -> Result<IngestOutcome, StoreError> {
+fn push(
+    store: &Store,
+    series: &[(&[(&str, &str)], i64, f64)],
+) -> Result<IngestOutcome, StoreError> {
     let req = pb::WriteRequest {
         timeseries: series
             .iter()
             .map(|(ls, ts, v)| pb::TimeSeries {
-                labels: ls.iter().map(|(n, v)| pb::Label { name: (*n).into(), value: (*v).into() }).collect(),
-                samples: vec![pb::Sample { value: *v, timestamp: *ts }],
+                labels: ls
+                    .iter()
+                    .map(|(n, v)| pb::Label {
+                        name: (*n).into(),
+                        value: (*v).into(),
+                    })
+                    .collect(),
+                samples: vec![pb::Sample {
+                    value: *v,
+                    timestamp: *ts,
+                }],
                 ..Default::default()
             })
             .collect(),
         metadata: vec![],
     };
-    let body = snap::raw::Encoder::new().compress_vec(&req.encode_to_vec()).unwrap();
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .unwrap();
     let mut d = Decoder::default();
-    let batch = d.decode(Protocol::V1, &body, &DecodeLimits::default()).unwrap();
+    let batch = d
+        .decode(Protocol::V1, &body, &DecodeLimits::default())
+        .unwrap();
     store.ingest(batch, &mut IngestScratch::default())
 }
 
@@ -39,15 +55,28 @@ const B: &[(&str, &str)] = &[("__name__", "up"), ("job", "b")];
 #[test]
 fn groups_by_service_and_version_and_tracks_newest() {
     let s = store();
-    let o = push(&s, &[(A1, 1000, 1.0), (A2, 2000, 1.0), (A1, 3000, 2.0), (B, 500, 1.0)]).unwrap();
+    let o = push(
+        &s,
+        &[
+            (A1, 1000, 1.0),
+            (A2, 2000, 1.0),
+            (A1, 3000, 2.0),
+            (B, 500, 1.0),
+        ],
+    )
+    .unwrap();
     assert_eq!(o.samples_appended, 4);
     assert_eq!(o.series_created, 3);
     assert_eq!(s.active_series(), 3);
     let a = s.service("a").unwrap();
     assert_eq!(a.newest(), Some(3000));
     let vs = a.versions();
-    assert_eq!(vs.iter().map(|v| (&*v.name, v.series_count(), v.newest())).collect::<Vec<_>>(),
-        vec![("v1", 1, Some(3000)), ("v2", 1, Some(2000))]);
+    assert_eq!(
+        vs.iter()
+            .map(|v| (&*v.name, v.series_count(), v.newest()))
+            .collect::<Vec<_>>(),
+        vec![("v1", 1, Some(3000)), ("v2", 1, Some(2000))]
+    );
     assert_eq!(vs[0].first_seen(), Some(1000));
     let b = s.service("b").unwrap();
     assert_eq!(b.versions()[0].name.as_ref(), "");
@@ -55,7 +84,10 @@ fn groups_by_service_and_version_and_tracks_newest() {
     touched.sort();
     assert_eq!(touched, vec![(a.id, 3000), (b.id, 500)]);
     let series = s.get(&LabelSet::from_strs(A1)).unwrap();
-    assert_eq!(series.data.lock().ring.iter().collect::<Vec<_>>(), vec![(1000, 1.0), (3000, 2.0)]);
+    assert_eq!(
+        series.data.lock().ring.iter().collect::<Vec<_>>(),
+        vec![(1000, 1.0), (3000, 2.0)]
+    );
 }
 
 #[test]
@@ -63,15 +95,25 @@ fn duplicates_and_out_of_order_are_counted_not_stored() {
     let s = store();
     push(&s, &[(A1, 2000, 1.0)]).unwrap();
     let o = push(&s, &[(A1, 2000, 9.0), (A1, 1000, 9.0), (A1, 3000, 3.0)]).unwrap();
-    assert_eq!((o.samples_appended, o.duplicates, o.out_of_order), (1, 1, 1));
+    assert_eq!(
+        (o.samples_appended, o.duplicates, o.out_of_order),
+        (1, 1, 1)
+    );
     let series = s.get(&LabelSet::from_strs(A1)).unwrap();
-    assert_eq!(series.data.lock().ring.iter().collect::<Vec<_>>(), vec![(2000, 1.0), (3000, 3.0)]);
+    assert_eq!(
+        series.data.lock().ring.iter().collect::<Vec<_>>(),
+        vec![(2000, 1.0), (3000, 3.0)]
+    );
 }
 
 #[test]
 fn stale_markers_mark_the_series() {
     let s = store();
-    push(&s, &[(A1, 1000, 1.0), (A1, 2000, f64::from_bits(STALE_NAN_BITS))]).unwrap();
+    push(
+        &s,
+        &[(A1, 1000, 1.0), (A1, 2000, f64::from_bits(STALE_NAN_BITS))],
+    )
+    .unwrap();
     let series = s.get(&LabelSet::from_strs(A1)).unwrap();
     assert!(series.data.lock().stale);
 }
@@ -79,9 +121,20 @@ fn stale_markers_mark_the_series() {
 #[test]
 fn per_service_limit_drops_new_series_only() {
     let s = store();
-    let l = |i: &'static str| -> Vec<(&'static str, &'static str)> { vec![("id", i), ("job", "a")] };
+    let l =
+        |i: &'static str| -> Vec<(&'static str, &'static str)> { vec![("id", i), ("job", "a")] };
     let (x, y, z, w) = (l("1"), l("2"), l("3"), l("4"));
-    let o = push(&s, &[(&x, 1, 1.0), (&y, 1, 1.0), (&z, 1, 1.0), (&w, 1, 1.0), (B, 1, 1.0)]).unwrap();
+    let o = push(
+        &s,
+        &[
+            (&x, 1, 1.0),
+            (&y, 1, 1.0),
+            (&z, 1, 1.0),
+            (&w, 1, 1.0),
+            (B, 1, 1.0),
+        ],
+    )
+    .unwrap();
     assert_eq!(o.series_over_limit, 1);
     assert_eq!(o.samples_over_limit, 1);
     assert_eq!(s.service("a").unwrap().series_count(), 3);
@@ -97,8 +150,14 @@ fn invalid_utf8_in_a_new_series_changes_nothing() {
         timeseries: ["ok", "\u{1}\u{1}"]
             .iter()
             .map(|v| pb::TimeSeries {
-                labels: vec![pb::Label { name: "job".into(), value: (*v).into() }],
-                samples: vec![pb::Sample { value: 1.0, timestamp: 1 }],
+                labels: vec![pb::Label {
+                    name: "job".into(),
+                    value: (*v).into(),
+                }],
+                samples: vec![pb::Sample {
+                    value: 1.0,
+                    timestamp: 1,
+                }],
                 ..Default::default()
             })
             .collect(),
@@ -110,9 +169,17 @@ fn invalid_utf8_in_a_new_series_changes_nothing() {
     raw[pos + 1] = 0x28;
     let body = snap::raw::Encoder::new().compress_vec(&raw).unwrap();
     let mut d = Decoder::default();
-    let batch = d.decode(Protocol::V1, &body, &DecodeLimits::default()).unwrap();
+    let batch = d
+        .decode(Protocol::V1, &body, &DecodeLimits::default())
+        .unwrap();
     let e = s.ingest(batch, &mut IngestScratch::default()).unwrap_err();
-    assert_eq!(e, StoreError::InvalidUtf8 { series: 1, what: "value" });
+    assert_eq!(
+        e,
+        StoreError::InvalidUtf8 {
+            series: 1,
+            what: "value"
+        }
+    );
     assert_eq!(s.active_series(), 0);
     assert!(s.services().is_empty());
 }

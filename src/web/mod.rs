@@ -64,7 +64,10 @@ struct ServiceFilter {
     service: Option<String>,
 }
 
-async fn services(State(app): State<Arc<App>>, Query(q): Query<ServiceFilter>) -> Json<ServicesResponse> {
+async fn services(
+    State(app): State<Arc<App>>,
+    Query(q): Query<ServiceFilter>,
+) -> Json<ServicesResponse> {
     let mut services: Vec<ServiceInfo> = app
         .store
         .services()
@@ -123,7 +126,11 @@ async fn ready(State(app): State<Arc<App>>) -> Response {
     if app.is_ready() {
         "deploywatch is Ready.\n".into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "deploywatch is not ready.\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "deploywatch is not ready.\n",
+        )
+            .into_response()
     }
 }
 

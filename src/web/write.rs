@@ -35,11 +35,8 @@ pub async fn write(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) 
             e.into_response()
         }
     };
-    app.metrics.write_answered(
-        counted_as,
-        response.status().as_u16(),
-        started.elapsed(),
-    );
+    app.metrics
+        .write_answered(counted_as, response.status().as_u16(), started.elapsed());
     response
 }
 
@@ -68,7 +65,9 @@ async fn handle(
         .collect()
         .await
         .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 ApiError::from(DecodeError::TooLarge {
                     size: limit + 1,
                     limit,
