@@ -13,6 +13,7 @@ pub mod export;
 pub mod ingest;
 pub mod logging;
 pub mod rules;
+pub mod stats;
 pub mod store;
 pub mod web;
 
