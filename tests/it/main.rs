@@ -6,3 +6,6 @@ mod harness;
 mod bad_input;
 mod ingest;
 mod prometheus_e2e;
+
+/// A deterministic simulator of services scraped by Prometheus, and its driver.
+mod sim;
