@@ -10,8 +10,10 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 
 use crate::config::{Config, ConfigError};
+use crate::deploy::tracker::{Deploys, Settings};
 use crate::export::Metrics;
 use crate::ingest::{DecodeError, DecodeLimits, Decoder, Protocol};
+use crate::rules::RuleSet;
 use crate::store::{IngestOutcome, IngestScratch, Store, StoreConfig, StoreError};
 
 /// Where the process was told to keep things and how to link to itself.
@@ -32,6 +34,7 @@ pub struct App {
     /// Config in force; swapped whole on reload.
     pub config: ArcSwap<Config>,
     pub store: Store,
+    pub deploys: Deploys,
     pub metrics: Metrics,
     /// Bounds the remote-write requests being decoded at once.
     pub ingest_slots: tokio::sync::Semaphore,
@@ -63,7 +66,7 @@ thread_local! {
 }
 
 impl App {
-    pub fn new(runtime: Runtime, config: Config) -> App {
+    pub fn new(runtime: Runtime, config: Config, rules: RuleSet) -> App {
         let store = Store::new(StoreConfig {
             service_label: config.global.service_label.clone(),
             version_label: config.global.version_label.clone(),
@@ -71,7 +74,9 @@ impl App {
             max_active_series: config.limits.max_active_series,
             max_series_per_service: config.limits.max_series_per_service,
         });
+        let deploys = Deploys::new(rules, Settings::default(), runtime.external_url.clone());
         App {
+            deploys,
             ingest_slots: tokio::sync::Semaphore::new(config.limits.max_inflight_requests),
             runtime,
             config: ArcSwap::from_pointee(config),
@@ -100,6 +105,10 @@ impl App {
             let batch = decoder.decode(protocol, body, &limits)?;
             let store = self.store.ingest(batch, scratch)?;
             self.metrics.ingested(&store, &batch.extras);
+            // Judge the deploys this push touched before answering.
+            let judged = Instant::now();
+            self.deploys.on_push(&self.store, &store.touched);
+            self.metrics.evaluation.observe(judged.elapsed());
             Ok(PushOutcome {
                 samples_received: batch.sample_count() as u64,
                 histograms_received: batch.extras.histograms,
@@ -109,6 +118,15 @@ impl App {
         })
     }
 
+    /// The directory rule file globs are relative to: the config file's.
+    pub fn rules_base(&self) -> PathBuf {
+        self.runtime
+            .config_path
+            .as_ref()
+            .and_then(|p| p.parent().map(|d| d.to_path_buf()))
+            .unwrap_or_else(|| PathBuf::from("."))
+    }
+
     /// Re-reads the config file (and, with the judge, the rule files). On error the old
     /// config stays in force; the failure is logged and counted.
     pub fn reload(&self) -> Result<(), ConfigError> {
@@ -116,9 +134,14 @@ impl App {
         let result = match &self.runtime.config_path {
             Some(p) => Config::load(p),
             None => Ok(Config::embedded()),
-        };
+        }
+        .and_then(|c| {
+            let rules = RuleSet::load(&c.rule_files, &self.rules_base())?;
+            Ok((c, rules))
+        });
         match result {
-            Ok(new) => {
+            Ok((new, rules)) => {
+                self.deploys.set_rules(rules);
                 let old = self.config.load();
                 if new.global != old.global {
                     tracing::warn!(

@@ -11,6 +11,7 @@ use clap::Parser;
 use deploywatch::app::{App, Runtime};
 use deploywatch::config::{check_http_url, Config};
 use deploywatch::logging::{self, LogFormat, LogLevel};
+use deploywatch::rules::RuleSet;
 
 /// deploywatch judges every deploy on every Prometheus remote-write push: canary against
 /// baseline, or after against before, and says so at once.
@@ -66,6 +67,12 @@ fn run(flags: Flags) -> anyhow::Result<()> {
         Some(path) => Config::load(path)?,
         None => Config::embedded(),
     };
+    let rules_base = flags
+        .config_file
+        .as_ref()
+        .and_then(|p| p.parent().map(|d| d.to_path_buf()))
+        .unwrap_or_else(|| PathBuf::from("."));
+    let rules = RuleSet::load(&config.rule_files, &rules_base)?;
     let external_url = match &flags.external_url {
         Some(u) => check_http_url(u).map_err(anyhow::Error::msg)?,
         None => format!("http://{}:{}", hostname(), flags.listen_address.port()),
@@ -85,12 +92,13 @@ fn run(flags: Flags) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(flags, config, external_url, alertmanager_urls))
+    runtime.block_on(serve(flags, config, rules, external_url, alertmanager_urls))
 }
 
 async fn serve(
     flags: Flags,
     config: Config,
+    rules: RuleSet,
     external_url: String,
     alertmanager_urls: Vec<String>,
 ) -> anyhow::Result<()> {
@@ -98,6 +106,7 @@ async fn serve(
         version = env!("CARGO_PKG_VERSION"),
         config = %config.source,
         settings = %config,
+        rules = rules.rules.len(),
         "Starting deploywatch."
     );
     let app = Arc::new(App::new(
@@ -108,6 +117,7 @@ async fn serve(
             alertmanager_urls,
         },
         config,
+        rules,
     ));
     let listener = tokio::net::TcpListener::bind(flags.listen_address)
         .await

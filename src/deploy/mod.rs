@@ -2,6 +2,8 @@
 //! [`Deploy`] records with their phase, verdict and timeline out. The judging itself is
 //! `rules::judge`; this module owns identity, lifecycle and the contract's JSON.
 
+pub mod tracker;
+
 use serde::{Deserialize, Serialize};
 
 use crate::rules::Tier;

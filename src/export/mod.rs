@@ -104,6 +104,8 @@ pub struct Metrics {
     /// `[protocol][code]`: requests answered, by protocol (v1, v2) and status.
     pub write_requests: [[Counter; WRITE_CODES.len()]; 2],
     pub write_duration: Histogram,
+    /// Judging time per push: from stored samples to updated verdicts.
+    pub evaluation: Histogram,
     pub write_bytes: Counter,
     pub samples_appended: Counter,
     pub samples_duplicate: Counter,
@@ -126,6 +128,7 @@ impl Default for Metrics {
         Metrics {
             write_requests: Default::default(),
             write_duration: Histogram::new(LATENCY_BUCKETS),
+            evaluation: Histogram::new(LATENCY_BUCKETS),
             write_bytes: Counter::default(),
             samples_appended: Counter::default(),
             samples_duplicate: Counter::default(),
@@ -206,6 +209,13 @@ impl Metrics {
         );
         self.write_duration
             .encode(e, "deploywatch_ingest_request_duration_seconds", &[]);
+        e.family(
+            "deploywatch_evaluation_duration_seconds",
+            "histogram",
+            "Time to judge the deploys a push touched, after its samples are stored (push-to-verdict).",
+        );
+        self.evaluation
+            .encode(e, "deploywatch_evaluation_duration_seconds", &[]);
         e.single(
             "deploywatch_ingest_received_bytes_total",
             "counter",

@@ -2,6 +2,7 @@
 //! selects, the signal computed from them, which direction is bad, and per-tier thresholds.
 //! `judge` applies a rule set to running deploys.
 
+pub mod eval;
 pub mod selector;
 
 use std::path::Path;

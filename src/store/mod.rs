@@ -111,6 +111,15 @@ impl Service {
     pub fn series_count(&self) -> usize {
         self.series.read().len()
     }
+    /// Series created after the first `start` ones (the list only grows).
+    pub fn series_since(&self, start: usize) -> Vec<Arc<Series>> {
+        self.series
+            .read()
+            .get(start..)
+            .map(<[_]>::to_vec)
+            .unwrap_or_default()
+    }
+
     /// Runs `f` over the series without cloning the list.
     pub fn for_each_series(&self, mut f: impl FnMut(&Arc<Series>)) {
         for s in self.series.read().iter() {

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::app::PushError;
 use crate::config::ConfigError;
+use crate::deploy::DeployError;
 use crate::ingest::DecodeError;
 use crate::store::StoreError;
 
@@ -16,6 +17,8 @@ pub enum ApiError {
     Push(#[from] PushError),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
     #[error("too many remote-write requests in flight; retry later")]
     Overloaded,
     #[error("{0}")]
@@ -52,6 +55,8 @@ impl ApiError {
                 StoreError::InvalidUtf8 { .. } => StatusCode::BAD_REQUEST,
             },
             ApiError::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Deploy(DeployError::Invalid(_)) => StatusCode::BAD_REQUEST,
+            ApiError::Deploy(DeployError::NotFound(_)) => StatusCode::NOT_FOUND,
             ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,

@@ -1,6 +1,7 @@
 //! Tell the world over HTTP: requests in, answers out. Routing and the small handlers live
 //! here; the remote-write handler in `write`, error-to-status mapping in `error`.
 
+pub mod deploys;
 pub mod error;
 pub mod write;
 
@@ -22,6 +23,12 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/api/v1/write", post(write::write))
         .route("/api/v1/services", get(services))
+        .route(
+            "/api/v1/deploys",
+            post(deploys::register).get(deploys::list),
+        )
+        .route("/api/v1/deploys/{id}", get(deploys::get))
+        .route("/api/v1/verdict", get(deploys::verdict))
         .route("/metrics", get(metrics))
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
@@ -68,6 +75,7 @@ async fn services(
     State(app): State<Arc<App>>,
     Query(q): Query<ServiceFilter>,
 ) -> Json<ServicesResponse> {
+    let rules = app.deploys.rules();
     let mut services: Vec<ServiceInfo> = app
         .store
         .services()
@@ -87,7 +95,24 @@ async fn services(
                     first_sample_at: v.first_seen(),
                 })
                 .collect(),
-            rules: Vec::new(),
+            // Which rules have data here: a rule matching nothing is shown, never passed.
+            rules: rules
+                .rules
+                .iter()
+                .map(|r| {
+                    let selectors = r.signal.selectors();
+                    let mut n = 0;
+                    s.for_each_series(|series| {
+                        if selectors.iter().any(|(_, sel)| sel.matches(&series.labels)) {
+                            n += 1;
+                        }
+                    });
+                    RuleMatch {
+                        rule: r.name.clone(),
+                        matched_series: n,
+                    }
+                })
+                .collect(),
         })
         .collect();
     services.sort_by(|a, b| a.service.cmp(&b.service));
@@ -109,6 +134,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         "Services seen in the data.",
         app.store.services().len() as f64,
     );
+    deploys::encode_metrics(&app, &mut e);
     let start = app
         .started_at
         .duration_since(std::time::UNIX_EPOCH)

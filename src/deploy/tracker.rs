@@ -1,0 +1,610 @@
+//! Deploy lifecycle: each push's touched services in; detected and registered deploys
+//! advanced step by step in event time, their rules judged and their verdicts and timelines
+//! updated. Locks: one map read, then one lock per service, then one per deploy.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use parking_lot::{Mutex, RwLock};
+
+use super::{
+    deploy_id, Change, DeployError, DeployJson, Event, Phase, Registration, RuleJson, SideJson,
+    Source, Strategy, Verdict,
+};
+use crate::rules::eval::{known_baseline, RuleState, Side};
+use crate::rules::{Alphas, RuleSet};
+use crate::store::{Service, ServiceId, Store, VersionId};
+
+/// Length of an evaluation step in event time.
+pub const STEP_MS: i64 = 15_000;
+
+/// Timing of detection and comparison.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The pre-deploy window a before/after comparison uses as its baseline.
+    pub baseline_window_ms: i64,
+    /// Versions first seen within this time of a service's first sample were already
+    /// running when deploywatch started: not deploys.
+    pub detect_grace_ms: i64,
+    /// A version with no sample for this long has stopped serving.
+    pub stale_after_ms: i64,
+    /// A deploy is observed for this long, then done.
+    pub max_observation_ms: i64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            baseline_window_ms: 30 * 60_000,
+            detect_grace_ms: 60_000,
+            stale_after_ms: 60_000,
+            max_observation_ms: 60 * 60_000,
+        }
+    }
+}
+
+/// A deploy being judged, or judged.
+pub struct DeployState {
+    pub id: String,
+    pub service: String,
+    pub version: String,
+    pub baseline_version: Option<String>,
+    pub strategy: Strategy,
+    pub source: Source,
+    pub started_at: i64,
+    pub commit: String,
+    pub author: String,
+    pub url: String,
+    pub changes: Vec<Change>,
+    pub phase: Phase,
+    pub verdict: Verdict,
+    pub verdict_at: Option<i64>,
+    pub timeline: Vec<Event>,
+    /// The baseline is the service before the deploy, not the old version beside it.
+    pub before_after: bool,
+    pub rules: Vec<RuleState>,
+    alphas: Alphas,
+    next_step: i64,
+    scanned: usize,
+    canary_vid: Option<VersionId>,
+    baseline_vid: Option<VersionId>,
+    max_warmup_ms: i64,
+    pre_measured: bool,
+}
+
+impl DeployState {
+    fn event(&mut self, at: i64, event: &str, detail: String) {
+        self.timeline.push(Event {
+            at,
+            event: event.into(),
+            verdict: None,
+            rule: None,
+            detail,
+        });
+    }
+
+    /// The contract's DEPLOY JSON.
+    pub fn to_json(&self, external_url: &str) -> DeployJson {
+        let mut timeline = self.timeline.clone();
+        timeline.sort_by_key(|e| e.at);
+        DeployJson {
+            id: self.id.clone(),
+            service: self.service.clone(),
+            version: self.version.clone(),
+            baseline_version: self.baseline_version.clone(),
+            strategy: self.strategy,
+            source: self.source,
+            started_at: self.started_at,
+            phase: self.phase,
+            verdict: self.verdict,
+            verdict_at: self.verdict_at,
+            commit: self.commit.clone(),
+            author: self.author.clone(),
+            url: self.url.clone(),
+            changes: self.changes.clone(),
+            rules: self
+                .rules
+                .iter()
+                .map(|r| RuleJson {
+                    rule: r.rule.name.clone(),
+                    verdict: r.verdict,
+                    canary: SideJson {
+                        value: r.canary_value.filter(|v| v.is_finite()),
+                        samples: r.canary_samples,
+                    },
+                    baseline: SideJson {
+                        value: r.baseline_value.filter(|v| v.is_finite()),
+                        samples: r.baseline_samples,
+                    },
+                    effect: r.effect.filter(|v| v.is_finite()),
+                    confidence: r.confidence,
+                    reason: r.reason.clone(),
+                    matched_series: r.matched_series(),
+                })
+                .collect(),
+            suspects: Vec::new(),
+            timeline,
+            comparison: if self.before_after {
+                "before-after"
+            } else {
+                "side-by-side"
+            }
+            .into(),
+            report_url: format!("{external_url}/api/v1/deploys/{}/report", self.id),
+        }
+    }
+}
+
+/// What deploywatch knows of one service's deploys.
+#[derive(Default)]
+struct ServiceTrack {
+    first_seen: Option<i64>,
+    known_versions: usize,
+    active: Vec<Arc<Mutex<DeployState>>>,
+}
+
+/// All deploys, and the judging of the running ones.
+pub struct Deploys {
+    settings: Settings,
+    rules: ArcSwap<RuleSet>,
+    services: RwLock<HashMap<String, Arc<Mutex<ServiceTrack>>>>,
+    all: RwLock<Vec<Arc<Mutex<DeployState>>>>,
+    pub external_url: String,
+}
+
+impl Deploys {
+    pub fn new(rules: RuleSet, settings: Settings, external_url: String) -> Deploys {
+        Deploys {
+            settings,
+            rules: ArcSwap::from_pointee(rules),
+            services: RwLock::new(HashMap::new()),
+            all: RwLock::new(Vec::new()),
+            external_url,
+        }
+    }
+
+    /// Rules for deploys that start from now on; running deploys keep theirs.
+    pub fn set_rules(&self, rules: RuleSet) {
+        self.rules.store(Arc::new(rules));
+    }
+
+    pub fn rules(&self) -> Arc<RuleSet> {
+        self.rules.load_full()
+    }
+
+    fn track(&self, service: &str) -> Arc<Mutex<ServiceTrack>> {
+        if let Some(t) = self.services.read().get(service) {
+            return t.clone();
+        }
+        self.services
+            .write()
+            .entry(service.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Detects new versions and advances the deploys of every service the push touched.
+    pub fn on_push(&self, store: &Store, touched: &[(ServiceId, i64)]) {
+        for &(sid, _) in touched {
+            let Some(svc) = store.service_by_id(sid) else {
+                continue;
+            };
+            let Some(now) = svc.newest() else { continue };
+            let track = self.track(&svc.name);
+            let mut tr = track.lock();
+            self.detect(&svc, now, &mut tr);
+            for d in &tr.active {
+                self.advance(&mut d.lock(), &svc, now);
+            }
+            tr.active.retain(|d| d.lock().phase != Phase::Done);
+        }
+    }
+
+    fn detect(&self, svc: &Service, now: i64, tr: &mut ServiceTrack) {
+        let versions = svc.versions();
+        let first = versions
+            .iter()
+            .filter_map(|v| v.first_seen())
+            .min()
+            .unwrap_or(now);
+        let first_seen = *tr.first_seen.get_or_insert(first);
+        while tr.known_versions < versions.len() {
+            let v = &versions[tr.known_versions];
+            tr.known_versions += 1;
+            if v.name.is_empty() {
+                continue; // series without a version label
+            }
+            if tr.active.iter().any(|d| d.lock().version == *v.name) {
+                continue; // registered through the API before it reported
+            }
+            let seen = v.first_seen().unwrap_or(now);
+            if seen - first_seen <= self.settings.detect_grace_ms {
+                continue; // running before deploywatch saw the service
+            }
+            let baseline = versions
+                .iter()
+                .filter(|o| o.id != v.id && !o.name.is_empty())
+                .max_by_key(|o| o.newest().unwrap_or(i64::MIN));
+            let serving = baseline
+                .and_then(|b| b.newest())
+                .is_some_and(|t| t >= seen - self.settings.stale_after_ms);
+            let reg = Registration {
+                service: svc.name.to_string(),
+                version: v.name.to_string(),
+                baseline_version: baseline.map(|b| b.name.to_string()),
+                strategy: Some(if serving {
+                    Strategy::Canary
+                } else {
+                    Strategy::Rolling
+                }),
+                at: Some(seen),
+                commit: String::new(),
+                author: String::new(),
+                url: String::new(),
+                changes: Vec::new(),
+            };
+            let d = self.create(reg, Source::Detected, seen, tr);
+            tracing::info!(deploy_id = %d.lock().id, service = %svc.name, version = %v.name, "Detected a deploy.");
+        }
+    }
+
+    fn create(
+        &self,
+        reg: Registration,
+        source: Source,
+        started_at: i64,
+        tr: &mut ServiceTrack,
+    ) -> Arc<Mutex<DeployState>> {
+        let rules = self.rules.load();
+        let strategy = reg.strategy.unwrap_or(Strategy::Canary);
+        let mut d = DeployState {
+            id: deploy_id(&reg.service, &reg.version, started_at),
+            service: reg.service,
+            version: reg.version,
+            baseline_version: reg.baseline_version,
+            strategy,
+            source,
+            started_at,
+            commit: reg.commit,
+            author: reg.author,
+            url: reg.url,
+            changes: reg.changes,
+            phase: Phase::Warmup,
+            verdict: Verdict::Pending,
+            verdict_at: None,
+            timeline: Vec::new(),
+            before_after: strategy != Strategy::Canary,
+            max_warmup_ms: rules
+                .rules
+                .iter()
+                .map(|r| r.warmup.as_millis() as i64)
+                .max()
+                .unwrap_or(0),
+            rules: rules.rules.iter().cloned().map(RuleState::new).collect(),
+            alphas: rules.alphas,
+            next_step: (started_at.div_euclid(STEP_MS) + 1) * STEP_MS,
+            scanned: 0,
+            canary_vid: None,
+            baseline_vid: None,
+            pre_measured: false,
+        };
+        let how = match (source, strategy) {
+            (Source::Detected, Strategy::Canary) => {
+                "new version detected beside the old one: canary".to_string()
+            }
+            (Source::Detected, _) => "new version detected, old one gone: rolling".to_string(),
+            (Source::Api, s) => format!("registered through the API as {s:?}").to_lowercase(),
+        };
+        let base = d.baseline_version.clone().unwrap_or_else(|| "none".into());
+        d.event(
+            started_at,
+            "deploy_started",
+            format!("{} {} (baseline {base}): {how}", d.service, d.version),
+        );
+        // Older running deploys of the service are superseded.
+        for old in &tr.active {
+            let mut o = old.lock();
+            if o.phase != Phase::Done {
+                o.phase = Phase::Done;
+                let detail = format!("superseded by {} {}", d.service, d.version);
+                let at = started_at.max(o.started_at);
+                o.event(at, "superseded", detail);
+            }
+        }
+        let d = Arc::new(Mutex::new(d));
+        tr.active.push(d.clone());
+        self.all.write().push(d.clone());
+        d
+    }
+
+    /// Registers a deploy from CI/CD. The same service and version already running (seen in
+    /// the data or registered) is the same deploy: its metadata is completed.
+    pub fn register(&self, store: &Store, reg: Registration) -> Result<String, DeployError> {
+        let svc = store.service(&reg.service);
+        let track = self.track(&reg.service);
+        let mut tr = track.lock();
+        if let Some(d) = tr.active.iter().find(|d| d.lock().version == reg.version) {
+            let mut guard = d.lock();
+            let d = &mut *guard;
+            d.source = Source::Api;
+            for (slot, v) in [
+                (&mut d.commit, reg.commit),
+                (&mut d.author, reg.author),
+                (&mut d.url, reg.url),
+            ] {
+                if !v.is_empty() {
+                    *slot = v;
+                }
+            }
+            if !reg.changes.is_empty() {
+                d.changes = reg.changes;
+            }
+            let at = d.started_at.max(
+                svc.as_ref()
+                    .and_then(|s| s.newest())
+                    .unwrap_or(d.started_at),
+            );
+            d.event(at, "registered", "registered through the API".into());
+            return Ok(d.id.clone());
+        }
+        let now = svc
+            .as_ref()
+            .and_then(|s| s.newest())
+            .unwrap_or_else(crate::now_ms);
+        let started_at = reg.at.unwrap_or(now);
+        let mut reg = reg;
+        if reg.baseline_version.is_none() {
+            reg.baseline_version = svc.as_ref().and_then(|s| {
+                s.versions()
+                    .iter()
+                    .filter(|v| *v.name != *reg.version && !v.name.is_empty())
+                    .max_by_key(|v| v.newest().unwrap_or(i64::MIN))
+                    .map(|v| v.name.to_string())
+            });
+        }
+        if reg.strategy.is_none() {
+            let serving = svc.as_ref().is_some_and(|s| {
+                s.versions().iter().any(|v| {
+                    Some(&*v.name) == reg.baseline_version.as_deref()
+                        && v.newest()
+                            .is_some_and(|t| t >= started_at - self.settings.stale_after_ms)
+                })
+            });
+            reg.strategy = Some(if serving {
+                Strategy::Canary
+            } else {
+                Strategy::Rolling
+            });
+        }
+        // Versions seen so far are not detected again.
+        if let Some(s) = &svc {
+            tr.first_seen
+                .get_or_insert(s.newest().unwrap_or(started_at));
+        }
+        let d = self.create(reg, Source::Api, started_at, &mut tr);
+        let id = d.lock().id.clone();
+        Ok(id)
+    }
+
+    /// Advances a deploy through every step that ended by `now`.
+    fn advance(&self, d: &mut DeployState, svc: &Service, now: i64) {
+        if d.phase == Phase::Done {
+            return;
+        }
+        let versions = svc.versions();
+        let vid = |name: &Option<String>| {
+            versions
+                .iter()
+                .find(|v| Some(&*v.name) == name.as_deref())
+                .map(|v| v.id)
+        };
+        if d.canary_vid.is_none() {
+            d.canary_vid = vid(&Some(d.version.clone()));
+        }
+        if d.baseline_vid.is_none() {
+            d.baseline_vid = vid(&d.baseline_version);
+        }
+        // A jump far ahead (a replay after a gap) does not evaluate every empty step.
+        if now - d.next_step > self.settings.max_observation_ms {
+            d.next_step = (now.div_euclid(STEP_MS)) * STEP_MS;
+        }
+        while d.next_step <= now && d.phase != Phase::Done {
+            let t = d.next_step;
+            d.next_step += STEP_MS;
+            self.step(d, svc, &versions, t);
+        }
+    }
+
+    fn step(
+        &self,
+        d: &mut DeployState,
+        svc: &Service,
+        versions: &[Arc<crate::store::Version>],
+        t: i64,
+    ) {
+        // New series of the compared versions join the rules.
+        let new = svc.series_since(d.scanned);
+        d.scanned += new.len();
+        for s in &new {
+            let side = if Some(s.version) == d.canary_vid {
+                Side::Canary
+            } else if Some(s.version) == d.baseline_vid && !d.before_after {
+                Side::Baseline
+            } else {
+                continue;
+            };
+            for r in &mut d.rules {
+                r.offer(s, side);
+            }
+        }
+        // A surge rollout: once the old version stops serving, compare after with before.
+        if !d.before_after {
+            let old_gone = d.baseline_vid.is_none_or(|b| {
+                versions[b as usize]
+                    .newest()
+                    .is_none_or(|n| n < t - self.settings.stale_after_ms)
+            });
+            if old_gone && t - d.started_at > self.settings.stale_after_ms {
+                self.switch_to_before_after(d, svc, t);
+            }
+        } else if !d.pre_measured {
+            // Rolling and blue-green deploys get their baseline once, at the first step.
+            self.measure_pre_window(d, svc);
+        }
+        let mut changed_rule: Option<String> = None;
+        for r in &mut d.rules {
+            r.read();
+            let warm = t >= d.started_at + r.rule.warmup.as_millis() as i64;
+            let o = r.judge(t, warm, &d.alphas);
+            if o.first_deviation {
+                d.timeline.push(Event {
+                    at: t,
+                    event: "rule_deviation".into(),
+                    verdict: None,
+                    rule: Some(r.rule.name.clone()),
+                    detail: r.reason.clone(),
+                });
+            }
+            if o.verdict_changed {
+                d.timeline.push(Event {
+                    at: t,
+                    event: "rule_verdict".into(),
+                    verdict: Some(r.verdict),
+                    rule: Some(r.rule.name.clone()),
+                    detail: r.reason.clone(),
+                });
+                if r.verdict.is_regression() {
+                    changed_rule = Some(r.rule.name.clone());
+                }
+            }
+        }
+        if d.phase == Phase::Warmup && t >= d.started_at + d.max_warmup_ms {
+            d.phase = Phase::Observing;
+            d.event(t, "warmup_over", "every rule is judged from now on".into());
+        }
+        self.update_verdict(d, t, changed_rule);
+        if t - d.started_at >= self.settings.max_observation_ms {
+            d.phase = Phase::Done;
+            let detail = format!("observation ended with verdict {}", d.verdict);
+            d.event(t, "observation_ended", detail);
+        }
+    }
+
+    fn update_verdict(&self, d: &mut DeployState, t: i64, changed_rule: Option<String>) {
+        let mut worst: Option<(Verdict, String)> = None;
+        let mut any_pass = false;
+        let mut all_pass = true;
+        for r in &d.rules {
+            let v = if r.rule.critical {
+                r.verdict
+            } else {
+                r.verdict.min(Verdict::Warn)
+            };
+            if v.is_regression() {
+                if worst.as_ref().is_none_or(|(w, _)| v > *w) {
+                    worst = Some((v, r.rule.name.clone()));
+                }
+            } else if v == Verdict::Pass {
+                any_pass = true;
+            } else if r.has_data() && r.applicable() {
+                all_pass = false;
+            }
+        }
+        let (candidate, rule) = match worst {
+            Some((v, rule)) => (v, Some(rule)),
+            None if any_pass && all_pass => (Verdict::Pass, None),
+            None => (Verdict::Pending, None),
+        };
+        if candidate > d.verdict {
+            d.verdict = candidate;
+            d.verdict_at = Some(t);
+            let rule = rule.or(changed_rule);
+            let detail = match &rule {
+                Some(name) => {
+                    let why = d
+                        .rules
+                        .iter()
+                        .find(|r| &r.rule.name == name)
+                        .map(|r| r.reason.clone())
+                        .unwrap_or_default();
+                    format!("{name}: {why}")
+                }
+                None => "every rule with data passed".into(),
+            };
+            tracing::info!(deploy_id = %d.id, verdict = %candidate, rule = rule.as_deref().unwrap_or(""), "Verdict changed.");
+            d.timeline.push(Event {
+                at: t,
+                event: "verdict_changed".into(),
+                verdict: Some(candidate),
+                rule,
+                detail,
+            });
+        }
+    }
+
+    fn switch_to_before_after(&self, d: &mut DeployState, svc: &Service, t: i64) {
+        d.before_after = true;
+        if d.source == Source::Detected {
+            d.strategy = Strategy::Rolling;
+        }
+        self.measure_pre_window(d, svc);
+        d.event(t, "comparison_changed", "the old version stopped serving: comparing the service after the deploy with before it".into());
+    }
+
+    /// Measures every rule's baseline over the window before the deploy.
+    fn measure_pre_window(&self, d: &mut DeployState, svc: &Service) {
+        let old: Vec<_> = svc
+            .series()
+            .into_iter()
+            .filter(|s| Some(s.version) != d.canary_vid)
+            .collect();
+        d.pre_measured = true;
+        let (from, to) = (
+            d.started_at - self.settings.baseline_window_ms,
+            d.started_at,
+        );
+        for r in &mut d.rules {
+            let k = known_baseline(&r.rule, &old, from, to);
+            r.set_known_baseline(k);
+        }
+    }
+
+    /// Every deploy, newest first, optionally of one service.
+    pub fn list(&self, service: Option<&str>) -> Vec<DeployJson> {
+        let all = self.all.read();
+        all.iter()
+            .rev()
+            .filter_map(|d| {
+                let d = d.lock();
+                service
+                    .is_none_or(|s| s == d.service)
+                    .then(|| d.to_json(&self.external_url))
+            })
+            .collect()
+    }
+
+    pub fn get(&self, id: &str) -> Option<DeployJson> {
+        let all = self.all.read();
+        all.iter().find_map(|d| {
+            let d = d.lock();
+            (d.id == id).then(|| d.to_json(&self.external_url))
+        })
+    }
+
+    /// The service's newest deploy.
+    pub fn current(&self, service: &str) -> Option<DeployJson> {
+        let all = self.all.read();
+        all.iter().rev().find_map(|d| {
+            let d = d.lock();
+            (d.service == service).then(|| d.to_json(&self.external_url))
+        })
+    }
+
+    /// Runs `f` over every deploy (for metrics), oldest first.
+    pub fn for_each(&self, mut f: impl FnMut(&DeployState)) {
+        for d in self.all.read().iter() {
+            f(&d.lock());
+        }
+    }
+}
