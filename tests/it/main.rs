@@ -7,5 +7,9 @@ mod bad_input;
 mod ingest;
 mod prometheus_e2e;
 
+/// False alarms over many seeded clean canaries.
+mod calibration;
+/// The judge's targets: one deploy scenario per test, verdicts and detection delays.
+mod scenarios;
 /// A deterministic simulator of services scraped by Prometheus, and its driver.
 mod sim;

@@ -1,0 +1,89 @@
+//! False alarms of the judge on clean canaries: 30 seeded services, each with three `v1`
+//! pods and a clean `v2` canary registered at the same event time, played into ONE
+//! deploywatch (interleaved in the same pushes, as one Prometheus scraping them all would
+//! send them), each observed 20 minutes of event time after its deploy.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use crate::harness::Deploywatch;
+use crate::scenarios::T;
+use crate::sim::{deploy, register_deploy, severity, Driver, Feed, Service, Sim, MIN, SEC};
+
+const SERVICES: u64 = 30;
+
+#[test]
+fn clean_canaries_rarely_raise_a_false_alarm() {
+    let dw = Deploywatch::start();
+    let sims: Vec<Sim> = (1..=SERVICES)
+        .map(|k| Sim::new(Service::new(&format!("cal{k:02}"), 9000 + k, 3).canary("v2", T, 1)))
+        .collect();
+    let names: Vec<String> = sims.iter().map(|s| s.service().to_string()).collect();
+    let mut driver = Driver::new(&dw, Feed::new(sims, 5 * SEC));
+    driver.run_to(T);
+    let ids: Vec<String> = names
+        .iter()
+        .map(|svc| {
+            register_deploy(
+                &dw,
+                &json!({"service": svc, "version": "v2", "baseline_version": "v1",
+                        "strategy": "canary", "at": T, "commit": "c0ffee"}),
+            )
+            .unwrap_or_else(|e| panic!("registering {svc}: {e}"))
+        })
+        .collect();
+
+    // Verdicts only escalate, but read them every minute anyway to catch a flap.
+    let mut worst: Vec<u8> = vec![0; ids.len()];
+    let mut failures = Vec::new();
+    driver.run_until(T + 20 * MIN, |dw, end| {
+        if (end - T) % MIN != 0 {
+            return;
+        }
+        for (i, id) in ids.iter().enumerate() {
+            match deploy(dw, id) {
+                Ok(d) => worst[i] = worst[i].max(severity(d["verdict"].as_str().unwrap_or("?"))),
+                Err(e) => failures.push(e),
+            }
+        }
+    });
+    assert!(failures.is_empty(), "{failures:?}");
+
+    let mut finals: BTreeMap<String, usize> = BTreeMap::new();
+    let mut bad = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let d = deploy(&dw, id).unwrap_or_else(|e| panic!("{e}"));
+        let v = d["verdict"].as_str().unwrap_or("?").to_string();
+        worst[i] = worst[i].max(severity(&v));
+        *finals.entry(v.clone()).or_default() += 1;
+        if worst[i] >= 2 {
+            let rules: Vec<String> = d["rules"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|r| severity(r["verdict"].as_str().unwrap_or("pending")) >= 2)
+                .map(|r| format!("{}={} ({})", r["rule"], r["verdict"], r["reason"]))
+                .collect();
+            bad.push(format!("{}: {v} {rules:?}", names[i]));
+        }
+    }
+    let rollbacks = worst.iter().filter(|&&w| w == 4).count();
+    let regressions = worst.iter().filter(|&&w| w >= 2).count();
+    println!(
+        "calibration services={SERVICES} finals={finals:?} warn_or_worse={regressions} \
+         rollbacks={rollbacks} samples={}",
+        driver.samples_sent
+    );
+    for b in &bad {
+        println!("calibration false alarm: {b}");
+    }
+    assert!(
+        rollbacks <= 1,
+        "{rollbacks} clean canaries rolled back: {bad:#?}"
+    );
+    assert!(
+        regressions <= 3,
+        "{regressions} clean canaries warned or worse: {bad:#?}"
+    );
+}
