@@ -52,11 +52,21 @@ fn clean_canaries_rarely_raise_a_false_alarm() {
 
     let mut finals: BTreeMap<String, usize> = BTreeMap::new();
     let mut bad = Vec::new();
+    // Rules still undecided on the deploys that did not pass yet: what holds "pass" back.
+    let mut undecided: BTreeMap<String, usize> = BTreeMap::new();
     for (i, id) in ids.iter().enumerate() {
         let d = deploy(&dw, id).unwrap_or_else(|e| panic!("{e}"));
         let v = d["verdict"].as_str().unwrap_or("?").to_string();
         worst[i] = worst[i].max(severity(&v));
         *finals.entry(v.clone()).or_default() += 1;
+        if v == "pending" {
+            for r in d["rules"].as_array().into_iter().flatten() {
+                if r["verdict"] == "pending" {
+                    let name = r["rule"].as_str().unwrap_or("?").to_string();
+                    *undecided.entry(name).or_default() += 1;
+                }
+            }
+        }
         if worst[i] >= 2 {
             let rules: Vec<String> = d["rules"]
                 .as_array()
@@ -75,6 +85,7 @@ fn clean_canaries_rarely_raise_a_false_alarm() {
          rollbacks={rollbacks} samples={}",
         driver.samples_sent
     );
+    println!("calibration still pending after 20m, by undecided rule: {undecided:?}");
     for b in &bad {
         println!("calibration false alarm: {b}");
     }

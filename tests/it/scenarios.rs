@@ -110,7 +110,7 @@ impl Outcome {
     pub fn explain(&self) -> String {
         let d = &self.deploy;
         let mut s = format!(
-            "deploy {} strategy={} source={} started_at=+{}s phase={} verdict={} verdict_at={} \
+            "deploy {} strategy={} source={} started_at={} phase={} verdict={} verdict_at={} \
              comparison={}\n  history: {:?}\n",
             d["id"],
             d["strategy"],
@@ -122,7 +122,7 @@ impl Outcome {
             d["comparison"],
             self.history
                 .iter()
-                .map(|(t, v)| format!("+{}s:{v}", rel(Some(*t))))
+                .map(|(t, v)| format!("{}:{v}", rel(Some(*t))))
                 .collect::<Vec<_>>()
         );
         for r in d["rules"].as_array().into_iter().flatten() {
@@ -142,7 +142,7 @@ impl Outcome {
         }
         for e in d["timeline"].as_array().into_iter().flatten() {
             s += &format!(
-                "  +{}s {} {} {} {}\n",
+                "  {} {} {} {} {}\n",
                 rel(e["at"].as_i64()),
                 e["event"].as_str().unwrap_or("?"),
                 e["verdict"].as_str().unwrap_or(""),
@@ -162,7 +162,7 @@ impl Outcome {
             .map(|d| format!("{d:.0}"))
             .unwrap_or_else(|| "-".into());
         println!(
-            "scenario={} verdict={} worst={} rule={} verdict_at=+{}s delay_s={delay}",
+            "scenario={} verdict={} worst={} rule={} verdict_at={} delay_s={delay}",
             self.name,
             self.verdict,
             ["pending", "pass", "warn", "pause", "rollback"][self.worst() as usize],
@@ -172,9 +172,9 @@ impl Outcome {
     }
 }
 
-/// Seconds after the deploy, for messages.
+/// Seconds after the deploy, signed, for messages (`null` for none).
 fn rel(t: Option<i64>) -> String {
-    t.map(|t| format!("{}", (t - T) / 1000))
+    t.map(|t| format!("{:+}s", (t - T) / 1000))
         .unwrap_or_else(|| "null".into())
 }
 
@@ -237,7 +237,7 @@ pub fn run_on(dw: &Deploywatch, case: Case) -> Outcome {
                     if let Some((_, prev)) = history.last() {
                         if severity(&v) < severity(prev) {
                             errors.push(format!(
-                                "verdict went from {prev} down to {v} at +{}s",
+                                "verdict went from {prev} down to {v} at {}",
                                 rel(Some(end))
                             ));
                         }
@@ -252,7 +252,7 @@ pub fn run_on(dw: &Deploywatch, case: Case) -> Outcome {
             Err(e) if id.is_none() && end < T + MIN => {
                 let _ = e;
             }
-            Err(e) => errors.push(format!("+{}s: {e}", rel(Some(end)))),
+            Err(e) => errors.push(format!("{}: {e}", rel(Some(end)))),
         });
         t = driver.now();
         if matches!(rollback_at, Some(r) if t >= r + case.linger_after_rollback) {

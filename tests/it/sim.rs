@@ -54,7 +54,9 @@ pub const MAX_ENTRIES_PER_REQUEST: usize = 500;
 const MIB: f64 = 1024.0 * 1024.0;
 
 /// Classic histogram buckets (upper bounds in seconds), as the Go client's defaults.
-pub const BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+pub const BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 // ---------------------------------------------------------------------------------------
 // Random numbers: xoshiro256** seeded by splitmix64, and the samplers built on it.
@@ -709,9 +711,8 @@ impl Sim {
             if n == 0 {
                 continue;
             }
-            let p = (route.error_p
-                * self.multiplier(Signal::Errors, i, Some(r), s, process_start))
-            .min(1.0);
+            let p = (route.error_p * self.multiplier(Signal::Errors, i, Some(r), s, process_start))
+                .min(1.0);
             let median =
                 route.median_s * self.multiplier(Signal::Latency, i, Some(r), s, process_start);
             let pod = &mut self.pods[i];
@@ -898,7 +899,11 @@ impl Sim {
         let id = self.series_id(i, Key::Restarts);
         self.pods[i].ksm = Some(id);
         scraped.push((id, self.pods[i].restarts as f64));
-        out.extend(scraped.into_iter().map(|(series, value)| Out { series, ts, value }));
+        out.extend(
+            scraped
+                .into_iter()
+                .map(|(series, value)| Out { series, ts, value }),
+        );
     }
 
     /// Generates the scrapes of slot `k` into `pending`, in timestamp order.
@@ -1257,15 +1262,33 @@ mod tests {
         for lambda in [0.3, 2.5, 29.0, 150.0] {
             let xs: Vec<f64> = (0..n).map(|_| r.poisson(lambda) as f64).collect();
             let (m, v) = mean_var(&xs);
-            assert!((m - lambda).abs() < 0.02 * lambda + 0.01, "poisson({lambda}) mean {m}");
-            assert!((v - lambda).abs() < 0.05 * lambda + 0.01, "poisson({lambda}) var {v}");
+            assert!(
+                (m - lambda).abs() < 0.02 * lambda + 0.01,
+                "poisson({lambda}) mean {m}"
+            );
+            assert!(
+                (v - lambda).abs() < 0.05 * lambda + 0.01,
+                "poisson({lambda}) var {v}"
+            );
         }
-        for (trials, p) in [(10u64, 0.3), (150, 0.01), (150, 0.5), (5000, 0.1), (400, 0.99)] {
+        for (trials, p) in [
+            (10u64, 0.3),
+            (150, 0.01),
+            (150, 0.5),
+            (5000, 0.1),
+            (400, 0.99),
+        ] {
             let xs: Vec<f64> = (0..n / 4).map(|_| r.binomial(trials, p) as f64).collect();
             let (m, v) = mean_var(&xs);
             let (em, ev) = (trials as f64 * p, trials as f64 * p * (1.0 - p));
-            assert!((m - em).abs() < 0.03 * em + 0.02, "binomial({trials},{p}) mean {m} vs {em}");
-            assert!((v - ev).abs() < 0.1 * ev + 0.02, "binomial({trials},{p}) var {v} vs {ev}");
+            assert!(
+                (m - em).abs() < 0.03 * em + 0.02,
+                "binomial({trials},{p}) mean {m} vs {em}"
+            );
+            assert!(
+                (v - ev).abs() < 0.1 * ev + 0.02,
+                "binomial({trials},{p}) var {v} vs {ev}"
+            );
         }
         let mut ls: Vec<f64> = (0..n).map(|_| r.lognormal(0.05, 0.5)).collect();
         ls.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -1273,12 +1296,14 @@ mod tests {
         let p99 = ls[n * 99 / 100];
         assert!((median - 0.05).abs() < 0.001, "lognormal median {median}");
         let want_p99 = 0.05 * (0.5f64 * 2.326).exp();
-        assert!((p99 - want_p99).abs() < 0.005, "lognormal p99 {p99} vs {want_p99}");
+        assert!(
+            (p99 - want_p99).abs() < 0.005,
+            "lognormal p99 {p99} vs {want_p99}"
+        );
     }
 
     fn canary_service() -> Service {
-        Service::new("checkout", 11, 3)
-            .canary("v2", EPOCH + 10 * MIN, 1)
+        Service::new("checkout", 11, 3).canary("v2", EPOCH + 10 * MIN, 1)
     }
 
     /// All samples of a feed through `until`, flattened to (labels, ts, value bits).
@@ -1287,9 +1312,16 @@ mod tests {
         while feed.t + feed.window <= until {
             for req in feed.next_push().requests {
                 for ts in req.timeseries {
-                    let l: Vec<String> =
-                        ts.labels.iter().map(|l| format!("{}={}", l.name, l.value)).collect();
-                    out.push((l.join(","), ts.samples[0].timestamp, ts.samples[0].value.to_bits()));
+                    let l: Vec<String> = ts
+                        .labels
+                        .iter()
+                        .map(|l| format!("{}={}", l.name, l.value))
+                        .collect();
+                    out.push((
+                        l.join(","),
+                        ts.samples[0].timestamp,
+                        ts.samples[0].value.to_bits(),
+                    ));
                 }
             }
         }
@@ -1335,12 +1367,18 @@ mod tests {
                     assert!(s.timestamp < push.end && s.timestamp >= push.end - 5 * SEC);
                     assert!(s.timestamp >= newest, "timestamps ascend across a push");
                     newest = s.timestamp;
-                    let key: Vec<(String, String)> =
-                        ts.labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect();
+                    let key: Vec<(String, String)> = ts
+                        .labels
+                        .iter()
+                        .map(|l| (l.name.clone(), l.value.clone()))
+                        .collect();
                     let prev = last_ts.insert(key.clone(), s.timestamp);
                     if let Some(prev) = prev {
                         let gap = s.timestamp - prev;
-                        assert!(gap > 14 * SEC && gap < 16 * SEC, "scrape gap {gap} of {key:?}");
+                        assert!(
+                            gap > 14 * SEC && gap < 16 * SEC,
+                            "scrape gap {gap} of {key:?}"
+                        );
                     }
                     if s.value.to_bits() == harness::stale_nan().to_bits() {
                         stale += 1;
@@ -1352,7 +1390,11 @@ mod tests {
         }
         // Three old pods, each with 5 report series, 14 histogram series, CPU, memory, the
         // restarts series and 8 request series (every code of every route seen by now).
-        assert_eq!(stale, 3 * (5 + 14 + 2 + 1 + 8), "stale markers once per series");
+        assert_eq!(
+            stale,
+            3 * (5 + 14 + 2 + 1 + 8),
+            "stale markers once per series"
+        );
         assert!(metadata >= 11, "metadata once a minute: {metadata}");
     }
 
@@ -1367,19 +1409,33 @@ mod tests {
             .canary("v2", EPOCH + 30 * MIN, 1)
             .with(|s| s.pods[3].crash_loop = true);
         let rolling = Service::new("payments", 6, 3).rolling("v2", EPOCH + 30 * MIN, 40 * SEC);
-        let mut driver = Driver::new(&dw, Feed::new(vec![Sim::new(canary), Sim::new(rolling)], 5 * SEC));
+        let mut driver = Driver::new(
+            &dw,
+            Feed::new(vec![Sim::new(canary), Sim::new(rolling)], 5 * SEC),
+        );
         let mut newest_seen = Vec::new();
         driver.run_until(t_end, |dw, end| {
             if (end - EPOCH) % (5 * MIN) == 0 {
                 let s = dw.services();
-                newest_seen.push((end, service(&s, "checkout").unwrap()["newest_sample_at"].as_i64().unwrap()));
+                newest_seen.push((
+                    end,
+                    service(&s, "checkout").unwrap()["newest_sample_at"]
+                        .as_i64()
+                        .unwrap(),
+                ));
             }
         });
         for w in newest_seen.windows(2) {
-            assert!(w[1].1 > w[0].1, "newest_sample_at advances with event time: {newest_seen:?}");
+            assert!(
+                w[1].1 > w[0].1,
+                "newest_sample_at advances with event time: {newest_seen:?}"
+            );
         }
         for (end, newest) in &newest_seen {
-            assert!(*newest < *end && *newest >= end - SCRAPE_INTERVAL - 5 * SEC, "{end} {newest}");
+            assert!(
+                *newest < *end && *newest >= end - SCRAPE_INTERVAL - 5 * SEC,
+                "{end} {newest}"
+            );
         }
         assert_eq!(dw.samples_total("out_of_order"), 0.0);
         assert_eq!(dw.samples_total("duplicate"), 0.0);
@@ -1396,10 +1452,152 @@ mod tests {
         assert!(v2["newest_sample_at"].as_i64().unwrap() > t_end - 20 * SEC);
         let pay = series_by_version(&s, "payments");
         let sim_pay = driver.feed.sim("payments").series_per_version();
-        assert_eq!(pay.get("v2"), sim_pay.get("v2"), "payments v2: {pay:?} vs {sim_pay:?}");
+        assert_eq!(
+            pay.get("v2"),
+            sim_pay.get("v2"),
+            "payments v2: {pay:?} vs {sim_pay:?}"
+        );
         eprintln!(
             "sim: {} samples in {} requests; payments series {pay:?} (sim {sim_pay:?})",
             driver.samples_sent, driver.requests_sent
+        );
+    }
+}
+
+/// The injected effects show in the data with the intended size: the ground truth the
+/// judge is held to, measured from what the simulator sends (counter increases over the
+/// 20 minutes after the deploy, per version).
+#[cfg(test)]
+mod ground_truth {
+    use super::*;
+
+    /// Per version: (requests, errors, histogram buckets, CPU seconds, memory first/last).
+    #[derive(Debug, Default, Clone)]
+    struct Totals {
+        requests: f64,
+        errors: f64,
+        buckets: [f64; 12],
+        cpu: f64,
+        mem_first: f64,
+        mem_last: f64,
+        pods: f64,
+    }
+
+    fn totals(svc: Service, from: i64, to: i64) -> HashMap<String, Totals> {
+        let mut feed = Feed::one(svc, 5 * SEC);
+        // Series id -> (labels, value at `from` or first after, newest value).
+        let mut first: HashMap<Vec<(String, String)>, f64> = HashMap::new();
+        let mut last: HashMap<Vec<(String, String)>, f64> = HashMap::new();
+        while feed.t < to {
+            let push = feed.next_push();
+            for req in push.requests {
+                for ts in req.timeseries {
+                    let s = ts.samples[0];
+                    if s.timestamp < from || s.value.is_nan() {
+                        continue;
+                    }
+                    let key: Vec<(String, String)> = ts
+                        .labels
+                        .iter()
+                        .map(|l| (l.name.clone(), l.value.clone()))
+                        .collect();
+                    first.entry(key.clone()).or_insert(s.value);
+                    last.insert(key, s.value);
+                }
+            }
+        }
+        let mut out: HashMap<String, Totals> = HashMap::new();
+        for (key, newest) in &last {
+            let get = |n: &str| {
+                key.iter()
+                    .find(|l| l.0 == n)
+                    .map(|l| l.1.as_str())
+                    .unwrap_or("")
+            };
+            let t = out.entry(get("version").to_string()).or_default();
+            let inc = newest - first[key];
+            match get("__name__") {
+                "http_requests_total" => {
+                    t.requests += inc;
+                    if get("code") == "500" {
+                        t.errors += inc;
+                    }
+                }
+                "http_request_duration_seconds_bucket" => {
+                    let le = get("le");
+                    let i = BUCKETS
+                        .iter()
+                        .position(|b| format_le(*b) == le)
+                        .unwrap_or(11);
+                    t.buckets[i] += inc;
+                }
+                "process_cpu_seconds_total" => {
+                    t.cpu += inc;
+                    t.pods += 1.0;
+                }
+                "process_resident_memory_bytes" => {
+                    t.mem_first += first[key];
+                    t.mem_last += newest;
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// A quantile from cumulative bucket counts, interpolated as Prometheus does.
+    fn quantile(q: f64, cum: &[f64; 12]) -> f64 {
+        let total = cum[11];
+        let rank = q * total;
+        let i = cum.iter().position(|&c| c >= rank).unwrap();
+        let (lo, lo_c) = if i == 0 {
+            (0.0, 0.0)
+        } else {
+            (BUCKETS[i - 1], cum[i - 1])
+        };
+        lo + (BUCKETS[i.min(10)] - lo) * (rank - lo_c) / (cum[i] - lo_c)
+    }
+
+    #[test]
+    fn injected_effects_have_the_intended_size() {
+        let t = EPOCH + 30 * MIN;
+        let on =
+            |signal, factor| Effect::step(Who::Version("v2".into()), signal, factor, t, i64::MAX);
+        let svc = Service::new("truth", 77, 3)
+            .canary("v2", t, 1)
+            .effect(on(Signal::Errors, 3.0))
+            .effect(on(Signal::Latency, 2.0))
+            .effect(on(Signal::Cpu, 1.6))
+            .effect(on(Signal::LeakBytesPerSec, 2.0 * MIB));
+        let tot = totals(svc, t + MIN, t + 21 * MIN);
+        let (c, b) = (&tot["v2"], &tot["v1"]);
+        let er = |x: &Totals| x.errors / x.requests;
+        eprintln!(
+            "canary: {:.0} req, errors {:.4}; baseline {:.0} req, errors {:.4}",
+            c.requests,
+            er(c),
+            b.requests,
+            er(b)
+        );
+        assert!((er(c) / er(b) - 3.0).abs() < 0.4, "errors ×3");
+        assert!((c.requests / c.pods) / (b.requests / b.pods) > 0.95);
+        assert!((c.requests / c.pods) / (b.requests / b.pods) < 1.05);
+        // Bucket series are cumulative already.
+        let cum = |x: &Totals| x.buckets;
+        let (p99c, p99b) = (quantile(0.99, &cum(c)), quantile(0.99, &cum(b)));
+        let (p50c, p50b) = (quantile(0.5, &cum(c)), quantile(0.5, &cum(b)));
+        eprintln!("p99 {p99c:.3} vs {p99b:.3}; p50 {p50c:.4} vs {p50b:.4}");
+        assert!(p99c / p99b > 1.7 && p99c / p99b < 2.3, "p99 ×2 (bucketed)");
+        assert!(p50c / p50b > 1.7 && p50c / p50b < 2.3, "p50 ×2 (bucketed)");
+        let cpu_ratio = (c.cpu / c.pods) / (b.cpu / b.pods);
+        eprintln!("cpu per pod ×{cpu_ratio:.3}");
+        assert!((cpu_ratio - 1.6).abs() < 0.05, "cpu ×1.6");
+        let leak = (c.mem_last - c.mem_first) / c.pods / (20.0 * 60.0) / MIB;
+        let flat = (b.mem_last - b.mem_first) / b.pods / (20.0 * 60.0) / MIB;
+        eprintln!("memory growth {leak:.3} MiB/s vs {flat:.3} MiB/s");
+        assert!(
+            (leak - 2.0).abs() < 0.05 && flat.abs() < 0.01,
+            "leak 2 MiB/s"
         );
     }
 }
