@@ -454,7 +454,7 @@ impl Deploys {
         }
         let mut changed_rule: Option<String> = None;
         for r in &mut d.rules {
-            r.read();
+            r.read(t);
             let warm = t >= d.started_at + r.rule.warmup.as_millis() as i64;
             let o = r.judge(t, warm, &d.alphas);
             if o.first_deviation {

@@ -284,9 +284,10 @@ impl RuleState {
         self.observed_since = None;
     }
 
-    /// Reads the newest sample of every matched series and folds the increments into this
-    /// step's per-side data.
-    pub fn read(&mut self) {
+    /// Reads every matched series' newest sample at or before `t` (the step's end) and folds
+    /// the increments into this step's per-side data. Reading the value at the step boundary
+    /// makes verdicts independent of how pushes batch the samples.
+    pub fn read(&mut self, t: i64) {
         let counters = self.rule.signal.counters();
         let nb = self.bounds.len();
         for s in &mut self.step {
@@ -296,7 +297,7 @@ impl RuleState {
             }
         }
         for m in &mut self.matched {
-            let Some((ts, v)) = m.series.data.lock().ring.last() else {
+            let Some((ts, v)) = m.series.data.lock().at_or_before(t) else {
                 continue;
             };
             if v.is_nan() {
@@ -424,14 +425,15 @@ impl RuleState {
                             let th = rule.threshold(tier)?;
                             let qb = qb?;
                             let want = (qb * th.relative).max(qb + th.absolute);
-                            let le = self
+                            // Judgeable only below the largest finite bucket bound.
+                            let top = self
                                 .bounds
                                 .iter()
                                 .copied()
-                                .filter(|b| b.is_finite() && *b >= want * 0.999)
-                                .fold(f64::INFINITY, f64::min);
-                            le.is_finite()
-                                .then(|| (le, RatioEvidence::new(&[1.0]), RateEvidence::new()))
+                                .filter(|b| b.is_finite())
+                                .fold(0.0, f64::max);
+                            (want < top)
+                                .then(|| (want, RatioEvidence::new(&[1.0]), RateEvidence::new()))
                         })
                         .collect();
                     self.evidence = Some(Evidence::Quantile {
@@ -466,14 +468,8 @@ impl RuleState {
                         .map(|(_, v)| *v)
                         .sum()
                 };
-                let below = |buckets: &[f64], le: f64| -> f64 {
-                    self.bounds
-                        .iter()
-                        .zip(buckets)
-                        .filter(|(b, _)| **b == le)
-                        .map(|(_, v)| *v)
-                        .sum()
-                };
+                let below =
+                    |buckets: &[f64], le: f64| -> f64 { cumulative_at(&self.bounds, buckets, le) };
                 let (tc, tb) = (count(&c.buckets), count(&b.buckets));
                 for (le, ev, frac) in tiers.iter_mut().flatten() {
                     let xc = (tc - below(&c.buckets, *le)).max(0.0);
@@ -646,19 +642,19 @@ impl RuleState {
                 } else {
                     ev.log_evidence_below(1.0)
                 });
-                if let Some(w) = first_threshold(rule) {
+                if let (Some(w), Some(p)) = (first_threshold(rule), pass_threshold(rule)) {
                     let rel_ok = if up {
-                        ev.log_evidence_below(w.relative) >= thr(alphas.pass)
+                        ev.log_evidence_below(p.relative) >= thr(alphas.pass)
                     } else {
-                        ev.log_evidence_above(1.0 / w.relative) >= thr(alphas.pass)
+                        ev.log_evidence_above(1.0 / p.relative) >= thr(alphas.pass)
                     };
                     // Or the canary's rate is surely within the absolute floor of the baseline's.
                     let (lo, hi) = canary.interval(alphas.pass);
-                    let abs_ok = w.absolute > 0.0
+                    let abs_ok = p.absolute > 0.0
                         && if up {
-                            hi - pb < w.absolute
+                            hi - pb < p.absolute
                         } else {
-                            pb - lo < w.absolute
+                            pb - lo < p.absolute
                         };
                     pass = rel_ok || abs_ok;
                     deviates = self.effect.is_some_and(|e| {
@@ -718,10 +714,18 @@ impl RuleState {
                     }
                 }
                 self.confidence = confidence(conf);
-                if let Some(Some((_, ev, frac))) = tiers.first() {
+                let first = tiers.iter().flatten().next();
+                if let Some((_, ev, frac)) = pass_tier(rule)
+                    .and_then(|t| tiers.get(t as usize))
+                    .and_then(Option::as_ref)
+                {
+                    // The canary's quantile is surely below the pass tier's threshold, or its
+                    // tail is surely no heavier than the baseline's (a shared slowdown).
                     let (_, hi) = frac.interval(alphas.pass);
                     let (_, ratio_hi) = ev.interval(alphas.pass);
-                    pass = hi < tail || ratio_hi < 1.5;
+                    pass = hi < tail || ratio_hi < 1.2;
+                }
+                if let Some((_, ev, frac)) = first {
                     deviates = frac.estimate() > tail && ev.estimate() > 1.0;
                 } else if tiers.iter().all(Option::is_none) {
                     self.reason =
@@ -764,18 +768,18 @@ impl RuleState {
                 } else {
                     ev.log_evidence_below(0.0)
                 });
-                if let Some(w) = first_threshold(rule) {
+                if let (Some(w), Some(p)) = (first_threshold(rule), pass_threshold(rule)) {
                     let rel_ok = if up {
-                        ev.log_evidence_below(w.relative.ln()) >= thr(alphas.pass)
+                        ev.log_evidence_below(p.relative.ln()) >= thr(alphas.pass)
                     } else {
-                        ev.log_evidence_above(-w.relative.ln()) >= thr(alphas.pass)
+                        ev.log_evidence_above(-p.relative.ln()) >= thr(alphas.pass)
                     };
                     let (lo, hi) = ev.interval(alphas.pass);
-                    let abs_ok = w.absolute > 0.0
+                    let abs_ok = p.absolute > 0.0
                         && if up {
-                            bm * (hi.exp() - 1.0) < w.absolute
+                            bm * (hi.exp() - 1.0) < p.absolute
                         } else {
-                            bm * (1.0 - lo.exp()) < w.absolute
+                            bm * (1.0 - lo.exp()) < p.absolute
                         };
                     pass = enough && (rel_ok || abs_ok);
                     deviates = self.effect.is_some_and(|e| {
@@ -823,8 +827,8 @@ impl RuleState {
                 } else {
                     0.0
                 };
-                if let Some(w) = first_threshold(rule) {
-                    pass = enough && signed + z(alphas.pass) * se < limit(w);
+                if let (Some(w), Some(p)) = (first_threshold(rule), pass_threshold(rule)) {
+                    pass = enough && signed + z(alphas.pass) * se < limit(p);
                     deviates = enough && signed > limit(w);
                 }
             }
@@ -848,8 +852,7 @@ impl RuleState {
                     }
                 }
                 self.confidence = if excess >= 1.0 { 1.0 } else { 0.0 };
-                pass =
-                    enough && first_threshold(rule).is_some_and(|w| excess < w.absolute.max(1.0));
+                pass = enough && pass_threshold(rule).is_some_and(|p| excess < p.absolute.max(1.0));
                 deviates = excess >= 1.0;
             }
         }
@@ -908,6 +911,39 @@ fn thresholds(rule: &Rule) -> Vec<f64> {
 
 fn first_threshold(rule: &Rule) -> Option<crate::rules::Threshold> {
     Tier::ALL.iter().find_map(|t| rule.threshold(*t))
+}
+
+/// The tier a pass must rule out: the most severe configured (rollback, usually). Smaller
+/// regressions that the evidence confirms raise warn or pause first, and verdicts only
+/// escalate, so a pass means "no confirmed regression, and none worth a rollback".
+fn pass_tier(rule: &Rule) -> Option<Tier> {
+    Tier::ALL
+        .into_iter()
+        .rev()
+        .find(|t| rule.threshold(*t).is_some())
+}
+
+fn pass_threshold(rule: &Rule) -> Option<crate::rules::Threshold> {
+    pass_tier(rule).and_then(|t| rule.threshold(t))
+}
+
+/// Observations at or below `x`, interpolating linearly within buckets as
+/// `histogram_quantile` does. `bounds`/`counts` are per slot, counts cumulative per `le`.
+fn cumulative_at(bounds: &[f64], counts: &[f64], x: f64) -> f64 {
+    let mut b: Vec<(f64, f64)> = bounds.iter().copied().zip(counts.iter().copied()).collect();
+    b.sort_by(|p, q| p.0.total_cmp(&q.0));
+    let (mut lo, mut lo_c) = (0.0, 0.0);
+    for (le, c) in b {
+        if x <= le {
+            if le.is_infinite() || le <= lo {
+                return lo_c;
+            }
+            return lo_c + (c - lo_c) * (x - lo) / (le - lo);
+        }
+        lo = le;
+        lo_c = c;
+    }
+    lo_c
 }
 
 fn confidence(log_evidence: f64) -> f64 {

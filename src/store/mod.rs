@@ -55,6 +55,23 @@ pub struct SeriesData {
     pub ring: RingBuffer,
     /// The newest sample is a Prometheus stale marker: the target went away.
     pub stale: bool,
+    /// The sample before the newest: with it, the value at a step boundary just passed is
+    /// found without decoding the ring.
+    prev: Option<(i64, f64)>,
+}
+
+impl SeriesData {
+    /// The newest sample at or before `t`, if any is retained.
+    pub fn at_or_before(&self, t: i64) -> Option<(i64, f64)> {
+        let last = self.ring.last()?;
+        if last.0 <= t {
+            return Some(last);
+        }
+        match self.prev {
+            Some(p) if p.0 <= t => Some(p),
+            _ => self.ring.range(i64::MIN, t).last(),
+        }
+    }
 }
 
 /// Prometheus' staleness marker, a NaN with a fixed payload.
@@ -350,8 +367,10 @@ impl Store {
             {
                 let mut data = series.data.lock();
                 for s in samples {
+                    let before = data.ring.last();
                     match data.ring.push(s.ts, s.value, retention) {
                         Append::Appended => {
+                            data.prev = before;
                             out.samples_appended += 1;
                             let stale = is_stale_marker(s.value);
                             out.stale_markers += stale as u64;
