@@ -1,15 +1,18 @@
 //! False alarms of the judge on clean canaries: 30 seeded services, each with three `v1`
 //! pods and a clean `v2` canary registered at the same event time, played into ONE
 //! deploywatch (interleaved in the same pushes, as one Prometheus scraping them all would
-//! send them), each observed 20 minutes of event time after its deploy.
+//! send them), each observed 20 minutes of event time after its deploy; and the spread of
+//! detection delays over seeds for three regressions.
 
 use std::collections::BTreeMap;
 
 use serde_json::json;
 
 use crate::harness::Deploywatch;
-use crate::scenarios::T;
-use crate::sim::{deploy, register_deploy, severity, Driver, Feed, Service, Sim, MIN, SEC};
+use crate::scenarios::{detection_delay, T};
+use crate::sim::{
+    deploy, register_deploy, severity, Driver, Effect, Feed, Service, Signal, Sim, Who, MIN, SEC,
+};
 
 const SERVICES: u64 = 30;
 
@@ -97,4 +100,76 @@ fn clean_canaries_rarely_raise_a_false_alarm() {
         regressions <= 3,
         "{regressions} clean canaries warned or worse: {bad:#?}"
     );
+}
+
+/// Detection delays are random: one seed per scenario says little about a target. Eight
+/// seeded canaries per regression (errors ×3, errors ×10, p99 latency ×2), all on one
+/// deploywatch, each observed 8 minutes: every one must roll back, and the median delay
+/// after warm-up must meet the scenario's target.
+#[test]
+fn detection_delays_over_seeds() {
+    const SEEDS: u64 = 8;
+    let kinds: [(&str, Signal, f64, f64); 3] = [
+        ("errors_x3", Signal::Errors, 3.0, 180.0),
+        ("errors_x10", Signal::Errors, 10.0, 60.0),
+        ("latency_x2", Signal::Latency, 2.0, 180.0),
+    ];
+    let dw = Deploywatch::start();
+    let mut sims = Vec::new();
+    let mut names = Vec::new();
+    for (k, (kind, signal, factor, _)) in kinds.iter().enumerate() {
+        for seed in 0..SEEDS {
+            let name = format!("{}-{seed}", kind.replace('_', "-"));
+            let effect = Effect::step(Who::Version("v2".into()), *signal, *factor, T, i64::MAX);
+            let svc = Service::new(&name, 7000 + 100 * k as u64 + seed, 3)
+                .canary("v2", T, 1)
+                .effect(effect);
+            sims.push(Sim::new(svc));
+            names.push((k, name));
+        }
+    }
+    let mut driver = Driver::new(&dw, Feed::new(sims, 5 * SEC));
+    driver.run_to(T);
+    let ids: Vec<String> = names
+        .iter()
+        .map(|(_, svc)| {
+            register_deploy(
+                &dw,
+                &json!({"service": svc, "version": "v2", "baseline_version": "v1",
+                        "strategy": "canary", "at": T}),
+            )
+            .unwrap_or_else(|e| panic!("registering {svc}: {e}"))
+        })
+        .collect();
+    driver.run_to(T + 8 * MIN);
+
+    let mut failures = Vec::new();
+    for (k, (kind, _, _, target)) in kinds.iter().enumerate() {
+        let mut delays = Vec::new();
+        let mut verdicts = Vec::new();
+        for (i, id) in ids.iter().enumerate().filter(|(i, _)| names[*i].0 == k) {
+            let d = deploy(&dw, id).unwrap_or_else(|e| panic!("{e}"));
+            let (_, delay) = detection_delay(&d, T);
+            let v = d["verdict"].as_str().unwrap_or("?").to_string();
+            if v != "rollback" {
+                failures.push(format!("{}: {v} after 8m", names[i].1));
+            }
+            verdicts.push(v);
+            delays.push(delay.unwrap_or(f64::INFINITY));
+        }
+        delays.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let median = (delays[delays.len() / 2 - 1] + delays[delays.len() / 2]) / 2.0;
+        println!(
+            "delays scenario={kind} seeds={SEEDS} median_s={median:.0} min_s={:.0} max_s={:.0} \
+             target_s={target:.0} all={delays:?} verdicts={verdicts:?}",
+            delays[0],
+            delays[delays.len() - 1]
+        );
+        if median > *target {
+            failures.push(format!(
+                "{kind}: median delay {median} s > target {target} s"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
 }

@@ -280,22 +280,9 @@ pub fn run_on(dw: &Deploywatch, case: Case) -> Outcome {
     let verdict = deploy["verdict"].as_str().unwrap_or("?").to_string();
     let verdict_at = deploy["verdict_at"].as_i64();
     // The rule of the verdict change that reached the final verdict.
-    let rule = deploy["timeline"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|e| e["event"] == "verdict_changed" && e["verdict"] == verdict.as_str())
-        .and_then(|e| e["rule"].as_str())
-        .map(str::to_string);
-    let delay_s = match (case.regression_from, verdict_at, severity(&verdict) >= 2) {
-        (Some(from), Some(at), true) => {
-            let warmup = rule
-                .as_deref()
-                .and_then(|r| default_warmups().get(r).copied())
-                .unwrap_or(0);
-            Some((at - from.max(T + warmup)) as f64 / 1000.0)
-        }
-        _ => None,
+    let (rule, delay_s) = match case.regression_from {
+        Some(from) => detection_delay(&deploy, from),
+        None => (deciding_rule(&deploy), None),
     };
     let out = Outcome {
         name: case.name.to_string(),
@@ -308,6 +295,36 @@ pub fn run_on(dw: &Deploywatch, case: Case) -> Outcome {
     };
     out.print();
     out
+}
+
+/// The rule of the verdict change that reached the deploy's final verdict.
+pub fn deciding_rule(deploy: &Value) -> Option<String> {
+    let verdict = deploy["verdict"].as_str()?;
+    deploy["timeline"]
+        .as_array()?
+        .iter()
+        .find(|e| e["event"] == "verdict_changed" && e["verdict"] == verdict)
+        .and_then(|e| e["rule"].as_str())
+        .map(str::to_string)
+}
+
+/// The deciding rule and the detection delay in seconds of event time of a deploy whose
+/// regression started at `from`: `verdict_at − max(from, deploy at T + the rule's warm-up)`,
+/// when the final verdict is a regression (warn or worse).
+pub fn detection_delay(deploy: &Value, from: i64) -> (Option<String>, Option<f64>) {
+    let rule = deciding_rule(deploy);
+    let regressed = severity(deploy["verdict"].as_str().unwrap_or("pending")) >= 2;
+    let delay = match (deploy["verdict_at"].as_i64(), regressed) {
+        (Some(at), true) => {
+            let warmup = rule
+                .as_deref()
+                .and_then(|r| default_warmups().get(r).copied())
+                .unwrap_or(0);
+            Some((at - from.max(T + warmup)) as f64 / 1000.0)
+        }
+        _ => None,
+    };
+    (rule, delay)
 }
 
 // ---------------------------------------------------------------------------------------
