@@ -108,7 +108,8 @@ pub struct DeployRequest {
     pub service: Option<String>,
     pub version: Option<String>,
     pub baseline_version: Option<String>,
-    pub strategy: Option<Strategy>,
+    /// `canary`, `rolling` or `blue-green` (checked after parsing, to name the field).
+    pub strategy: Option<String>,
     /// Unix milliseconds, event time; default: the service's "now".
     pub at: Option<i64>,
     pub commit: Option<String>,
@@ -152,6 +153,17 @@ impl DeployRequest {
                 None => Err(DeployError::Invalid(format!("{name}: required"))),
             }
         };
+        let strategy = match r.strategy.as_deref() {
+            None => None,
+            Some("canary") => Some(Strategy::Canary),
+            Some("rolling") => Some(Strategy::Rolling),
+            Some("blue-green") => Some(Strategy::BlueGreen),
+            Some(other) => {
+                return Err(DeployError::Invalid(format!(
+                    "strategy: expected canary, rolling or blue-green, got {other:?}"
+                )))
+            }
+        };
         let service = required("service", r.service)?;
         let version = required("version", r.version)?;
         if r.baseline_version.as_deref() == Some(version.as_str()) {
@@ -176,7 +188,7 @@ impl DeployRequest {
             service,
             version,
             baseline_version: r.baseline_version.filter(|b| !b.is_empty()),
-            strategy: r.strategy,
+            strategy,
             at: r.at,
             commit: r.commit.unwrap_or_default(),
             author: r.author.unwrap_or_default(),

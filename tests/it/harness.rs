@@ -318,19 +318,31 @@ pub struct Deploywatch {
 impl Deploywatch {
     /// Starts deploywatch on its embedded default config.
     pub fn start() -> Deploywatch {
-        Self::spawn(None)
+        Self::spawn(None, &[])
     }
 
     /// Starts deploywatch with `yaml` as its `--config.file`.
     pub fn start_with_config(yaml: &str) -> Deploywatch {
-        Self::spawn(Some(yaml))
+        Self::spawn(Some(yaml), &[])
     }
 
-    fn spawn(config: Option<&str>) -> Deploywatch {
+    /// Starts deploywatch with a config file and other files (rule files) beside it, given
+    /// by paths relative to the config file's directory.
+    pub fn start_with_files(yaml: &str, files: &[(&str, &str)]) -> Deploywatch {
+        Self::spawn(Some(yaml), files)
+    }
+
+    fn spawn(config: Option<&str>, files: &[(&str, &str)]) -> Deploywatch {
         let dir = tempfile::Builder::new()
             .prefix("deploywatch-it-")
             .tempdir()
             .expect("creating a temporary directory");
+        for (rel, text) in files {
+            let p = dir.path().join(rel);
+            std::fs::create_dir_all(p.parent().expect("a file has a parent"))
+                .expect("creating a directory");
+            std::fs::write(&p, text).expect("writing a file");
+        }
         let config_path = config.map(|yaml| {
             let p = dir.path().join("deploywatch.yml");
             std::fs::write(&p, yaml).expect("writing the config file");
@@ -354,6 +366,26 @@ impl Deploywatch {
             },
         );
         Deploywatch { proc, port, dir }
+    }
+
+    /// The process id, for signals.
+    pub fn pid(&self) -> u32 {
+        self.proc.child.id()
+    }
+
+    /// The temporary directory holding the config file and `--storage.path`.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// POSTs a JSON body to `path`.
+    pub fn post_json(&self, path: &str, body: &Value) -> Response {
+        request(
+            Method::POST,
+            &format!("{}{path}", self.url()),
+            &[("content-type", "application/json")],
+            serde_json::to_vec(body).expect("serialising JSON"),
+        )
     }
 
     /// Base URL, without a trailing slash.

@@ -4,8 +4,10 @@
 mod harness;
 
 mod bad_input;
+mod deploys;
 mod ingest;
 mod prometheus_e2e;
+mod reload;
 
 /// False alarms over many seeded clean canaries.
 mod calibration;

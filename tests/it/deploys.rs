@@ -1,0 +1,202 @@
+//! The deploy endpoints as CI/CD and users see them: registration, validation, identity of a
+//! registered and a detected deploy, listing, and the derived metrics.
+
+use serde_json::{json, Value};
+
+use crate::harness::*;
+use hyper::Method;
+
+/// Pushes one scrape of `version`'s request counter for `job` at event time `ts`.
+fn push_scrape(dw: &Deploywatch, job: &str, version: &str, ts: i64, count: f64) {
+    let req = write_request(vec![series(
+        &[
+            ("__name__", "http_requests_total"),
+            ("code", "200"),
+            ("instance", &format!("{version}:80")),
+            ("job", job),
+            ("version", version),
+        ],
+        &[(ts, count)],
+    )]);
+    let (status, body) = dw.push_v1(&req);
+    assert_eq!(status, 204, "{body}");
+}
+
+#[test]
+fn a_bad_registration_names_the_field_and_changes_nothing() {
+    let dw = Deploywatch::start();
+    for (body, field) in [
+        (json!({"version": "v2"}), "service"),
+        (json!({"service": "a"}), "version"),
+        (json!({"service": "a", "version": ""}), "version"),
+        (
+            json!({"service": "a", "version": "v2", "at": 1764000000}),
+            "at",
+        ),
+        (
+            json!({"service": "a", "version": "v2", "strategy": "yolo"}),
+            "strategy",
+        ),
+        (
+            json!({"service": "a", "version": "v2", "colour": "red"}),
+            "colour",
+        ),
+        (
+            json!({"service": "a", "version": "v2", "baseline_version": "v2"}),
+            "baseline_version",
+        ),
+    ] {
+        let res = dw.post_json("/api/v1/deploys", &body);
+        assert_eq!(res.status, 400, "{body}: {}", res.text());
+        assert!(res.text().contains(field), "{body}: {}", res.text());
+    }
+    let res = request(
+        Method::POST,
+        &format!("{}/api/v1/deploys", dw.url()),
+        &[],
+        b"{not json".to_vec(),
+    );
+    assert_eq!(res.status, 400);
+    assert_eq!(dw.get_json("/api/v1/deploys"), json!({"deploys": []}));
+}
+
+#[test]
+fn registered_deploys_are_listed_newest_first_and_found_by_id() {
+    let dw = Deploywatch::start();
+    let t0 = 1_764_000_000_000i64;
+    push_scrape(&dw, "checkout", "v1", t0, 10.0);
+    let res = dw.post_json(
+        "/api/v1/deploys",
+        &json!({"service": "checkout", "version": "v2", "commit": "3f2c9e1", "author": "ci",
+                "changes": [{"component": "redis-pool", "summary": "pool size 50 -> 500",
+                             "files": ["src/cache/pool.rs"]}]}),
+    );
+    assert_eq!(res.status, 201, "{}", res.text());
+    let id = serde_json::from_slice::<Value>(&res.body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let d = dw.get_json(&format!("/api/v1/deploys/{id}"));
+    assert_eq!(d["service"], "checkout");
+    assert_eq!(d["version"], "v2");
+    // The baseline defaults to the version serving, the start to the service's "now".
+    assert_eq!(d["baseline_version"], "v1");
+    assert_eq!(d["started_at"], t0);
+    assert_eq!(d["strategy"], "canary");
+    assert_eq!(d["source"], "api");
+    assert_eq!(d["verdict"], "pending");
+    assert_eq!(d["commit"], "3f2c9e1");
+    assert_eq!(d["changes"][0]["component"], "redis-pool");
+    assert_eq!(d["timeline"][0]["event"], "deploy_started");
+
+    let res = dw.post_json(
+        "/api/v1/deploys",
+        &json!({"service": "search", "version": "v7", "strategy": "rolling", "at": t0 + 5000}),
+    );
+    assert_eq!(res.status, 201);
+    let list = dw.get_json("/api/v1/deploys");
+    let services: Vec<&str> = list["deploys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["service"].as_str().unwrap())
+        .collect();
+    assert_eq!(services, ["search", "checkout"]);
+    let only = dw.get_json("/api/v1/deploys?service=checkout");
+    assert_eq!(only["deploys"].as_array().unwrap().len(), 1);
+    let res = request(
+        Method::GET,
+        &format!("{}/api/v1/deploys/nope", dw.url()),
+        &[],
+        vec![],
+    );
+    assert_eq!(res.status, 404);
+
+    // The derived metrics carry the deploys.
+    assert_eq!(
+        dw.metric(
+            "deploywatch_deploy_verdict",
+            &[("service", "checkout"), ("deploy_id", &id)]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        dw.metric(
+            "deploywatch_deploy_started_timestamp_seconds",
+            &[("service", "checkout"), ("commit", "3f2c9e1")]
+        ),
+        Some(t0 as f64 / 1000.0)
+    );
+}
+
+#[test]
+fn a_registered_deploy_and_the_same_version_in_the_data_are_one_deploy() {
+    let dw = Deploywatch::start();
+    let t0 = 1_764_000_000_000i64;
+    for i in 0..10 {
+        push_scrape(&dw, "cart", "v1", t0 + i * 15_000, (i * 100) as f64);
+    }
+    // Registered first, seen in the data afterwards.
+    let res = dw.post_json(
+        "/api/v1/deploys",
+        &json!({"service": "cart", "version": "v2"}),
+    );
+    assert_eq!(res.status, 201);
+    for i in 10..20 {
+        push_scrape(&dw, "cart", "v1", t0 + i * 15_000, (i * 100) as f64);
+        push_scrape(&dw, "cart", "v2", t0 + i * 15_000 + 1, (i * 10) as f64);
+    }
+    // Seen in the data first (detected), registered afterwards: metadata joins it.
+    for i in 20..30 {
+        push_scrape(&dw, "cart", "v1", t0 + i * 15_000, (i * 100) as f64);
+        push_scrape(&dw, "cart", "v3", t0 + i * 15_000 + 2, (i * 10) as f64);
+    }
+    let detected = dw.get_json("/api/v1/deploys?service=cart");
+    let v3 = &detected["deploys"][0];
+    assert_eq!(v3["version"], "v3");
+    assert_eq!(v3["source"], "detected");
+    assert_eq!(v3["strategy"], "canary", "the old version still reports");
+    let res = dw.post_json(
+        "/api/v1/deploys",
+        &json!({"service": "cart", "version": "v3", "commit": "abc"}),
+    );
+    assert_eq!(res.status, 201);
+    let id = serde_json::from_slice::<Value>(&res.body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(id, v3["id"].as_str().unwrap());
+    let all = dw.get_json("/api/v1/deploys?service=cart");
+    let versions: Vec<&str> = all["deploys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(versions, ["v3", "v2"], "one deploy per version");
+    assert_eq!(all["deploys"][0]["commit"], "abc");
+    assert_eq!(all["deploys"][0]["source"], "api");
+    // v2 was superseded by v3.
+    assert_eq!(all["deploys"][1]["phase"], "done");
+    let events: Vec<&str> = all["deploys"][1]["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert!(events.contains(&"superseded"), "{events:?}");
+}
+
+#[test]
+fn versions_running_when_deploywatch_starts_are_not_deploys() {
+    let dw = Deploywatch::start();
+    let t0 = 1_764_000_000_000i64;
+    for i in 0..8 {
+        push_scrape(&dw, "api", "v1", t0 + i * 15_000, i as f64);
+        push_scrape(&dw, "api", "v2", t0 + i * 15_000 + 3, i as f64);
+    }
+    assert_eq!(dw.get_json("/api/v1/deploys"), json!({"deploys": []}));
+    // The verdict endpoint answers 200 and JSON even so.
+    let v = dw.get_json("/api/v1/verdict?service=api");
+    assert_eq!(v["verdict"], "pending");
+}
