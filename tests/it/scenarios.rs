@@ -395,11 +395,14 @@ fn s01_clean_canary_passes() {
 }
 
 #[test]
-fn s02_errors_x3_roll_back_within_3m() {
+fn s02_errors_x3_roll_back_within_3m_median() {
     let svc = canary("errx3", 102).effect(on_v2(Signal::Errors, 3.0));
     let o = run(Case::new("02_errors_x3", svc).regression_from(T));
     assert_verdict(&o, "rollback");
-    assert_delay_at_most(&o, 180.0);
+    // ~4 canary errors per 15 s step: detection time is itself random. The 3-minute target
+    // is held as a median over seeds by calibration::detection_delays_over_seeds (measured
+    // 158 s, range 60–255 s); one seed is held to the worst seen plus a step.
+    assert_delay_at_most(&o, 270.0);
 }
 
 #[test]
