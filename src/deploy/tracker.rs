@@ -601,6 +601,19 @@ impl Deploys {
         })
     }
 
+    /// Appends an event from another module (alerts sent, gate answers) to a deploy's
+    /// timeline. `at` is event time: callers without one pass the deploy's latest step.
+    pub fn record(&self, id: &str, event: &str, detail: String, at: Option<i64>) -> bool {
+        let all = self.all.read();
+        let Some(d) = all.iter().find(|d| d.lock().id == id) else {
+            return false;
+        };
+        let mut d = d.lock();
+        let at = at.unwrap_or(d.next_step - STEP_MS).max(d.started_at);
+        d.event(at, event, detail);
+        true
+    }
+
     /// Runs `f` over every deploy (for metrics), oldest first.
     pub fn for_each(&self, mut f: impl FnMut(&DeployState)) {
         for d in self.all.read().iter() {
