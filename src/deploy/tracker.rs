@@ -614,6 +614,14 @@ impl Deploys {
         true
     }
 
+    /// Runs `f` on one deploy's full state (rules, history), if it exists.
+    pub fn with_deploy<R>(&self, id: &str, f: impl FnOnce(&DeployState) -> R) -> Option<R> {
+        let all = self.all.read();
+        let d = all.iter().find(|d| d.lock().id == id)?;
+        let d = d.lock();
+        Some(f(&d))
+    }
+
     /// Runs `f` over every deploy (for metrics), oldest first.
     pub fn for_each(&self, mut f: impl FnMut(&DeployState)) {
         for d in self.all.read().iter() {

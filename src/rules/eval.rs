@@ -144,7 +144,20 @@ pub struct RuleState {
     /// Event time of the first step the canary looked worse than the warn threshold.
     pub first_deviation: Option<i64>,
     observed_since: Option<i64>,
+    /// The statistic per step for each side (newest last, bounded), for charts.
+    pub history: std::collections::VecDeque<StepPoint>,
 }
+
+/// One step's statistic on each side, for charts: `None` where a side had no data.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepPoint {
+    pub at: i64,
+    pub canary: Option<f64>,
+    pub baseline: Option<f64>,
+}
+
+/// Steps of history kept per rule: 2 h at 15 s.
+pub const HISTORY_STEPS: usize = 480;
 
 /// What a step changed in a rule, for the timeline.
 #[derive(Debug, Default)]
@@ -176,6 +189,7 @@ impl RuleState {
             confidence: 0.0,
             first_deviation: None,
             observed_since: None,
+            history: std::collections::VecDeque::new(),
         }
     }
 
@@ -343,6 +357,7 @@ impl RuleState {
     /// Judges the step ending at `t`. `warm`: the rule's warm-up is over. `before_after`:
     /// the baseline is the pre-deploy window.
     pub fn judge(&mut self, t: i64, warm: bool, alphas: &Alphas) -> StepOutcome {
+        self.record_history(t);
         if !warm {
             // Cold starts are not judged; the baseline's latency still places thresholds.
             if matches!(self.rule.signal, Signal::Quantile { .. }) && self.known.is_none() {
@@ -384,6 +399,47 @@ impl RuleState {
         self.carry = Default::default();
         self.fold(&c, &b);
         self.decide(t, alphas)
+    }
+
+    /// The statistic of this step alone on each side (a chart point).
+    fn record_history(&mut self, t: i64) {
+        let q = match self.rule.signal {
+            Signal::Quantile { quantile, .. } => quantile,
+            _ => 0.5,
+        };
+        let value = |s: &SideStep| -> Option<f64> {
+            match self.rule.signal {
+                Signal::Ratio { .. } => (s.exposure > 0.0).then(|| s.events / s.exposure),
+                Signal::Quantile { .. } => histogram_quantile(q, &self.bounds, &s.buckets),
+                Signal::Rate { .. } | Signal::Share { .. } => {
+                    (s.exposure > 0.0).then(|| s.events / s.exposure)
+                }
+                Signal::Level { .. } | Signal::Trend { .. } => {
+                    (s.value_n > 0.0).then(|| s.value_sum / s.value_n)
+                }
+                Signal::Increase { .. } => (s.exposure > 0.0).then_some(s.events),
+            }
+        };
+        let canary = value(&self.step[Side::Canary as usize]);
+        let baseline = match &self.known {
+            // Before/after: the pre-deploy level, flat.
+            Some(k) => match self.rule.signal {
+                Signal::Quantile { .. } => histogram_quantile(q, &self.bounds, &k.total.buckets),
+                Signal::Level { .. } | Signal::Trend { .. } => {
+                    (k.total.value_n > 0.0).then(|| k.total.value_sum / k.total.value_n)
+                }
+                _ => (k.total.exposure > 0.0).then(|| k.total.events / k.total.exposure),
+            },
+            None => value(&self.step[Side::Baseline as usize]),
+        };
+        if self.history.len() == HISTORY_STEPS {
+            self.history.pop_front();
+        }
+        self.history.push_back(StepPoint {
+            at: t,
+            canary,
+            baseline,
+        });
     }
 
     /// Folds one step's data into the evidence.
