@@ -285,6 +285,8 @@ pub struct DeployJson {
     pub timeline: Vec<Event>,
     /// How the deploy is compared now: `side-by-side` or `before-after`.
     pub comparison: String,
+    /// One line on why the verdict is what it is.
+    pub reason: String,
     pub report_url: String,
 }
 

@@ -131,7 +131,41 @@ impl DeployState {
                 "side-by-side"
             }
             .into(),
+            reason: self.reason(),
             report_url: format!("{external_url}/api/v1/deploys/{}/report", self.id),
+        }
+    }
+
+    /// One line on why the verdict is what it is: the deciding rule, or what is missing.
+    pub fn reason(&self) -> String {
+        if self.verdict.is_regression() {
+            let decided = self
+                .rules
+                .iter()
+                .filter(|r| r.verdict.is_regression())
+                .max_by_key(|r| (r.rule.critical, r.verdict));
+            if let Some(r) = decided {
+                return format!("{}: {}", r.rule.name, r.reason);
+            }
+        }
+        match self.verdict {
+            Verdict::Pass => {
+                "no rule found a regression and the evidence rules out one worth a rollback".into()
+            }
+            _ if self.phase == Phase::Warmup => "warming up: rules are not judged yet".into(),
+            _ => {
+                let waiting: Vec<String> = self
+                    .rules
+                    .iter()
+                    .filter(|r| r.verdict == Verdict::Pending && r.has_data() && r.applicable())
+                    .map(|r| format!("{} ({})", r.rule.name, r.reason))
+                    .collect();
+                if waiting.is_empty() {
+                    "no rule has data for both sides yet".into()
+                } else {
+                    format!("waiting for evidence: {}", waiting.join("; "))
+                }
+            }
         }
     }
 }

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::error::ApiError;
 use crate::app::App;
-use crate::deploy::{DeployError, DeployJson, DeployRequest};
+use crate::deploy::{DeployError, DeployJson, DeployRequest, Verdict};
 use crate::export::TextEncoder;
 
 #[derive(Deserialize)]
@@ -54,15 +54,31 @@ pub async fn verdict(
     State(app): State<Arc<App>>,
     Query(q): Query<ServiceQuery>,
 ) -> Json<serde_json::Value> {
-    let service = q.service.unwrap_or_default();
-    match app.deploys.current(&service) {
-        Some(d) => Json(serde_json::to_value(d).unwrap_or_default()),
-        None => Json(json!({
-            "service": service,
-            "verdict": "pending",
-            "phase": "warmup",
-            "reason": "no deploy of this service is known yet; its new version may not have reported",
-        })),
+    Json(current(&app, &q.service.unwrap_or_default()).1)
+}
+
+/// The current deploy of a service as JSON with its id, or a pending stand-in when none is
+/// known (its new version may not have reported yet).
+pub(super) fn current(app: &App, service: &str) -> (Verdict, serde_json::Value, Option<String>) {
+    match app.deploys.current(service) {
+        Some(d) => {
+            let id = d.id.clone();
+            (
+                d.verdict,
+                serde_json::to_value(d).unwrap_or_default(),
+                Some(id),
+            )
+        }
+        None => (
+            Verdict::Pending,
+            json!({
+                "service": service,
+                "verdict": "pending",
+                "phase": "warmup",
+                "reason": "no deploy of this service is known yet; its new version may not have reported",
+            }),
+            None,
+        ),
     }
 }
 

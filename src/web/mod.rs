@@ -3,6 +3,7 @@
 
 pub mod deploys;
 pub mod error;
+pub mod gates;
 pub mod write;
 
 use std::sync::Arc;
@@ -29,6 +30,8 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/api/v1/deploys/{id}", get(deploys::get))
         .route("/api/v1/verdict", get(deploys::verdict))
+        .route("/api/v1/gate", post(gates::gate))
+        .route("/api/v1/rollback-hook", post(gates::rollback_hook))
         .route("/metrics", get(metrics))
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))

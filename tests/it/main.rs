@@ -5,6 +5,7 @@ mod harness;
 
 mod bad_input;
 mod deploys;
+mod gates;
 mod ingest;
 mod prometheus_e2e;
 mod reload;
