@@ -16,7 +16,23 @@ use deploywatch::rules::RuleSet;
 /// deploywatch judges every deploy on every Prometheus remote-write push: canary against
 /// baseline, or after against before, and says so at once.
 #[derive(Debug, Parser)]
-#[command(name = "deploywatch", version, about, long_about = None)]
+#[command(name = "deploywatch", version, about, long_about = None, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    flags: Flags,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Register a deploy with a running deploywatch and wait for its verdict (for CI/CD
+    /// pipelines). Exit codes: 0 pass, 3 pause, 4 rollback, 5 timeout, 2 unreachable or refused.
+    Deploy(deploywatch::cli::deploy::DeployArgs),
+}
+
+/// Flags of the server (the default command).
+#[derive(Debug, clap::Args)]
 struct Flags {
     /// YAML configuration file. Without it, the embedded defaults and default rules apply.
     #[arg(long = "config.file", value_name = "PATH")]
@@ -53,7 +69,15 @@ struct Flags {
 }
 
 fn main() {
-    let flags = Flags::parse();
+    let cli = Cli::parse();
+    if let Some(Command::Deploy(args)) = cli.command {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("building a runtime");
+        std::process::exit(runtime.block_on(deploywatch::cli::deploy::run(args)));
+    }
+    let flags = cli.flags;
     logging::init(flags.log_level, flags.log_format);
     if let Err(error) = run(flags) {
         // A bad config is reported with its file, line and field, then exit code 1.
@@ -125,14 +149,20 @@ async fn serve(
     tracing::info!(address = %flags.listen_address, "Listening.");
 
     tokio::spawn(reload_on_sighup(app.clone()));
+    app.alerts.start(app.clone());
     app.set_ready(true);
     axum::serve(listener, deploywatch::web::router(app.clone()))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     app.set_ready(false);
+    // Deliver the alerts still queued, for a bounded time.
+    app.alerts.shutdown(&*app, ALERT_FLUSH_TIMEOUT).await;
     tracing::info!("In-flight requests finished; see you next time.");
     Ok(())
 }
+
+/// How long pending alerts may take to deliver at exit.
+const ALERT_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Resolves on SIGTERM or SIGINT; the server then stops accepting and drains.
 async fn shutdown_signal() {

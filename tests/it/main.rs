@@ -4,6 +4,7 @@
 mod harness;
 
 mod bad_input;
+mod cli_deploy;
 mod deploys;
 mod gates;
 mod ingest;
