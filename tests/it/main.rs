@@ -8,8 +8,10 @@ mod cli_deploy;
 mod deploys;
 mod gates;
 mod ingest;
+mod k8s;
 mod prometheus_e2e;
 mod reload;
+mod sharding;
 
 /// False alarms over many seeded clean canaries.
 mod calibration;
