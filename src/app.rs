@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
+use crate::alert::{AlertConfig, AlertService};
 use crate::config::{Config, ConfigError};
 use crate::deploy::tracker::{Deploys, Settings};
 use crate::export::Metrics;
@@ -36,6 +37,8 @@ pub struct App {
     pub store: Store,
     pub deploys: Deploys,
     pub metrics: Metrics,
+    /// Verdicts as alerts to Alertmanager; started by `main` (`AlertService::start`).
+    pub alerts: Arc<AlertService>,
     /// Bounds the remote-write requests being decoded at once.
     pub ingest_slots: tokio::sync::Semaphore,
     ready: AtomicBool,
@@ -75,13 +78,24 @@ impl App {
             max_series_per_service: config.limits.max_series_per_service,
         });
         let deploys = Deploys::new(rules, Settings::default(), runtime.external_url.clone());
+        let metrics = Metrics::default();
+        // Alertmanagers from the flags and the config file; changes apply after a restart.
+        let alerts = Arc::new(AlertService::new(
+            AlertConfig::new(
+                [&runtime.alertmanager_urls[..], &config.alerting.alertmanagers[..]].concat(),
+                &runtime.external_url,
+                config.alerting.resend_interval,
+            ),
+            &metrics,
+        ));
         App {
             deploys,
+            alerts,
             ingest_slots: tokio::sync::Semaphore::new(config.limits.max_inflight_requests),
             runtime,
             config: ArcSwap::from_pointee(config),
             store,
-            metrics: Metrics::default(),
+            metrics,
             ready: AtomicBool::new(false),
             started_at: std::time::SystemTime::now(),
         }
@@ -143,6 +157,11 @@ impl App {
             Ok((new, rules)) => {
                 self.deploys.set_rules(rules);
                 let old = self.config.load();
+                if new.alerting != old.alerting {
+                    tracing::warn!(
+                        "The alerting section changed; Alertmanagers and the resend interval apply after a restart."
+                    );
+                }
                 if new.global != old.global {
                     tracing::warn!(
                         "The global section changed; service and version labels and retention apply after a restart."

@@ -5,6 +5,7 @@
 pub mod text;
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use text::{TextEncoder, CONTENT_TYPE};
@@ -95,6 +96,19 @@ impl Histogram {
     }
 }
 
+/// Alert delivery to one Alertmanager, bumped by `alert`.
+#[derive(Debug, Default)]
+pub struct AlertmanagerMetrics {
+    /// Alerts Alertmanager accepted.
+    pub sent: Counter,
+    /// Alerts in requests that failed (each attempt counts).
+    pub failed: Counter,
+    /// Alerts given up: refused with a 4xx, queue overflow, undelivered at exit.
+    pub dropped: Counter,
+    /// Alerts waiting in the queue (a gauge).
+    pub queue_length: AtomicU64,
+}
+
 /// HTTP status classes of remote-write answers, as counted.
 pub const WRITE_CODES: [u16; 5] = [204, 400, 413, 415, 503];
 
@@ -121,6 +135,8 @@ pub struct Metrics {
     pub reloads_failed: Counter,
     pub last_reload_ok: AtomicU64,
     pub last_reload_success_ms: AtomicU64,
+    /// Per Alertmanager URL, in configuration order.
+    pub alertmanagers: parking_lot::RwLock<Vec<(String, Arc<AlertmanagerMetrics>)>>,
 }
 
 impl Default for Metrics {
@@ -144,11 +160,49 @@ impl Default for Metrics {
             reloads_failed: Counter::default(),
             last_reload_ok: AtomicU64::new(1),
             last_reload_success_ms: AtomicU64::new(0),
+            alertmanagers: Default::default(),
         }
     }
 }
 
 impl Metrics {
+    /// The alert counters of the Alertmanager at `url` (created on first use).
+    pub fn alertmanager(&self, url: &str) -> Arc<AlertmanagerMetrics> {
+        if let Some((_, m)) = self.alertmanagers.read().iter().find(|(u, _)| u == url) {
+            return m.clone();
+        }
+        let mut all = self.alertmanagers.write();
+        if let Some((_, m)) = all.iter().find(|(u, _)| u == url) {
+            return m.clone();
+        }
+        let m = Arc::new(AlertmanagerMetrics::default());
+        all.push((url.to_string(), m.clone()));
+        m
+    }
+
+    fn encode_alerts(&self, e: &mut TextEncoder) {
+        let ams = self.alertmanagers.read();
+        e.single(
+            "deploywatch_alertmanagers",
+            "gauge",
+            "Alertmanagers alerts are sent to.",
+            ams.len() as f64,
+        );
+        type Get = fn(&AlertmanagerMetrics) -> f64;
+        let families: [(&str, &str, &str, Get); 4] = [
+            ("deploywatch_alerts_sent_total", "counter", "Alerts Alertmanager accepted, per Alertmanager.", |m| m.sent.get() as f64),
+            ("deploywatch_alerts_failed_total", "counter", "Alerts in requests to Alertmanager that failed (network error or non-2xx; every attempt counts). Network errors and 5xx are retried.", |m| m.failed.get() as f64),
+            ("deploywatch_alerts_dropped_total", "counter", "Alerts given up without delivery: refused by Alertmanager with a 4xx, dropped from a full queue, or undelivered at exit.", |m| m.dropped.get() as f64),
+            ("deploywatch_alerts_queue_length", "gauge", "Alerts waiting to be sent, per Alertmanager (the newest state of each alert).", |m| m.queue_length.load(Ordering::Relaxed) as f64),
+        ];
+        for (name, kind, help, get) in families {
+            e.family(name, kind, help);
+            for (url, m) in ams.iter() {
+                e.sample(name, &[("alertmanager", url)], get(m));
+            }
+        }
+    }
+
     /// Counts one answered remote-write request.
     pub fn write_answered(&self, protocol: Option<Protocol>, code: u16, took: Duration) {
         let p = match protocol {
@@ -305,6 +359,7 @@ impl Metrics {
             "Timestamp of the last successful configuration reload.",
             self.last_reload_success_ms.load(Ordering::Relaxed) as f64 / 1e3,
         );
+        self.encode_alerts(e);
     }
 }
 

@@ -1,6 +1,6 @@
 //! The processes and servers a test talks to, each on 127.0.0.1 with a port of its own:
-//! [`Deploywatch`] (the binary under test), [`Prometheus`] (Debian's 2.42) and a
-//! [`MetricsTarget`] for Prometheus to scrape. All are stopped on drop; a failing test prints
+//! [`Deploywatch`] (the binary under test), [`Prometheus`] (Debian's 2.42),
+//! [`Alertmanager`] (Debian's 0.25) and a [`MetricsTarget`] for Prometheus to scrape. All are stopped on drop; a failing test prints
 //! their logs. Every wait is bounded and panics with what it was waiting for.
 //!
 //! Tests are plain `#[test]` functions; the HTTP client and the target server run on one
@@ -318,21 +318,27 @@ pub struct Deploywatch {
 impl Deploywatch {
     /// Starts deploywatch on its embedded default config.
     pub fn start() -> Deploywatch {
-        Self::spawn(None, &[])
+        Self::spawn(None, &[], &[])
+    }
+
+    /// Starts deploywatch with an optional config file and extra flags (e.g.
+    /// `--alertmanager.url=…`).
+    pub fn start_with_args(yaml: Option<&str>, args: &[String]) -> Deploywatch {
+        Self::spawn(yaml, &[], args)
     }
 
     /// Starts deploywatch with `yaml` as its `--config.file`.
     pub fn start_with_config(yaml: &str) -> Deploywatch {
-        Self::spawn(Some(yaml), &[])
+        Self::spawn(Some(yaml), &[], &[])
     }
 
     /// Starts deploywatch with a config file and other files (rule files) beside it, given
     /// by paths relative to the config file's directory.
     pub fn start_with_files(yaml: &str, files: &[(&str, &str)]) -> Deploywatch {
-        Self::spawn(Some(yaml), files)
+        Self::spawn(Some(yaml), files, &[])
     }
 
-    fn spawn(config: Option<&str>, files: &[(&str, &str)]) -> Deploywatch {
+    fn spawn(config: Option<&str>, files: &[(&str, &str)], args: &[String]) -> Deploywatch {
         let dir = tempfile::Builder::new()
             .prefix("deploywatch-it-")
             .tempdir()
@@ -362,6 +368,7 @@ impl Deploywatch {
                 if let Some(p) = &config_path {
                     cmd.arg(format!("--config.file={}", p.display()));
                 }
+                cmd.args(args);
                 cmd
             },
         );
@@ -371,6 +378,20 @@ impl Deploywatch {
     /// The process id, for signals.
     pub fn pid(&self) -> u32 {
         self.proc.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; its exit status and how long it took.
+    pub fn terminate(&mut self, timeout: Duration) -> (ExitStatus, Duration) {
+        let started = Instant::now();
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(ok.success(), "kill -TERM {}", self.pid());
+        let status = wait_for("deploywatch to exit after SIGTERM", timeout, || {
+            self.proc.exited().ok_or_else(|| "still running".to_string())
+        });
+        (status, started.elapsed())
     }
 
     /// The temporary directory holding the config file and `--storage.path`.
@@ -743,6 +764,117 @@ impl Prometheus {
     /// One sample of Prometheus' own `/metrics` (summed over unnamed labels).
     pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         sample_value(&scrape(&format!("{}/metrics", self.url())), name, labels)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Alertmanager
+// ---------------------------------------------------------------------------------------
+
+/// Where Debian's prometheus-alertmanager package puts the server and its CLI.
+pub const ALERTMANAGER_BIN: &str = "/usr/bin/prometheus-alertmanager";
+pub const AMTOOL_BIN: &str = "/usr/bin/amtool";
+
+/// A config that accepts every alert and notifies no one.
+pub const ALERTMANAGER_CONFIG: &str = "route:\n  receiver: blackhole\n  group_by: [deploy_id]\nreceivers:\n  - name: blackhole\n";
+
+/// Fails (never skips) when Alertmanager is not installed.
+pub fn require_alertmanager() {
+    for bin in [ALERTMANAGER_BIN, AMTOOL_BIN] {
+        assert!(
+            Path::new(bin).exists(),
+            "{bin} is missing: the alert tests need Debian's prometheus-alertmanager 0.25. \
+             Run the README's test command, `bash tests/run`, which installs it with apt-get."
+        );
+    }
+}
+
+/// A running Alertmanager (Debian's 0.25) on loopback, gossip disabled, with a temporary
+/// storage directory. Can be stopped and started again on the same port.
+pub struct Alertmanager {
+    proc: Option<Proc>,
+    port: u16,
+    dir: tempfile::TempDir,
+    starts: usize,
+}
+
+impl Alertmanager {
+    pub fn start() -> Alertmanager {
+        require_alertmanager();
+        let dir = tempfile::Builder::new()
+            .prefix("deploywatch-it-alertmanager-")
+            .tempdir()
+            .expect("creating a temporary directory");
+        std::fs::write(dir.path().join("alertmanager.yml"), ALERTMANAGER_CONFIG)
+            .expect("writing alertmanager.yml");
+        let (proc, port) = start_on_free_port(
+            "alertmanager",
+            dir.path(),
+            "/-/ready",
+            Duration::from_secs(30),
+            |port| Self::command(dir.path(), port),
+        );
+        Alertmanager {
+            proc: Some(proc),
+            port,
+            dir,
+            starts: 1,
+        }
+    }
+
+    fn command(dir: &Path, port: u16) -> Command {
+        let mut cmd = Command::new(ALERTMANAGER_BIN);
+        cmd.arg(format!(
+            "--config.file={}",
+            dir.join("alertmanager.yml").display()
+        ))
+        .arg(format!("--storage.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        // No gossip: each test's Alertmanager is alone.
+        .arg("--cluster.listen-address=")
+        .arg("--log.level=debug");
+        cmd
+    }
+
+    /// Kills the process (as a crash or a node loss would).
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.stop();
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.starts += 1;
+        let log = self.dir.path().join(format!("alertmanager-restart-{}.log", self.starts));
+        let mut proc = Proc::spawn("alertmanager", Self::command(self.dir.path(), self.port), log);
+        proc.wait_ready(&format!("{}/-/ready", self.url()), Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("restarting Alertmanager on port {}: {e}", self.port));
+        self.proc = Some(proc);
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn logs(&self) -> String {
+        self.proc.as_ref().map(|p| p.logs()).unwrap_or_default()
+    }
+
+    /// `GET /api/v2/alerts`: the alerts Alertmanager holds as active (not resolved).
+    pub fn alerts(&self) -> Result<Vec<Value>, String> {
+        let res = try_request(
+            Method::GET,
+            &format!("{}/api/v2/alerts", self.url()),
+            &[],
+            Vec::new(),
+        )?;
+        if res.status != 200 {
+            return Err(format!("GET /api/v2/alerts: {} {}", res.status, res.text()));
+        }
+        serde_json::from_slice::<Vec<Value>>(&res.body)
+            .map_err(|e| format!("GET /api/v2/alerts: not a JSON array ({e}): {}", res.text()))
     }
 }
 

@@ -1,0 +1,316 @@
+//! Tell Alertmanager: deploys' verdicts in, `DeployRegression` alerts out to every
+//! configured Alertmanager (`POST /api/v2/alerts`), with Prometheus' lifecycle.
+//!
+//! Off the ingest path: a task wakes every `tick`, diffs `Deploys::list` against what it
+//! has sent ([`lifecycle`]) and queues the alerts' current states per Alertmanager
+//! ([`queue`]); one sender per Alertmanager delivers them with retries ([`client`]).
+
+pub mod client;
+pub mod lifecycle;
+pub mod queue;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::ser::{SerializeStruct, Serializer};
+use serde::Serialize;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::deploy::DeployJson;
+use crate::export::Metrics;
+use client::{AlertClient, Target};
+use lifecycle::Lifecycle;
+
+/// The `alertname` of every alert deploywatch sends.
+pub const ALERT_NAME: &str = "DeployRegression";
+
+/// One alert as Alertmanager's v2 API takes it. Times are wall-clock Unix milliseconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub starts_at: i64,
+    pub ends_at: i64,
+    pub generator_url: String,
+}
+
+impl Alert {
+    /// Identity of the label set, as Alertmanager tells alerts apart.
+    pub fn fingerprint(&self) -> String {
+        let mut s = String::new();
+        for (k, v) in &self.labels {
+            s.push_str(k);
+            s.push('\u{ff}');
+            s.push_str(v);
+            s.push('\u{ff}');
+        }
+        s
+    }
+}
+
+impl Serialize for Alert {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("Alert", 5)?;
+        st.serialize_field("labels", &self.labels)?;
+        st.serialize_field("annotations", &self.annotations)?;
+        st.serialize_field("startsAt", &lifecycle::rfc3339(self.starts_at))?;
+        st.serialize_field("endsAt", &lifecycle::rfc3339(self.ends_at))?;
+        st.serialize_field("generatorURL", &self.generator_url)?;
+        st.end()
+    }
+}
+
+/// How alerts are sent.
+#[derive(Debug, Clone)]
+pub struct AlertConfig {
+    /// Alertmanager base URLs; every one gets every alert (both replicas of an HA pair).
+    pub alertmanagers: Vec<String>,
+    /// `--web.external-url`, base of `generatorURL` and `report_url`.
+    pub external_url: String,
+    /// Firing alerts are re-sent this often, with `endsAt` four intervals ahead.
+    pub resend_interval: Duration,
+    /// Resolved alerts are re-sent for this long (Prometheus: 15 min).
+    pub resolved_retention: Duration,
+    /// How often deploys are compared with the alerts sent.
+    pub tick: Duration,
+    /// Most alerts per request (Prometheus: 64).
+    pub max_batch: usize,
+    /// Most alerts queued per Alertmanager.
+    pub queue_capacity: usize,
+    /// Bound on one request.
+    pub timeout: Duration,
+    /// First and longest wait before retrying a failed request.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+impl AlertConfig {
+    pub fn new(alertmanagers: Vec<String>, external_url: &str, resend: Duration) -> AlertConfig {
+        let mut ams: Vec<String> = Vec::new();
+        for u in alertmanagers {
+            let u = u.trim_end_matches('/').to_string();
+            if !ams.contains(&u) {
+                ams.push(u);
+            }
+        }
+        AlertConfig {
+            alertmanagers: ams,
+            external_url: external_url.trim_end_matches('/').to_string(),
+            resend_interval: resend,
+            resolved_retention: Duration::from_secs(15 * 60),
+            tick: Duration::from_secs(1),
+            max_batch: 64,
+            queue_capacity: 10_000,
+            timeout: Duration::from_secs(10),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Where alerts come from and where their timeline events go.
+pub trait DeploySource: Send + Sync + 'static {
+    /// Every known deploy (running and done).
+    fn deploys(&self) -> Vec<DeployJson>;
+    /// Appends an event to a deploy's timeline.
+    fn record(&self, deploy_id: &str, event: &str, detail: String);
+}
+
+impl DeploySource for crate::app::App {
+    fn deploys(&self) -> Vec<DeployJson> {
+        self.deploys.list(None)
+    }
+    fn record(&self, deploy_id: &str, event: &str, detail: String) {
+        self.deploys.record(deploy_id, event, detail, None);
+    }
+}
+
+/// Wall-clock Unix milliseconds; replaceable so that tests can run on paused time.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The alert lifecycle and one delivery queue per Alertmanager.
+pub struct AlertService {
+    config: Arc<AlertConfig>,
+    clock: Clock,
+    targets: Vec<Arc<Target>>,
+    lifecycle: Mutex<Lifecycle>,
+    stop: Arc<Notify>,
+    ticker: Mutex<Option<JoinHandle<()>>>,
+    senders: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl AlertService {
+    /// Registers the per-Alertmanager counters in `metrics`; nothing runs until [`start`].
+    ///
+    /// [`start`]: AlertService::start
+    pub fn new(config: AlertConfig, metrics: &Metrics) -> AlertService {
+        Self::with_clock(config, metrics, Arc::new(crate::now_ms))
+    }
+
+    pub fn with_clock(config: AlertConfig, metrics: &Metrics, clock: Clock) -> AlertService {
+        let targets = config
+            .alertmanagers
+            .iter()
+            .map(|u| {
+                Arc::new(Target::new(
+                    u,
+                    config.queue_capacity,
+                    metrics.alertmanager(u),
+                ))
+            })
+            .collect();
+        let lifecycle = Lifecycle::new(
+            &config.external_url,
+            config.resend_interval.as_millis() as i64,
+            config.resolved_retention.as_millis() as i64,
+        );
+        AlertService {
+            config: Arc::new(config),
+            clock,
+            targets,
+            lifecycle: Mutex::new(lifecycle),
+            stop: Arc::new(Notify::new()),
+            ticker: Mutex::new(None),
+            senders: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn alertmanagers(&self) -> &[String] {
+        &self.config.alertmanagers
+    }
+
+    /// Alerts queued for `url`, not yet delivered.
+    pub fn queued(&self, url: &str) -> Option<usize> {
+        self.targets
+            .iter()
+            .find(|t| t.url == url.trim_end_matches('/'))
+            .map(|t| t.queued())
+    }
+
+    /// Spawns the lifecycle task and one sender per Alertmanager (nothing without any).
+    pub fn start(self: &Arc<Self>, source: Arc<dyn DeploySource>) {
+        if self.targets.is_empty() {
+            tracing::info!("No Alertmanager configured (--alertmanager.url, alerting.alertmanagers); verdicts are not sent as alerts.");
+            return;
+        }
+        tracing::info!(alertmanagers = ?self.config.alertmanagers, resend_interval = ?self.config.resend_interval, "Sending verdicts as alerts.");
+        let client = AlertClient::new(self.config.timeout);
+        let mut senders = self.senders.lock();
+        for t in &self.targets {
+            senders.push(tokio::spawn(client::run_sender(
+                t.clone(),
+                client.clone(),
+                self.config.clone(),
+            )));
+        }
+        let me = self.clone();
+        *self.ticker.lock() = Some(tokio::spawn(async move {
+            loop {
+                me.evaluate(&*source);
+                tokio::select! {
+                    _ = tokio::time::sleep(me.config.tick) => {}
+                    _ = me.stop.notified() => return,
+                }
+            }
+        }));
+    }
+
+    /// Compares the deploys with the alerts sent and queues what is due. Called by the
+    /// lifecycle task every tick, and once more at shutdown.
+    pub fn evaluate(&self, source: &dyn DeploySource) {
+        if self.targets.is_empty() {
+            return;
+        }
+        let deploys = source.deploys();
+        let now = (self.clock)();
+        let step = self.lifecycle.lock().step(&deploys, now);
+        for t in &self.targets {
+            t.enqueue(&step.send);
+        }
+        for e in step.events {
+            if e.event == "alert_firing" {
+                tracing::info!(deploy_id = %e.deploy_id, severity = %e.labels["severity"], action = %e.labels["action"], service = %e.labels["service"], "Alert DeployRegression is firing.");
+            } else {
+                tracing::info!(deploy_id = %e.deploy_id, severity = %e.labels["severity"], action = %e.labels["action"], service = %e.labels["service"], detail = %e.detail, "Alert DeployRegression is resolved.");
+            }
+            source.record(&e.deploy_id, e.event, e.detail);
+        }
+    }
+
+    /// At exit: queues the current state once more and delivers what is queued, for at
+    /// most `within`; what is left is dropped, counted and logged.
+    pub async fn shutdown(&self, source: &dyn DeploySource, within: Duration) {
+        if self.targets.is_empty() {
+            return;
+        }
+        let ticker = self.ticker.lock().take();
+        if let Some(t) = ticker {
+            self.stop.notify_one();
+            let _ = t.await;
+        }
+        self.evaluate(source);
+        for t in &self.targets {
+            t.drain();
+        }
+        let handles: Vec<_> = std::mem::take(&mut *self.senders.lock());
+        let aborts: Vec<_> = handles.iter().map(|h| h.abort_handle()).collect();
+        let all = futures_join(handles);
+        if tokio::time::timeout(within, all).await.is_err() {
+            for a in aborts {
+                a.abort();
+            }
+        }
+        for t in &self.targets {
+            let left = t.abandon();
+            if left > 0 {
+                tracing::error!(alertmanager = %t.url, alerts = left, within = ?within, "Alerts not delivered before exit; Alertmanager was unreachable.");
+            }
+        }
+        tracing::info!("Pending alerts flushed.");
+    }
+}
+
+/// Awaits every handle (a tiny `join_all`, to avoid a dependency).
+async fn futures_join(handles: Vec<JoinHandle<()>>) {
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alerts_serialise_as_alertmanager_v2_wants() {
+        let a = Alert {
+            labels: [("alertname".to_string(), ALERT_NAME.to_string())].into(),
+            annotations: [("summary".to_string(), "s".to_string())].into(),
+            starts_at: 1_764_000_000_000,
+            ends_at: 1_764_000_240_500,
+            generator_url: "http://dw/deploys/x".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&a).unwrap(),
+            r#"{"labels":{"alertname":"DeployRegression"},"annotations":{"summary":"s"},"startsAt":"2025-11-24T16:00:00.000Z","endsAt":"2025-11-24T16:04:00.500Z","generatorURL":"http://dw/deploys/x"}"#
+        );
+    }
+
+    #[test]
+    fn alertmanagers_are_deduplicated() {
+        let c = AlertConfig::new(
+            vec![
+                "http://a:9093/".into(),
+                "http://a:9093".into(),
+                "http://b:9093".into(),
+            ],
+            "http://dw:10997/",
+            Duration::from_secs(60),
+        );
+        assert_eq!(c.alertmanagers, ["http://a:9093", "http://b:9093"]);
+        assert_eq!(c.external_url, "http://dw:10997");
+    }
+}
