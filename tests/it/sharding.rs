@@ -208,7 +208,7 @@ fn split(
 }
 
 /// What two instances must agree on for each deploy: identity, verdicts and their event
-/// times, per-rule verdicts, and the timeline's verdict changes.
+/// times, per-rule verdicts, and the timeline of judging.
 fn essence(d: &Value) -> Value {
     let rules: BTreeMap<String, Value> = d["rules"]
         .as_array()
@@ -225,7 +225,12 @@ fn essence(d: &Value) -> Value {
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|e| e["event"] != "gate_answered")
+        // Gate answers and alert deliveries are each replica's own doings, recorded at the
+        // event time they happened to run at.
+        .filter(|e| {
+            let ev = e["event"].as_str().unwrap_or("");
+            !ev.starts_with("gate_") && !ev.starts_with("alert_")
+        })
         .map(|e| json!([e["at"], e["event"], e["verdict"], e["rule"]]))
         .collect();
     json!({
@@ -359,26 +364,71 @@ fn verdict_series(dw: &Deploywatch) -> BTreeMap<String, f64> {
 }
 
 #[test]
-fn an_ha_pair_fed_the_same_stream_gives_the_same_deploys_and_verdicts() {
-    let a = Deploywatch::start();
-    let b = Deploywatch::start();
+fn an_ha_pair_fed_the_same_stream_gives_the_same_deploys_verdicts_and_alerts() {
+    // Both replicas send to the same Alertmanager, with the external URL of the Service in
+    // front of them, as in docs/scaling.md.
+    let am = Alertmanager::start();
+    let args = [
+        format!("--alertmanager.url={}", am.url()),
+        "--web.external-url=http://deploywatch.monitoring:10997".to_string(),
+    ];
+    let a = Deploywatch::start_with_args(None, &args);
+    let b = Deploywatch::start_with_args(None, &args);
     drive(
         T + 8 * MIN,
         |req| vec![(0, req.clone()), (1, req.clone())],
         &[&a, &b],
         &[0, 1],
     );
-    let mut seen = 0;
+    let mut alerting = BTreeSet::new();
     for svc in SERVICES {
         let (x, y) = (essences(&a, svc), essences(&b, svc));
         assert!(!x.is_empty(), "no deploy of {svc}");
         assert_eq!(x, y, "{svc}: the two replicas disagree");
-        seen += x.len();
+        for d in &x {
+            if ["warn", "pause", "rollback"].contains(&d["verdict"].as_str().unwrap()) {
+                alerting.insert(d["id"].as_str().unwrap().to_string());
+            }
+        }
     }
-    assert!(seen >= SERVICES.len());
+    assert!(alerting.len() >= 2, "{alerting:?}");
     // The derived metrics, whose labels are the alerts' (service, version,
     // baseline_version, deploy_id), are the same on both.
     let (va, vb) = (verdict_series(&a), verdict_series(&b));
     assert!(va.len() >= SERVICES.len(), "{va:?}");
     assert_eq!(va, vb);
+
+    // Both replicas delivered their alerts, and Alertmanager holds one per deploy: the
+    // two copies carry the same labels, so they are one alert.
+    wait_for(
+        "both replicas to deliver an alert for every regressed deploy",
+        Duration::from_secs(30),
+        || {
+            let sent = |dw: &Deploywatch| dw.metric("deploywatch_alerts_sent_total", &[]);
+            let (sa, sb) = (sent(&a).unwrap_or(0.0), sent(&b).unwrap_or(0.0));
+            let held: BTreeSet<String> = am
+                .alerts()?
+                .iter()
+                .filter(|x| x["labels"]["alertname"] == "DeployRegression")
+                .map(|x| x["labels"]["deploy_id"].as_str().unwrap_or("").to_string())
+                .collect();
+            if sa >= alerting.len() as f64 && sb >= alerting.len() as f64 && held == alerting {
+                Ok(())
+            } else {
+                Err(format!(
+                    "sent {sa} and {sb}; Alertmanager holds {held:?}, want {alerting:?}"
+                ))
+            }
+        },
+    );
+    let held = am.alerts().unwrap();
+    let regressions: Vec<&Value> = held
+        .iter()
+        .filter(|x| x["labels"]["alertname"] == "DeployRegression")
+        .collect();
+    assert_eq!(
+        regressions.len(),
+        alerting.len(),
+        "one alert per regressed deploy, not one per replica: {regressions:#?}"
+    );
 }
