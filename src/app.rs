@@ -77,7 +77,22 @@ impl App {
             max_active_series: config.limits.max_active_series,
             max_series_per_service: config.limits.max_series_per_service,
         });
-        let deploys = Deploys::new(rules, Settings::default(), runtime.external_url.clone());
+        let settings = Settings {
+            service_label: config.global.service_label.clone(),
+            version_label: config.global.version_label.clone(),
+            ..Settings::default()
+        };
+        let deploys = Deploys::new(rules, settings, runtime.external_url.clone());
+        // Finished deploys of earlier runs: listed and reported as stored, not judged again.
+        match crate::report::history::History::open(
+            &runtime.storage_path,
+            config.storage.history_retention,
+        ) {
+            Ok((history, restored)) => deploys.set_history(history, restored),
+            Err(error) => {
+                tracing::error!(%error, "Cannot open the deploy history; finished deploys are not kept.")
+            }
+        }
         let metrics = Metrics::default();
         // Alertmanagers from the flags and the config file; changes apply after a restart.
         let alerts = Arc::new(AlertService::new(

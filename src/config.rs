@@ -72,6 +72,8 @@ pub struct LimitsConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct StorageConfig {
     pub snapshot_interval: Duration,
+    /// How long finished deploys stay in the deploy history (event time).
+    pub history_retention: Duration,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -185,12 +187,17 @@ impl Default for RawLimits {
 struct RawStorage {
     /// How often state is written to `--storage.path`.
     snapshot_interval: PromDuration,
+    /// How long finished deploys and their reports stay in the deploy history
+    /// (`deploys.jsonl` under `--storage.path`), counted in event time back from the newest
+    /// finished deploy; older ones are compacted away.
+    history_retention: PromDuration,
 }
 
 impl Default for RawStorage {
     fn default() -> Self {
         RawStorage {
             snapshot_interval: PromDuration(Duration::from_secs(30)),
+            history_retention: PromDuration(Duration::from_secs(30 * 86_400)),
         }
     }
 }
@@ -408,6 +415,12 @@ impl Config {
                 format_duration(raw.global.retention.0)
             )));
         }
+        if raw.storage.history_retention.0 < Duration::from_secs(3600) {
+            return Err(invalid(format!(
+                "storage.history_retention {} is too short: at least 1h",
+                format_duration(raw.storage.history_retention.0)
+            )));
+        }
         if raw.alerting.resend_interval.0 < Duration::from_secs(1) {
             return Err(invalid(
                 "alerting.resend_interval must be at least 1s".into(),
@@ -456,6 +469,7 @@ impl Config {
             },
             storage: StorageConfig {
                 snapshot_interval: raw.storage.snapshot_interval.0,
+                history_retention: raw.storage.history_retention.0,
             },
         })
     }
@@ -511,6 +525,10 @@ mod tests {
         assert_eq!(c.global.retention, Duration::from_secs(7200));
         assert_eq!(c.limits.max_body_bytes, 32 << 20);
         assert_eq!(c.alerting.resend_interval, Duration::from_secs(60));
+        assert_eq!(
+            c.storage.history_retention,
+            Duration::from_secs(30 * 86_400)
+        );
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub mod deploy;
 pub mod export;
 pub mod ingest;
 pub mod logging;
+pub mod rca;
+pub mod report;
 pub mod rules;
 pub mod stats;
 pub mod store;

@@ -254,13 +254,49 @@ pub struct Event {
     pub detail: String,
 }
 
-/// A suspect: a label value that explains the regression.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// A suspect: a label value that explains the regression (`rca`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct Suspect {
+    /// The label, e.g. `route`, `pod`, `db`.
     pub dimension: String,
     pub value: String,
+    /// Share of the excess (bad events beyond the expected) this value carries.
     pub share: f64,
+    /// The registered change it maps to; `null` with a `note` when none matches.
     pub change: Option<String>,
+    #[serde(default)]
+    pub scope: Scope,
+    /// How unexpected the shift along this label is (Jensen–Shannon term, nats).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub surprise: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// The rule whose excess it explains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+}
+
+/// What a suspect implicates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// The new version (on this label value).
+    #[default]
+    Version,
+    /// One instance (pod) of the new version, not the version.
+    Instance,
+    /// Both versions degraded: not the deploy.
+    BothVersions,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Version => "version",
+            Scope::Instance => "instance",
+            Scope::BothVersions => "both_versions",
+        }
+    }
 }
 
 /// The contract's DEPLOY JSON.

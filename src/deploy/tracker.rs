@@ -10,11 +10,13 @@ use parking_lot::{Mutex, RwLock};
 
 use super::{
     deploy_id, Change, DeployError, DeployJson, Event, Phase, Registration, RuleJson, SideJson,
-    Source, Strategy, Verdict,
+    Source, Strategy, Suspect, Verdict,
 };
+use crate::rca;
+use crate::report::history::{History, Record};
 use crate::rules::eval::{known_baseline, RuleState, Side};
 use crate::rules::{Alphas, RuleSet};
-use crate::store::{Service, ServiceId, Store, VersionId};
+use crate::store::{Series, Service, ServiceId, Store, VersionId};
 
 /// Length of an evaluation step in event time.
 pub const STEP_MS: i64 = 15_000;
@@ -31,7 +33,21 @@ pub struct Settings {
     pub stale_after_ms: i64,
     /// A deploy is observed for this long, then done.
     pub max_observation_ms: i64,
+    /// The labels naming services and versions (never suspects).
+    pub service_label: String,
+    pub version_label: String,
 }
+
+/// How often (event time) both versions are compared with the pre-deploy level, and over
+/// how long a window: a dependency outage shows on both sides.
+const SHARED_CHECK_EVERY_MS: i64 = 60_000;
+const SHARED_WINDOW_MS: i64 = 2 * 60_000;
+/// After a rollback is observed: recovery is judged on the last minute, from a minute after
+/// the rollback, for at most 15 minutes.
+const RECOVERY_WINDOW_MS: i64 = 60_000;
+const RECOVERY_WATCH_MS: i64 = 15 * 60_000;
+/// While a deploy stays regressed, its suspects are recomputed this often on the grown window.
+const REEXPLAIN_EVERY_MS: i64 = 5 * 60_000;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -40,6 +56,8 @@ impl Default for Settings {
             detect_grace_ms: 60_000,
             stale_after_ms: 60_000,
             max_observation_ms: 60 * 60_000,
+            service_label: "job".into(),
+            version_label: "version".into(),
         }
     }
 }
@@ -64,6 +82,21 @@ pub struct DeployState {
     /// The baseline is the service before the deploy, not the old version beside it.
     pub before_after: bool,
     pub rules: Vec<RuleState>,
+    /// Suspects of the new version's regression, and of a degradation both versions share.
+    pub suspects: Vec<Suspect>,
+    pub shared_suspects: Vec<Suspect>,
+    /// Event time the new version was seen gone and the baseline serving alone again.
+    pub rollback_observed_at: Option<i64>,
+    /// Event time the service was back to its pre-deploy level after the rollback.
+    pub recovered_at: Option<i64>,
+    /// The (rule, verdict) the suspects were computed for.
+    explained: Option<(String, Verdict)>,
+    explained_at: Option<i64>,
+    /// Per rule: its pre-deploy level, measured once when first needed.
+    pre_levels: Vec<Option<Option<rca::Level>>>,
+    shared_at: Option<i64>,
+    /// Until when recovery is watched after a rollback.
+    recovery_until: Option<i64>,
     alphas: Alphas,
     next_step: i64,
     scanned: usize,
@@ -82,6 +115,16 @@ impl DeployState {
             rule: None,
             detail,
         });
+    }
+
+    /// The event time of the latest judged step.
+    pub fn last_step(&self) -> i64 {
+        (self.next_step - STEP_MS).max(self.started_at)
+    }
+
+    /// Judged and done, with nothing left to watch: ready for the history.
+    pub fn finished(&self) -> bool {
+        self.phase == Phase::Done && self.recovery_until.is_none()
     }
 
     /// The contract's DEPLOY JSON.
@@ -123,7 +166,12 @@ impl DeployState {
                     matched_series: r.matched_series(),
                 })
                 .collect(),
-            suspects: Vec::new(),
+            suspects: self
+                .suspects
+                .iter()
+                .chain(&self.shared_suspects)
+                .cloned()
+                .collect(),
             timeline,
             comparison: if self.before_after {
                 "before-after"
@@ -185,6 +233,9 @@ pub struct Deploys {
     services: RwLock<HashMap<String, Arc<Mutex<ServiceTrack>>>>,
     all: RwLock<Vec<Arc<Mutex<DeployState>>>>,
     pub external_url: String,
+    /// Where finished deploys are logged, and those read back at start (not judged again).
+    history: std::sync::OnceLock<History>,
+    restored: RwLock<Vec<Record>>,
 }
 
 impl Deploys {
@@ -195,7 +246,50 @@ impl Deploys {
             services: RwLock::new(HashMap::new()),
             all: RwLock::new(Vec::new()),
             external_url,
+            history: std::sync::OnceLock::new(),
+            restored: RwLock::new(Vec::new()),
         }
+    }
+
+    /// Logs finished deploys to `history` from now on; `restored` (read from it at start)
+    /// are listed and reported as stored.
+    pub fn set_history(&self, history: History, restored: Vec<Record>) {
+        *self.restored.write() = restored;
+        let _ = self.history.set(history);
+    }
+
+    /// Writes a finished deploy and its final report to the history, once.
+    fn archive(&self, d: &DeployState) {
+        let Some(h) = self.history.get() else { return };
+        let record = Record {
+            finished_at: d.last_step(),
+            deploy: d.to_json(&self.external_url),
+            report: crate::report::build(d),
+        };
+        match h.append(&record) {
+            Ok(()) => {
+                tracing::debug!(deploy_id = %d.id, "Logged the finished deploy to the history.")
+            }
+            Err(error) => {
+                tracing::error!(deploy_id = %d.id, %error, "Cannot log the finished deploy to the history.")
+            }
+        }
+    }
+
+    /// A finished deploy read back from the history, by id.
+    pub fn restored(&self, id: &str) -> Option<Record> {
+        self.restored
+            .read()
+            .iter()
+            .rev()
+            .find(|r| r.deploy.id == id)
+            .cloned()
+    }
+
+    /// The post-deploy report of a deploy, live or from the history.
+    pub fn report(&self, id: &str) -> Option<crate::report::Report> {
+        self.with_deploy(id, crate::report::build)
+            .or_else(|| self.restored(id).map(|r| r.report))
     }
 
     /// Rules for deploys that start from now on; running deploys keep theirs.
@@ -231,7 +325,15 @@ impl Deploys {
             for d in &tr.active {
                 self.advance(&mut d.lock(), &svc, now);
             }
-            tr.active.retain(|d| d.lock().phase != Phase::Done);
+            tr.active.retain(|d| {
+                let d = d.lock();
+                if d.finished() {
+                    self.archive(&d);
+                    false
+                } else {
+                    true
+                }
+            });
         }
     }
 
@@ -316,6 +418,15 @@ impl Deploys {
                 .max()
                 .unwrap_or(0),
             rules: rules.rules.iter().cloned().map(RuleState::new).collect(),
+            suspects: Vec::new(),
+            shared_suspects: Vec::new(),
+            rollback_observed_at: None,
+            recovered_at: None,
+            explained: None,
+            explained_at: None,
+            pre_levels: vec![None; rules.rules.len()],
+            shared_at: None,
+            recovery_until: None,
             alphas: rules.alphas,
             next_step: (started_at.div_euclid(STEP_MS) + 1) * STEP_MS,
             scanned: 0,
@@ -424,6 +535,13 @@ impl Deploys {
     /// Advances a deploy through every step that ended by `now`.
     fn advance(&self, d: &mut DeployState, svc: &Service, now: i64) {
         if d.phase == Phase::Done {
+            if d.recovery_until.is_some() {
+                while d.next_step <= now && d.recovery_until.is_some() {
+                    let t = d.next_step;
+                    d.next_step += STEP_MS;
+                    self.watch_recovery(d, svc, t);
+                }
+            }
             return;
         }
         let versions = svc.versions();
@@ -472,6 +590,9 @@ impl Deploys {
                 r.offer(s, side);
             }
         }
+        if self.rollback_observed(d, svc, versions, t) {
+            return;
+        }
         // A surge rollout: once the old version stops serving, compare after with before.
         if !d.before_after {
             let old_gone = d.baseline_vid.is_none_or(|b| {
@@ -487,10 +608,12 @@ impl Deploys {
             self.measure_pre_window(d, svc);
         }
         let mut changed_rule: Option<String> = None;
+        let mut left_pass = false;
         for r in &mut d.rules {
             r.read(t);
             let warm = t >= d.started_at + r.rule.warmup.as_millis() as i64;
             let o = r.judge(t, warm, &d.alphas);
+            left_pass |= o.first_deviation || (o.verdict_changed && r.verdict.is_regression());
             if o.first_deviation {
                 d.timeline.push(Event {
                     at: t,
@@ -518,7 +641,24 @@ impl Deploys {
             d.event(t, "warmup_over", "every rule is judged from now on".into());
         }
         self.update_verdict(d, t, changed_rule);
+        if left_pass {
+            self.explain(d, svc, t, false);
+        } else if d.verdict.is_regression()
+            && d.explained_at.is_none_or(|e| t - e >= REEXPLAIN_EVERY_MS)
+        {
+            // More data, a better explanation: refreshed while the regression lasts.
+            self.explain(d, svc, t, true);
+        }
+        if d.verdict == Verdict::Pass && !d.suspects.is_empty() {
+            // Deviations that did not hold explain nothing.
+            d.suspects.clear();
+            d.explained = None;
+        }
+        self.watch_shared(d, t);
         if t - d.started_at >= self.settings.max_observation_ms {
+            if d.verdict.is_regression() {
+                self.explain(d, svc, t, true);
+            }
             d.phase = Phase::Done;
             let detail = format!("observation ended with verdict {}", d.verdict);
             d.event(t, "observation_ended", detail);
@@ -577,6 +717,290 @@ impl Deploys {
         }
     }
 
+    /// The new version stopped reporting (no sample for the staleness time) while the
+    /// baseline version still reports: the deploy was rolled back, and is done.
+    fn rollback_observed(
+        &self,
+        d: &mut DeployState,
+        svc: &Service,
+        versions: &[Arc<crate::store::Version>],
+        t: i64,
+    ) -> bool {
+        let stale = self.settings.stale_after_ms;
+        let newest = |vid: Option<VersionId>| {
+            vid.and_then(|v| versions.get(v as usize))
+                .and_then(|v| v.newest())
+        };
+        let (Some(new), Some(old)) = (newest(d.canary_vid), newest(d.baseline_vid)) else {
+            return false;
+        };
+        if new >= t - stale || old < t - stale || new < d.started_at || t - d.started_at <= stale {
+            return false;
+        }
+        // The final explanation, on everything the new version served.
+        if d.verdict.is_regression() {
+            self.explain(d, svc, new, true);
+        }
+        d.rollback_observed_at = Some(t);
+        d.phase = Phase::Done;
+        d.recovery_until = Some(t + RECOVERY_WATCH_MS);
+        let base = d.baseline_version.clone().unwrap_or_default();
+        let detail = format!(
+            "{} has not reported since {}; {base} serves alone again: rolled back",
+            d.version,
+            crate::logging::rfc3339_ms(new)
+        );
+        tracing::info!(deploy_id = %d.id, "Rollback observed.");
+        d.event(t, "rollback_observed", detail);
+        true
+    }
+
+    /// Recovery after a rollback (docs/explain.md): from a minute after the rollback was
+    /// observed, every error-type rule (ratio) of the baseline version over the last minute
+    /// is back within its warn threshold of the pre-deploy level; a deploy without such
+    /// rules has recovered once the baseline served alone for that minute.
+    fn watch_recovery(&self, d: &mut DeployState, svc: &Service, t: i64) {
+        let Some(rolled) = d.rollback_observed_at else {
+            d.recovery_until = None;
+            return;
+        };
+        if t < rolled + RECOVERY_WINDOW_MS {
+            return;
+        }
+        let mut ok = true;
+        let mut checked = Vec::new();
+        for i in 0..d.rules.len() {
+            if !matches!(d.rules[i].rule.signal, crate::rules::Signal::Ratio { .. }) {
+                continue;
+            }
+            let Some(pre) = self.pre_level(d, svc, i) else {
+                continue;
+            };
+            let old = self.old_series(d, svc, i);
+            let now = rca::level(&d.rules[i].rule, &old, (t - RECOVERY_WINDOW_MS, t), None);
+            if let Some(now) = now {
+                let back = rca::within_warn(&d.rules[i].rule, &pre, &now);
+                ok &= back;
+                checked.push(format!(
+                    "{} {:.4} (before the deploy {:.4})",
+                    d.rules[i].rule.name,
+                    now.rate(),
+                    pre.rate()
+                ));
+            }
+        }
+        if ok {
+            d.recovered_at = Some(t);
+            d.recovery_until = None;
+            let detail = if checked.is_empty() {
+                "the baseline served alone for a minute".to_string()
+            } else {
+                format!("back to the pre-deploy level: {}", checked.join(", "))
+            };
+            d.event(t, "recovered", detail);
+        } else if d.recovery_until.is_some_and(|u| t >= u) {
+            d.recovery_until = None;
+            let detail = format!("not back to the pre-deploy level: {}", checked.join(", "));
+            d.event(t, "recovery_not_seen", detail);
+        }
+    }
+
+    /// The service's series of rule `i` that are not the new version's.
+    fn old_series(&self, d: &DeployState, svc: &Service, i: usize) -> Vec<Arc<Series>> {
+        let selectors = d.rules[i].rule.signal.selectors();
+        svc.series()
+            .into_iter()
+            .filter(|s| Some(s.version) != d.canary_vid)
+            .filter(|s| selectors.iter().any(|(_, sel)| sel.matches(&s.labels)))
+            .collect()
+    }
+
+    /// Rule `i`'s level over the pre-deploy window (the old version), measured once.
+    fn pre_level(&self, d: &mut DeployState, svc: &Service, i: usize) -> Option<rca::Level> {
+        if let Some(l) = d.pre_levels[i] {
+            return l;
+        }
+        let old = self.old_series(d, svc, i);
+        let w = (
+            d.started_at - self.settings.baseline_window_ms,
+            d.started_at,
+        );
+        let l = rca::level(&d.rules[i].rule, &old, w, None);
+        d.pre_levels[i] = Some(l);
+        l
+    }
+
+    fn context<'a>(&'a self, d: &'a DeployState) -> rca::Context<'a> {
+        rca::Context {
+            service: &d.service,
+            version: &d.version,
+            changes: &d.changes,
+            service_label: &self.settings.service_label,
+            version_label: &self.settings.version_label,
+        }
+    }
+
+    /// Names suspects when a rule left `pass`: for the worst rule (by verdict, then earliest
+    /// deviation), once per (rule, verdict).
+    fn explain(&self, d: &mut DeployState, svc: &Service, t: i64, force: bool) {
+        let Some(i) = (0..d.rules.len())
+            .filter(|&i| d.rules[i].verdict.is_regression() || d.rules[i].first_deviation.is_some())
+            .max_by(|&a, &b| {
+                let (ra, rb) = (&d.rules[a], &d.rules[b]);
+                ra.verdict
+                    .cmp(&rb.verdict)
+                    .then(rb.first_deviation.cmp(&ra.first_deviation))
+                    .then(b.cmp(&a))
+            })
+        else {
+            return;
+        };
+        let key = (d.rules[i].rule.name.clone(), d.rules[i].verdict);
+        if d.explained.as_ref() == Some(&key) && !force {
+            return;
+        }
+        d.explained = Some(key);
+        d.explained_at = Some(t);
+        let r = &d.rules[i];
+        let from = d.started_at + r.rule.warmup.as_millis() as i64;
+        let canary: Vec<Arc<Series>> = r.matched_on(Side::Canary).cloned().collect();
+        let (reference, ref_w) = if d.before_after {
+            (
+                self.old_series(d, svc, i),
+                (
+                    d.started_at - self.settings.baseline_window_ms,
+                    d.started_at,
+                ),
+            )
+        } else {
+            (r.matched_on(Side::Baseline).cloned().collect(), (from, t))
+        };
+        let mut suspects = rca::explain(
+            &self.context(d),
+            &r.rule,
+            r.baseline_value,
+            &canary,
+            (from, t),
+            &reference,
+            ref_w,
+            rca::Mode::Deploy,
+        );
+        if !r.verdict.is_regression() {
+            // A deviation that is not (yet) a regression names located suspects only.
+            suspects.retain(|s| s.surprise.is_some());
+        }
+        if suspects.is_empty() || suspects == d.suspects {
+            return;
+        }
+        let detail = format!("{}: {}", r.rule.name, rca::summary(&suspects));
+        let rule = r.rule.name.clone();
+        d.suspects = suspects;
+        d.timeline.push(Event {
+            at: t,
+            event: "suspects_named".into(),
+            verdict: None,
+            rule: Some(rule),
+            detail,
+        });
+    }
+
+    /// Side by side, once a minute: both versions worse than the pre-deploy level beyond
+    /// noise (a dependency outage, not the deploy) is recorded and explained once.
+    fn watch_shared(&self, d: &mut DeployState, t: i64) {
+        if d.before_after || d.shared_at.is_some() || t % SHARED_CHECK_EVERY_MS != 0 {
+            return;
+        }
+        for i in 0..d.rules.len() {
+            if !rca::has_level(&d.rules[i].rule) {
+                continue;
+            }
+            let rule = d.rules[i].rule.clone();
+            let rule = &rule;
+            let warm_end = d.started_at + rule.warmup.as_millis() as i64;
+            if t - SHARED_WINDOW_MS < warm_end {
+                continue;
+            }
+            let sides: [Vec<Arc<Series>>; 2] = [
+                d.rules[i].matched_on(Side::Canary).cloned().collect(),
+                d.rules[i].matched_on(Side::Baseline).cloned().collect(),
+            ];
+            if sides.iter().any(Vec::is_empty) {
+                continue;
+            }
+            // The pre-deploy level: the baseline's own series before the deploy.
+            let pre = match d.pre_levels[i] {
+                Some(l) => l,
+                None => {
+                    let w = (
+                        d.started_at - self.settings.baseline_window_ms,
+                        d.started_at,
+                    );
+                    let l = rca::level(rule, &sides[1], w, None);
+                    d.pre_levels[i] = Some(l);
+                    l
+                }
+            };
+            let Some(pre) = pre else { continue };
+            let w = (t - SHARED_WINDOW_MS, t);
+            let levels: Vec<Option<rca::Level>> = sides
+                .iter()
+                .map(|s| rca::level(rule, s, w, pre.latency))
+                .collect();
+            let both = levels
+                .iter()
+                .all(|l| l.is_some_and(|l| rca::deviates(rule, &pre, &l)));
+            if !both {
+                continue;
+            }
+            d.shared_at = Some(t);
+            let rates: Vec<String> = levels
+                .iter()
+                .flatten()
+                .map(|l| format!("{:.4}", l.rate()))
+                .collect();
+            let detail = format!(
+                "{}: both versions worse than before the deploy ({} now, {:.4} before): not the deploy",
+                rule.name,
+                rates.join(" and "),
+                pre.rate()
+            );
+            let name = rule.name.clone();
+            d.timeline.push(Event {
+                at: t,
+                event: "shared_degradation".into(),
+                verdict: None,
+                rule: Some(name.clone()),
+                detail,
+            });
+            let all: Vec<Arc<Series>> = sides.concat();
+            let suspects = rca::explain(
+                &self.context(d),
+                rule,
+                pre.latency,
+                &all,
+                w,
+                &sides[1],
+                (
+                    d.started_at - self.settings.baseline_window_ms,
+                    d.started_at,
+                ),
+                rca::Mode::Shared,
+            );
+            if !suspects.is_empty() {
+                let detail = format!("{name}: {}", rca::summary(&suspects));
+                d.shared_suspects = suspects;
+                d.timeline.push(Event {
+                    at: t,
+                    event: "suspects_named".into(),
+                    verdict: None,
+                    rule: Some(name),
+                    detail,
+                });
+            }
+            return;
+        }
+    }
+
     fn switch_to_before_after(&self, d: &mut DeployState, svc: &Service, t: i64) {
         d.before_after = true;
         if d.source == Source::Detected {
@@ -604,10 +1028,12 @@ impl Deploys {
         }
     }
 
-    /// Every deploy, newest first, optionally of one service.
+    /// Every deploy, newest first, optionally of one service; finished deploys restored from
+    /// the history as they were stored.
     pub fn list(&self, service: Option<&str>) -> Vec<DeployJson> {
         let all = self.all.read();
-        all.iter()
+        let mut out: Vec<DeployJson> = all
+            .iter()
             .rev()
             .filter_map(|d| {
                 let d = d.lock();
@@ -615,15 +1041,30 @@ impl Deploys {
                     .is_none_or(|s| s == d.service)
                     .then(|| d.to_json(&self.external_url))
             })
-            .collect()
+            .collect();
+        let restored = self.restored.read();
+        if !restored.is_empty() {
+            for r in restored.iter().rev() {
+                if service.is_none_or(|s| s == r.deploy.service)
+                    && !out.iter().any(|d| d.id == r.deploy.id)
+                {
+                    out.push(r.deploy.clone());
+                }
+            }
+            // Newest first; a stable sort keeps the order of equal starts.
+            out.sort_by_key(|d| std::cmp::Reverse(d.started_at));
+        }
+        out
     }
 
     pub fn get(&self, id: &str) -> Option<DeployJson> {
         let all = self.all.read();
-        all.iter().find_map(|d| {
-            let d = d.lock();
-            (d.id == id).then(|| d.to_json(&self.external_url))
-        })
+        all.iter()
+            .find_map(|d| {
+                let d = d.lock();
+                (d.id == id).then(|| d.to_json(&self.external_url))
+            })
+            .or_else(|| self.restored(id).map(|r| r.deploy))
     }
 
     /// The service's newest deploy.

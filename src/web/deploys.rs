@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
@@ -46,6 +47,37 @@ pub async fn get(
         .get(&id)
         .map(Json)
         .ok_or_else(|| DeployError::NotFound(id).into())
+}
+
+#[derive(Deserialize)]
+pub struct ReportQuery {
+    format: Option<String>,
+}
+
+/// `GET /api/v1/deploys/{id}/report[?format=json]`: the post-deploy report as Markdown, or
+/// as JSON; for finished deploys restored from the history, the report they were stored with.
+pub async fn report(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Query(q): Query<ReportQuery>,
+) -> Result<Response, ApiError> {
+    let report = app
+        .deploys
+        .report(&id)
+        .ok_or_else(|| ApiError::from(DeployError::NotFound(id)))?;
+    Ok(match q.format.as_deref() {
+        Some("json") => Json(report).into_response(),
+        None | Some("markdown") | Some("md") => (
+            [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
+            crate::report::markdown::render(&report),
+        )
+            .into_response(),
+        Some(other) => (
+            StatusCode::BAD_REQUEST,
+            format!("format: expected json or markdown, got {other:?}\n"),
+        )
+            .into_response(),
+    })
 }
 
 /// `GET /api/v1/verdict?service=S`: the service's current deploy, always 200 and JSON (Argo

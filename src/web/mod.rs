@@ -4,6 +4,7 @@
 pub mod deploys;
 pub mod error;
 pub mod gates;
+pub mod page;
 pub mod write;
 
 use std::sync::Arc;
@@ -29,6 +30,7 @@ pub fn router(app: Arc<App>) -> Router {
             post(deploys::register).get(deploys::list),
         )
         .route("/api/v1/deploys/{id}", get(deploys::get))
+        .route("/api/v1/deploys/{id}/report", get(deploys::report))
         .route("/api/v1/verdict", get(deploys::verdict))
         .route("/api/v1/gate", post(gates::gate))
         .route("/api/v1/rollback-hook", post(gates::rollback_hook))
@@ -36,7 +38,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
         .route("/-/reload", post(reload).put(reload))
-        .route("/", get(index))
+        .route("/", get(page::index))
+        .route("/deploys/{id}", get(page::deploy))
         .with_state(app)
 }
 
@@ -166,13 +169,4 @@ async fn ready(State(app): State<Arc<App>>) -> Response {
 async fn reload(State(app): State<Arc<App>>) -> Result<&'static str, ApiError> {
     app.reload()?;
     Ok("Configuration reloaded.\n")
-}
-
-async fn index() -> axum::response::Html<&'static str> {
-    axum::response::Html(concat!(
-        "<!doctype html><title>deploywatch</title><h1>deploywatch</h1><ul>",
-        "<li><a href=\"/api/v1/services\">/api/v1/services</a> — what is arriving</li>",
-        "<li><a href=\"/metrics\">/metrics</a></li>",
-        "<li><a href=\"/-/ready\">/-/ready</a></li></ul>"
-    ))
 }

@@ -5,8 +5,12 @@ mod harness;
 
 mod alerts;
 mod bad_input;
+/// The web page in headless Chromium.
+mod browser;
 mod cli_deploy;
 mod deploys;
+/// Suspects, post-deploy reports (golden files), rollback and recovery, deploy history.
+mod explain;
 mod gates;
 mod ingest;
 mod k8s;

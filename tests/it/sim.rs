@@ -336,6 +336,10 @@ pub struct Service {
     /// Histograms per pod and route instead of per pod.
     pub per_route_histograms: bool,
     pub scrape_interval: i64,
+    /// A dependency label on the request counters: its name and one value per route (e.g.
+    /// `db` = `orders-db` for the routes that use it). `None` (the default): no such label,
+    /// so the existing scenarios' series and random streams are unchanged.
+    pub route_dependency: Option<(String, Vec<String>)>,
     /// Per-scrape timestamp jitter (ms, at most), on top of each pod's fixed offset.
     pub jitter_ms: i64,
     pub send_metadata: bool,
@@ -370,6 +374,7 @@ impl Service {
             effects: Vec::new(),
             per_route_histograms: false,
             scrape_interval: SCRAPE_INTERVAL,
+            route_dependency: None,
             jitter_ms: 20,
             send_metadata: true,
         }
@@ -763,6 +768,11 @@ impl Sim {
                 l.push(("code".into(), if error { "500" } else { "200" }.into()));
                 l.push(("method".into(), r.method.clone()));
                 l.push(("route".into(), r.path.clone()));
+                if let Some((name, values)) = &self.svc.route_dependency {
+                    if let Some(v) = values.get(route) {
+                        l.push((name.clone(), v.clone()));
+                    }
+                }
             }
             Key::Bucket { hist, le } => {
                 name("http_request_duration_seconds_bucket");

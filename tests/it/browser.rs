@@ -1,0 +1,276 @@
+//! The web page in a real browser: Debian's headless Chromium loads `GET /` and a deploy's
+//! page after simulated deploys (tests/it/sim.rs) and the test reads the DOM it rendered
+//! and saves screenshots at a laptop's 1366 px width. Chromium missing is a failure that
+//! says to run `bash tests/run`, which installs it.
+//!
+//! Screenshots go to `$CARGO_TARGET_TMPDIR/browser/` (the path is printed);
+//! `DEPLOYWATCH_UPDATE_DOCS=1` also copies the deploy page's to `docs/web-deploy.png`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+use serde_json::json;
+
+use crate::harness::{self, Deploywatch};
+use crate::scenarios::{run_on, Case, T};
+use crate::sim::{register_deploy, Effect, Service, Signal, Who, MIN};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// Bound on one Chromium run; it is killed after it.
+const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs headless Chromium with `args` after the flags a closed, sandboxless CI machine
+/// needs, in a fresh profile; its stdout. Killed and a failure after [`CHROMIUM_TIMEOUT`].
+fn chromium(out: &Path, name: &str, args: &[String]) -> String {
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: run `bash tests/run`, which installs Debian's chromium package"
+    );
+    let profile = tempfile::Builder::new()
+        .prefix("deploywatch-chromium-")
+        .tempdir()
+        .expect("creating a Chromium profile directory");
+    let (stdout_path, stderr_path) = (
+        out.join(format!("{name}.stdout")),
+        out.join(format!("{name}.stderr")),
+    );
+    let mut child = Command::new(CHROMIUM)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-quic",
+            "--disable-extensions",
+            "--no-first-run",
+            "--hide-scrollbars",
+            "--force-color-profile=srgb",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout_path).expect("creating a file"))
+        .stderr(std::fs::File::create(&stderr_path).expect("creating a file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {CHROMIUM}: {e}"));
+    let deadline = Instant::now() + CHROMIUM_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for Chromium") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "Chromium ({name}) did not finish within {CHROMIUM_TIMEOUT:?}; stderr:\n{}",
+                std::fs::read_to_string(&stderr_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stdout = std::fs::read_to_string(&stdout_path).unwrap_or_default();
+    assert!(
+        status.success(),
+        "Chromium ({name}) exited with {status}; stderr:\n{}",
+        std::fs::read_to_string(&stderr_path).unwrap_or_default()
+    );
+    stdout
+}
+
+/// The DOM Chromium built from `url`.
+fn dump_dom(out: &Path, name: &str, url: &str) -> String {
+    let dom = chromium(out, name, &["--dump-dom".into(), url.into()]);
+    std::fs::write(out.join(format!("{name}.html")), &dom).expect("saving the DOM");
+    assert!(
+        dom.contains("</html>"),
+        "Chromium rendered no document for {url}:\n{dom}"
+    );
+    dom
+}
+
+/// A screenshot of `url` in a `width`×`height` window, saved as `out/name.png`.
+fn screenshot(out: &Path, name: &str, url: &str, width: u32, height: u32) -> PathBuf {
+    let png = out.join(format!("{name}.png"));
+    let _ = std::fs::remove_file(&png);
+    chromium(
+        out,
+        name,
+        &[
+            format!("--screenshot={}", png.display()),
+            format!("--window-size={width},{height}"),
+            url.into(),
+        ],
+    );
+    let bytes = std::fs::read(&png)
+        .unwrap_or_else(|e| panic!("Chromium wrote no screenshot {}: {e}", png.display()));
+    assert!(
+        bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000,
+        "{} is not a PNG of a rendered page ({} bytes)",
+        png.display(),
+        bytes.len()
+    );
+    png
+}
+
+fn out_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    std::fs::create_dir_all(&dir).expect("creating the screenshot directory");
+    dir
+}
+
+/// A canary whose new version fails 10× as often on `/checkout` rolls back; a clean one of
+/// another service passes; a registration full of markup shows as text. Chromium renders
+/// the index and the deploy page with the verdict, the charts and the timeline.
+#[test]
+fn web_page_in_chromium_after_a_rollback() {
+    let out = out_dir();
+    let dw = Deploywatch::start();
+
+    let svc = Service::new("checkout", 103, 3).canary("v2", T, 1).effect(
+        Effect::step(Who::Version("v2".into()), Signal::Errors, 10.0, T, i64::MAX)
+            .on_route("/checkout"),
+    );
+    let mut case = Case::new("browser_errors_x10", svc);
+    case.regression_from = Some(T);
+    case.end = T + 10 * MIN;
+    let bad = run_on(&dw, case);
+    assert_eq!(bad.verdict, "rollback", "{}", bad.explain());
+    let id = bad.deploy["id"].as_str().expect("a deploy id").to_string();
+
+    let clean = Case::new(
+        "browser_clean",
+        Service::new("search", 101, 3).canary("v2", T, 1),
+    );
+    let clean = run_on(&dw, clean);
+    assert_eq!(clean.verdict, "pass", "{}", clean.explain());
+
+    // Markup in every field a registration carries: it must stay text in the browser.
+    let evil = "<script>document.title='pwned'</script><img src=x onerror=alert(1)>";
+    register_deploy(
+        &dw,
+        &json!({"service": format!("evil{evil}"), "version": format!("v2{evil}"),
+                "author": evil, "url": "javascript:alert(1)",
+                "changes": [{"component": evil, "summary": evil, "files": [evil]}]}),
+    )
+    .expect("registering a deploy with markup in its fields");
+
+    // The index: every deploy with its verdict, linking to its page.
+    let index = dump_dom(&out, "index", &format!("{}/", dw.url()));
+    for want in [
+        "<h1>Deploys</h1>",
+        "badge rollback",
+        "badge pass",
+        &format!("href=\"/deploys/{id}\""),
+        "decided by <b>error_rate</b>",
+        "checkout",
+        "search",
+    ] {
+        assert!(index.contains(want), "the index lacks {want:?}:\n{index}");
+    }
+    assert_no_markup_from_data(&index);
+
+    // The deploy page: verdict, rules, charts, timeline, the registered changes.
+    let page = dump_dom(&out, "deploy", &format!("{}/deploys/{id}", dw.url()));
+    for want in [
+        r#"<span class="badge big rollback">rollback</span>"#,
+        "<svg class=\"chart\"",
+        "<path class=\"line canary",
+        ">deploy</text>",
+        ">rollback</text>",
+        "<h2>Rules</h2>",
+        "<h2>Timeline</h2>",
+        "deploy_started",
+        "verdict_changed",
+        "payments-client",
+        "error_rate",
+    ] {
+        assert!(
+            page.contains(want),
+            "the deploy page lacks {want:?}:\n{page}"
+        );
+    }
+    assert!(
+        page.contains("<title>checkout v2 · deploywatch</title>"),
+        "title: {page}"
+    );
+
+    // The evil deploy's own page, in the browser.
+    let evil_id = harness::request(
+        Method::GET,
+        &format!("{}/api/v1/deploys", dw.url()),
+        &[],
+        Vec::new(),
+    );
+    let list: serde_json::Value = serde_json::from_slice(&evil_id.body).expect("JSON");
+    let evil_id = list["deploys"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|d| d["service"].as_str().unwrap_or("").starts_with("evil"))
+        })
+        .and_then(|d| d["id"].as_str())
+        .expect("the evil deploy is listed")
+        .to_string();
+    let evil_page = dump_dom(&out, "evil", &format!("{}/deploys/{evil_id}", dw.url()));
+    assert_no_markup_from_data(&evil_page);
+    assert!(evil_page.contains("evil&lt;script&gt;"), "{evil_page}");
+
+    // Unknown ids: an HTML 404.
+    let r = harness::request(
+        Method::GET,
+        &format!("{}/deploys/no-such-deploy", dw.url()),
+        &[],
+        Vec::new(),
+    );
+    assert_eq!(r.status, 404);
+    assert!(r.text().contains("No such deploy"), "{}", r.text());
+
+    // Screenshots at a laptop's width: the first screen, and the whole deploy page.
+    let shots = [
+        screenshot(&out, "index-1366", &format!("{}/", dw.url()), 1366, 900),
+        screenshot(
+            &out,
+            "deploy-1366",
+            &format!("{}/deploys/{id}", dw.url()),
+            1366,
+            900,
+        ),
+        screenshot(
+            &out,
+            "deploy-tall",
+            &format!("{}/deploys/{id}", dw.url()),
+            1366,
+            1800,
+        ),
+    ];
+    for s in &shots {
+        println!("browser: screenshot {}", s.display());
+    }
+    if std::env::var_os("DEPLOYWATCH_UPDATE_DOCS").is_some() {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/web-deploy.png");
+        std::fs::copy(&shots[2], &docs).expect("copying the screenshot to docs/");
+        println!("browser: copied to {}", docs.display());
+    }
+}
+
+/// What a browser built from the page has no element made of the data's markup.
+fn assert_no_markup_from_data(dom: &str) {
+    assert!(
+        !dom.contains("<title>pwned"),
+        "a script from the data ran:\n{dom}"
+    );
+    assert!(!dom.contains("<img"), "an element from the data:\n{dom}");
+    assert!(
+        !dom.contains("<script"),
+        "a script element in the page:\n{dom}"
+    );
+    assert!(
+        !dom.contains("href=\"javascript:"),
+        "a javascript: link:\n{dom}"
+    );
+}
