@@ -51,6 +51,11 @@ pub struct Batch {
 impl Batch {
     pub fn clear(&mut self) {
         self.buf.clear();
+        self.clear_keep_buf();
+    }
+
+    /// Clears everything but `buf`, whose bytes the next decompression overwrites.
+    pub(crate) fn clear_keep_buf(&mut self) {
         self.labels.clear();
         self.series.clear();
         self.samples.clear();

@@ -130,7 +130,8 @@ impl Decoder {
         body: &[u8],
         limits: &DecodeLimits,
     ) -> Result<&Batch, DecodeError> {
-        self.batch.clear();
+        // `buf` keeps its length: `decompress` overwrites it without zeroing it first.
+        self.batch.clear_keep_buf();
         let res = self.decode_inner(protocol, body, limits);
         if res.is_err() {
             self.batch.clear();
@@ -178,13 +179,30 @@ pub fn decompress(body: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(), De
     if len > limit {
         return Err(DecodeError::TooLarge { size: len, limit });
     }
-    out.clear();
-    out.resize(len, 0);
+    // Reuse the previous request's bytes as they are: only growth is zeroed, not the whole
+    // buffer on every request (the decoder overwrites all `len` bytes).
+    if out.len() < len {
+        out.resize(len, 0);
+    } else {
+        out.truncate(len);
+    }
     let n = snap::raw::Decoder::new()
         .decompress(body, out)
         .map_err(|e| DecodeError::Snappy(e.to_string()))?;
     out.truncate(n);
     Ok(())
+}
+
+/// `a.cmp(b)` for short byte strings: label names differ within their first bytes, so a
+/// byte loop beats a call to `memcmp`.
+#[inline]
+fn cmp_bytes(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    for (x, y) in a.iter().zip(b) {
+        if x != y {
+            return x.cmp(y);
+        }
+    }
+    a.len().cmp(&b.len())
 }
 
 /// Checks one series' labels: at least one, names non-empty and strictly ascending (so unique),
@@ -232,7 +250,7 @@ pub(crate) fn check_labels(
             )));
         }
         if i > 0 {
-            match prev.cmp(name) {
+            match cmp_bytes(prev, name) {
                 std::cmp::Ordering::Less => {}
                 std::cmp::Ordering::Equal => {
                     return Err(DecodeError::Labels(format!(

@@ -106,6 +106,28 @@ fn decode_series(
 
 #[inline]
 fn decode_label(msg: &[u8], base: u32) -> Result<LabelRef, DecodeError> {
+    // Fast path: exactly `name` (field 1) then `value` (field 2), each shorter than 128
+    // bytes — what every Prometheus sends. Anything else takes the general path below,
+    // which gives the same result for this layout.
+    if let [0x0a, l, rest @ ..] = msg {
+        let l = *l as usize;
+        if l < 0x80 && rest.len() >= l + 2 && rest[l] == 0x12 {
+            let m = rest[l + 1] as usize;
+            if m < 0x80 && rest.len() == l + 2 + m {
+                let n0 = base + 2;
+                let v0 = n0 + l as u32 + 2;
+                return Ok(LabelRef {
+                    name: (n0, n0 + l as u32),
+                    value: (v0, v0 + m as u32),
+                });
+            }
+        }
+    }
+    decode_label_general(msg, base)
+}
+
+#[inline(never)]
+fn decode_label_general(msg: &[u8], base: u32) -> Result<LabelRef, DecodeError> {
     let mut name = (base, base);
     let mut value = (base, base);
     let mut r = Reader::new(msg);

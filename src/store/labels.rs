@@ -15,13 +15,13 @@ impl LabelSet {
     /// Builds a label set from validated UTF-8 pairs, sorted by name.
     pub fn from_pairs<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> LabelSet {
         let mut v = Vec::new();
-        for (n, val) in pairs {
-            v.extend_from_slice(n);
-            v.push(SEP);
-            v.extend_from_slice(val);
-            v.push(SEP);
-        }
+        encode_pairs(pairs, &mut v);
         LabelSet(v.into_boxed_slice())
+    }
+
+    /// Builds a label set from its encoded bytes (see [`encode_pairs`]), already validated.
+    pub(crate) fn from_encoded(bytes: &[u8]) -> LabelSet {
+        LabelSet(bytes.into())
     }
 
     /// Builds a label set from string pairs; sorts them by name.
@@ -96,20 +96,36 @@ impl<'a> Iterator for Pairs<'a> {
     }
 }
 
-/// Hashes sorted label pairs the same way for a request and for a stored set.
+/// Appends the encoding of sorted label pairs (`name 0xFF value 0xFF ...`, the bytes of the
+/// equal [`LabelSet`]) to `out`.
 #[inline]
+pub fn encode_pairs<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>, out: &mut Vec<u8>) {
+    for (n, v) in pairs {
+        out.extend_from_slice(n);
+        out.push(SEP);
+        out.extend_from_slice(v);
+        out.push(SEP);
+    }
+}
+
+/// Hashes an encoded label set (a [`LabelSet`]'s bytes, or [`encode_pairs`]' output) in
+/// one call: one pass over contiguous bytes instead of four hasher calls per label.
+#[inline]
+pub fn hash_encoded(state: &ahash::RandomState, encoded: &[u8]) -> u64 {
+    let mut h = state.build_hasher();
+    h.write(encoded);
+    h.finish()
+}
+
+/// Hashes sorted label pairs as [`hash_encoded`] hashes their encoding. Allocates; the
+/// write path encodes into reused scratch space and calls [`hash_encoded`] instead.
 pub fn hash_pairs<'a>(
     state: &ahash::RandomState,
     pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>,
 ) -> u64 {
-    let mut h = state.build_hasher();
-    for (n, v) in pairs {
-        h.write(n);
-        h.write_u8(SEP);
-        h.write(v);
-        h.write_u8(SEP);
-    }
-    h.finish()
+    let mut v = Vec::new();
+    encode_pairs(pairs, &mut v);
+    hash_encoded(state, &v)
 }
 
 use std::hash::BuildHasher;

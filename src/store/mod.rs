@@ -185,6 +185,8 @@ pub struct IngestScratch {
     missing: Vec<usize>,
     /// Per (service, version) touched by this push: oldest and newest appended timestamps.
     newest: Vec<(ServiceId, VersionId, i64, i64)>,
+    /// The encoded label set of the entry being resolved.
+    key: Vec<u8>,
 }
 
 /// The series index and the services they belong to.
@@ -242,11 +244,11 @@ impl Store {
 
     /// Looks a series up by its labels.
     pub fn get(&self, labels: &LabelSet) -> Option<Arc<Series>> {
-        let pairs = labels.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
-        let hash = labels::hash_pairs(&self.hasher, pairs.clone());
+        let key = labels.as_bytes();
+        let hash = labels::hash_encoded(&self.hasher, key);
         let shard = self.shards[hash as usize % SHARDS].read();
         shard
-            .find(hash, |s| s.hash == hash && s.labels.eq_pairs(pairs.clone()))
+            .find(hash, |s| s.hash == hash && s.labels.as_bytes() == key)
             .cloned()
     }
 
@@ -292,12 +294,15 @@ impl Store {
                 }
             }
             prev = Some((i, raw));
-            let pairs = batch.series_labels(entry);
-            let hash = labels::hash_pairs(&self.hasher, pairs.clone());
+            // One contiguous key: one hash pass and one comparison instead of per-label ones.
+            scratch.key.clear();
+            labels::encode_pairs(batch.series_labels(entry), &mut scratch.key);
+            let key = &scratch.key[..];
+            let hash = labels::hash_encoded(&self.hasher, key);
             let found = {
                 let shard = self.shards[hash as usize % SHARDS].read();
                 shard
-                    .find(hash, |s| s.hash == hash && s.labels.eq_pairs(pairs.clone()))
+                    .find(hash, |s| s.hash == hash && s.labels.as_bytes() == key)
                     .cloned()
             };
             if found.is_none() {
@@ -332,9 +337,10 @@ impl Store {
                 continue;
             }
             let entry = &batch.series[i];
-            let pairs = batch.series_labels(entry);
+            scratch.key.clear();
+            labels::encode_pairs(batch.series_labels(entry), &mut scratch.key);
             let hash = scratch.hashes[i];
-            let created = self.get_or_create(hash, pairs, &mut out);
+            let created = self.get_or_create(hash, &scratch.key, &mut out);
             // Later entries of the same series in this push reuse it.
             for &j in &scratch.missing[k..] {
                 if scratch.hashes[j] == hash
@@ -398,6 +404,9 @@ impl Store {
                 }
             }
         }
+        // Drop the series references now, while their cache lines are hot, not at the start
+        // of the next push.
+        scratch.refs.clear();
         self.publish_newest(&scratch.newest);
         for &(sid, _, _, ts) in &scratch.newest {
             match out.touched.iter_mut().find(|(id, _)| *id == sid) {
@@ -431,17 +440,12 @@ impl Store {
         }
     }
 
-    fn get_or_create<'a>(
-        &self,
-        hash: u64,
-        pairs: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
-        out: &mut IngestOutcome,
-    ) -> Option<Arc<Series>> {
+    fn get_or_create(&self, hash: u64, key: &[u8], out: &mut IngestOutcome) -> Option<Arc<Series>> {
         let mut shard = self.shards[hash as usize % SHARDS].write();
-        if let Some(s) = shard.find(hash, |s| s.hash == hash && s.labels.eq_pairs(pairs.clone())) {
+        if let Some(s) = shard.find(hash, |s| s.hash == hash && s.labels.as_bytes() == key) {
             return Some(s.clone());
         }
-        let labels = LabelSet::from_pairs(pairs);
+        let labels = LabelSet::from_encoded(key);
         if self.active.load(Ordering::Relaxed) >= self.cfg.max_active_series {
             out.series_over_limit += 1;
             return None;
