@@ -941,10 +941,15 @@ impl Deploys {
                 }
             };
             let Some(pre) = pre else { continue };
-            let w = (t - SHARED_WINDOW_MS, t);
-            let levels: Vec<Option<rca::Level>> = sides
+            // The recent level of each side (the last RECENT_STEPS steps = SHARED_WINDOW_MS)
+            // from the steps already read: no ring reads on the push path.
+            let levels: Vec<Option<rca::Level>> = [Side::Canary, Side::Baseline]
                 .iter()
-                .map(|s| rca::level(rule, s, w, pre.latency))
+                .map(|&side| {
+                    d.rules[i].recent_level(side, pre.latency).map(|(events, exposure)| {
+                        rca::Level { events, exposure, latency: pre.latency }
+                    })
+                })
                 .collect();
             let both = levels
                 .iter()
@@ -973,6 +978,7 @@ impl Deploys {
                 detail,
             });
             let all: Vec<Arc<Series>> = sides.concat();
+            let w = (t - SHARED_WINDOW_MS, t);
             let suspects = rca::explain(
                 &self.context(d),
                 rule,

@@ -146,7 +146,12 @@ pub struct RuleState {
     observed_since: Option<i64>,
     /// The statistic per step for each side (newest last, bounded), for charts.
     pub history: std::collections::VecDeque<StepPoint>,
+    /// The last steps' raw data per side, for cheap recent levels (no ring reads).
+    recent: std::collections::VecDeque<[SideStep; 2]>,
 }
+
+/// Steps of raw data kept for recent levels: 2 min at 15 s.
+pub const RECENT_STEPS: usize = 8;
 
 /// One step's statistic on each side, for charts: `None` where a side had no data.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -190,6 +195,7 @@ impl RuleState {
             first_deviation: None,
             observed_since: None,
             history: std::collections::VecDeque::new(),
+            recent: std::collections::VecDeque::new(),
         }
     }
 
@@ -440,6 +446,41 @@ impl RuleState {
             canary,
             baseline,
         });
+        if self.recent.len() == RECENT_STEPS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(self.step.clone());
+    }
+
+    /// Events and exposure of one side over the last [`RECENT_STEPS`] steps, from the steps
+    /// already read: errors over requests for ratio rules, requests slower than `latency`
+    /// over all requests for quantile rules. `None` for other signals or without data.
+    pub fn recent_level(&self, side: Side, latency: Option<f64>) -> Option<(f64, f64)> {
+        let mut events = 0.0;
+        let mut exposure = 0.0;
+        for step in &self.recent {
+            let s = &step[side as usize];
+            match self.rule.signal {
+                Signal::Ratio { .. } => {
+                    events += s.events;
+                    exposure += s.exposure;
+                }
+                Signal::Quantile { .. } => {
+                    let total: f64 = self
+                        .bounds
+                        .iter()
+                        .zip(&s.buckets)
+                        .filter(|(b, _)| b.is_infinite())
+                        .map(|(_, c)| *c)
+                        .sum();
+                    let below = cumulative_at(&self.bounds, &s.buckets, latency?);
+                    events += (total - below).max(0.0);
+                    exposure += total;
+                }
+                _ => return None,
+            }
+        }
+        (exposure > 0.0).then_some((events, exposure))
     }
 
     /// Folds one step's data into the evidence.
