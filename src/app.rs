@@ -97,7 +97,11 @@ impl App {
         // Alertmanagers from the flags and the config file; changes apply after a restart.
         let alerts = Arc::new(AlertService::new(
             AlertConfig::new(
-                [&runtime.alertmanager_urls[..], &config.alerting.alertmanagers[..]].concat(),
+                [
+                    &runtime.alertmanager_urls[..],
+                    &config.alerting.alertmanagers[..],
+                ]
+                .concat(),
                 &runtime.external_url,
                 config.alerting.resend_interval,
             ),

@@ -946,9 +946,13 @@ impl Deploys {
             let levels: Vec<Option<rca::Level>> = [Side::Canary, Side::Baseline]
                 .iter()
                 .map(|&side| {
-                    d.rules[i].recent_level(side, pre.latency).map(|(events, exposure)| {
-                        rca::Level { events, exposure, latency: pre.latency }
-                    })
+                    d.rules[i]
+                        .recent_level(side, pre.latency)
+                        .map(|(events, exposure)| rca::Level {
+                            events,
+                            exposure,
+                            latency: pre.latency,
+                        })
                 })
                 .collect();
             let both = levels

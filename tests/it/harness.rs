@@ -389,7 +389,9 @@ impl Deploywatch {
             .expect("running kill");
         assert!(ok.success(), "kill -TERM {}", self.pid());
         let status = wait_for("deploywatch to exit after SIGTERM", timeout, || {
-            self.proc.exited().ok_or_else(|| "still running".to_string())
+            self.proc
+                .exited()
+                .ok_or_else(|| "still running".to_string())
         });
         (status, started.elapsed())
     }
@@ -776,7 +778,8 @@ pub const ALERTMANAGER_BIN: &str = "/usr/bin/prometheus-alertmanager";
 pub const AMTOOL_BIN: &str = "/usr/bin/amtool";
 
 /// A config that accepts every alert and notifies no one.
-pub const ALERTMANAGER_CONFIG: &str = "route:\n  receiver: blackhole\n  group_by: [deploy_id]\nreceivers:\n  - name: blackhole\n";
+pub const ALERTMANAGER_CONFIG: &str =
+    "route:\n  receiver: blackhole\n  group_by: [deploy_id]\nreceivers:\n  - name: blackhole\n";
 
 /// Fails (never skips) when Alertmanager is not installed.
 pub fn require_alertmanager() {
@@ -847,8 +850,15 @@ impl Alertmanager {
     pub fn restart(&mut self) {
         self.stop();
         self.starts += 1;
-        let log = self.dir.path().join(format!("alertmanager-restart-{}.log", self.starts));
-        let mut proc = Proc::spawn("alertmanager", Self::command(self.dir.path(), self.port), log);
+        let log = self
+            .dir
+            .path()
+            .join(format!("alertmanager-restart-{}.log", self.starts));
+        let mut proc = Proc::spawn(
+            "alertmanager",
+            Self::command(self.dir.path(), self.port),
+            log,
+        );
         proc.wait_ready(&format!("{}/-/ready", self.url()), Duration::from_secs(30))
             .unwrap_or_else(|e| panic!("restarting Alertmanager on port {}: {e}", self.port));
         self.proc = Some(proc);
