@@ -180,13 +180,101 @@ pub struct IngestOutcome {
 /// Per-worker scratch space for [`Store::ingest`], reused across pushes.
 #[derive(Default)]
 pub struct IngestScratch {
-    refs: Vec<Option<Arc<Series>>>,
+    /// Every entry's encoded label set, back to back; `ends[i]` is where entry `i`'s ends.
+    keys: Vec<u8>,
+    ends: Vec<usize>,
     hashes: Vec<u64>,
-    missing: Vec<usize>,
+    /// The first entry of the push with the same label set (itself if none before it).
+    first: Vec<u32>,
+    /// Entries with float samples.
+    with_samples: Vec<bool>,
+    /// Float samples of each label set in the push, indexed by its first entry.
+    group_samples: Vec<u32>,
     /// Per (service, version) touched by this push: oldest and newest appended timestamps.
     newest: Vec<(ServiceId, VersionId, i64, i64)>,
-    /// The encoded label set of the entry being resolved.
-    key: Vec<u8>,
+}
+
+impl IngestScratch {
+    /// Encodes and hashes every entry's label set. Prometheus repeats a series in
+    /// consecutive entries when it has several samples for it: equal label bytes, same key.
+    fn prepare(&mut self, batch: &Batch, hasher: &ahash::RandomState) {
+        self.keys.clear();
+        self.ends.clear();
+        self.hashes.clear();
+        self.first.clear();
+        self.with_samples.clear();
+        self.group_samples.clear();
+        self.group_samples.resize(batch.series.len(), 0);
+        self.newest.clear();
+        let mut prev: Option<(usize, &[u8])> = None;
+        for (i, entry) in batch.series.iter().enumerate() {
+            self.with_samples.push(!entry.samples.is_empty());
+            let raw = batch.bytes(entry.raw_labels);
+            let n = entry.samples.len() as u32;
+            if let Some((p, prev_raw)) = prev {
+                if !raw.is_empty() && raw == prev_raw {
+                    self.ends.push(self.keys.len());
+                    self.hashes.push(self.hashes[p]);
+                    self.first.push(self.first[p]);
+                    self.group_samples[self.first[p] as usize] += n;
+                    prev = Some((i, raw));
+                    continue;
+                }
+            }
+            prev = Some((i, raw));
+            self.group_samples[i] = n;
+            let start = self.keys.len();
+            labels::encode_pairs(batch.series_labels(entry), &mut self.keys);
+            self.ends.push(self.keys.len());
+            self.hashes
+                .push(labels::hash_encoded(hasher, &self.keys[start..]));
+            self.first.push(i as u32);
+        }
+    }
+
+    /// The encoded label set of entry `i` (of its first occurrence in the push).
+    fn key(&self, i: usize) -> &[u8] {
+        let f = self.first[i] as usize;
+        let start = if f == 0 { 0 } else { self.ends[f - 1] };
+        &self.keys[start..self.ends[f]]
+    }
+
+    /// Float samples of entry `i`'s label set in the whole push.
+    fn group_samples(&self, i: usize) -> u32 {
+        self.group_samples[self.first[i] as usize]
+    }
+}
+
+/// Looks every entry's series up under the held shard guards. Entries without float samples
+/// resolve to `None`: an empty series would count against limits and could look like a new
+/// version.
+fn resolve<'g>(
+    guards: &'g [parking_lot::RwLockReadGuard<'_, HashTable<Arc<Series>>>],
+    scratch: &IngestScratch,
+    refs: &mut Vec<Option<&'g Series>>,
+) {
+    // First the label sets (each first entry), then every entry from its set's result.
+    for i in 0..scratch.first.len() {
+        let found = if scratch.first[i] as usize == i && scratch.group_samples(i) > 0 {
+            let hash = scratch.hashes[i];
+            let key = scratch.key(i);
+            guards[hash as usize % SHARDS]
+                .find(hash, |s| s.hash == hash && s.labels.as_bytes() == key)
+                .map(|s| &**s)
+        } else {
+            None
+        };
+        refs.push(found);
+    }
+    // Backwards, so that a set's result is read before its first entry's is overwritten.
+    for i in (0..refs.len()).rev() {
+        let f = scratch.first[i] as usize;
+        refs[i] = if scratch.with_samples[i] {
+            refs[f]
+        } else {
+            None
+        };
+    }
 }
 
 /// The series index and the services they belong to.
@@ -255,119 +343,67 @@ impl Store {
     /// Applies a decoded push: resolves or creates each entry's series, then appends its
     /// samples. Invalid UTF-8 in a new series' labels fails the whole push before anything
     /// changes.
+    ///
+    /// Memory-level parallelism drives the cost at 100 k series: keys and hashes are
+    /// computed first, then every shard's read lock is taken once for the whole push, so
+    /// the per-entry probes carry no atomic operation (a locked instruction would serialise
+    /// their cache misses) and resolved series are borrowed, not reference-counted.
     pub fn ingest(
         &self,
         batch: &Batch,
         scratch: &mut IngestScratch,
     ) -> Result<IngestOutcome, StoreError> {
         let mut out = IngestOutcome::default();
-        scratch.refs.clear();
-        scratch.hashes.clear();
-        scratch.missing.clear();
-        scratch.newest.clear();
+        scratch.prepare(batch, &self.hasher);
 
-        // 1. Resolve existing series under shard read locks.
-        let mut prev: Option<(usize, &[u8])> = None;
-        for (i, entry) in batch.series.iter().enumerate() {
-            // Entries without float samples (native histograms, exemplars only) create no
-            // series: an empty series would count against limits and could look like a
-            // new version.
-            if entry.samples.is_empty() {
-                scratch.refs.push(None);
-                scratch.hashes.push(0);
-                continue;
-            }
-            let raw = batch.bytes(entry.raw_labels);
-            // Prometheus repeats a series in consecutive entries when it has several
-            // samples for it: equal label bytes, same series.
-            if let Some((p, prev_raw)) = prev {
-                if !raw.is_empty() && raw == prev_raw {
-                    let r = scratch.refs[p].clone();
-                    let h = scratch.hashes[p];
-                    if r.is_none() {
-                        scratch.missing.push(i);
+        // 1. Resolve every entry under all shards' read locks; new series are created
+        //    (after validation) with the locks released, then the push resolves again.
+        let mut guards: Vec<_> = self.shards.iter().map(|s| s.read()).collect();
+        let mut refs: Vec<Option<&Series>> = Vec::with_capacity(batch.series.len());
+        resolve(&guards, scratch, &mut refs);
+        let missing: Vec<usize> = (0..refs.len())
+            .filter(|&i| {
+                refs[i].is_none() && scratch.first[i] == i as u32 && scratch.group_samples(i) > 0
+            })
+            .collect();
+        if !missing.is_empty() {
+            drop(refs);
+            drop(guards);
+            // Validate new series before any state changes.
+            for &i in &missing {
+                for (n, v) in batch.series_labels(&batch.series[i]) {
+                    if std::str::from_utf8(n).is_err() {
+                        return Err(StoreError::InvalidUtf8 {
+                            series: i,
+                            what: "name",
+                        });
                     }
-                    scratch.refs.push(r);
-                    scratch.hashes.push(h);
-                    prev = Some((i, raw));
-                    continue;
+                    if std::str::from_utf8(v).is_err() {
+                        return Err(StoreError::InvalidUtf8 {
+                            series: i,
+                            what: "value",
+                        });
+                    }
                 }
             }
-            prev = Some((i, raw));
-            // One contiguous key: one hash pass and one comparison instead of per-label ones.
-            scratch.key.clear();
-            labels::encode_pairs(batch.series_labels(entry), &mut scratch.key);
-            let key = &scratch.key[..];
-            let hash = labels::hash_encoded(&self.hasher, key);
-            let found = {
-                let shard = self.shards[hash as usize % SHARDS].read();
-                shard
-                    .find(hash, |s| s.hash == hash && s.labels.as_bytes() == key)
-                    .cloned()
-            };
-            if found.is_none() {
-                scratch.missing.push(i);
+            for &i in &missing {
+                let created = self.get_or_create(scratch.hashes[i], scratch.key(i), &mut out);
+                if created.is_none() {
+                    out.samples_over_limit += scratch.group_samples(i) as u64;
+                }
             }
-            scratch.refs.push(found);
-            scratch.hashes.push(hash);
+            guards = self.shards.iter().map(|s| s.read()).collect();
+            refs = Vec::with_capacity(batch.series.len());
+            resolve(&guards, scratch, &mut refs);
         }
 
-        // 2. Validate new series before any state changes.
-        for &i in &scratch.missing {
-            for (n, v) in batch.series_labels(&batch.series[i]) {
-                if std::str::from_utf8(n).is_err() {
-                    return Err(StoreError::InvalidUtf8 {
-                        series: i,
-                        what: "name",
-                    });
-                }
-                if std::str::from_utf8(v).is_err() {
-                    return Err(StoreError::InvalidUtf8 {
-                        series: i,
-                        what: "value",
-                    });
-                }
-            }
-        }
-
-        // 3. Create new series (shard write locks; another push may have won the race).
-        for k in 0..scratch.missing.len() {
-            let i = scratch.missing[k];
-            if scratch.refs[i].is_some() {
-                continue;
-            }
-            let entry = &batch.series[i];
-            scratch.key.clear();
-            labels::encode_pairs(batch.series_labels(entry), &mut scratch.key);
-            let hash = scratch.hashes[i];
-            let created = self.get_or_create(hash, &scratch.key, &mut out);
-            // Later entries of the same series in this push reuse it.
-            for &j in &scratch.missing[k..] {
-                if scratch.hashes[j] == hash
-                    && scratch.refs[j].is_none()
-                    && created
-                        .as_ref()
-                        .is_some_and(|s| s.labels.eq_pairs(batch.series_labels(&batch.series[j])))
-                {
-                    scratch.refs[j] = created.clone();
-                }
-            }
-            if created.is_none() {
-                out.samples_over_limit += entry.samples.len() as u64;
-            }
-        }
-
-        // 4. Append samples.
+        // 2. Append samples. `None`: no float samples, or a new series refused by a limit.
         let retention = self.cfg.retention_ms;
         for (i, entry) in batch.series.iter().enumerate() {
-            // None: a new series refused by a limit (counted above).
-            let Some(series) = &scratch.refs[i] else {
+            let Some(series) = refs[i] else {
                 continue;
             };
             let samples = batch.series_samples(entry);
-            if samples.is_empty() {
-                continue;
-            }
             let mut newest = NO_TS;
             let mut oldest = i64::MAX;
             {
@@ -404,9 +440,8 @@ impl Store {
                 }
             }
         }
-        // Drop the series references now, while their cache lines are hot, not at the start
-        // of the next push.
-        scratch.refs.clear();
+        drop(refs);
+        drop(guards);
         self.publish_newest(&scratch.newest);
         for &(sid, _, _, ts) in &scratch.newest {
             match out.touched.iter_mut().find(|(id, _)| *id == sid) {
