@@ -228,6 +228,7 @@ fn memory(jitter_ms: u64) {
                 labels: start..b.labels.len() as u32,
                 samples: k..k + 1,
                 raw_labels: (0, 0),
+                deferred: false,
             });
         }
         batches.push(b);

@@ -20,6 +20,10 @@ pub struct SeriesEntry {
     /// Bytes of the encoded label set in `buf` (RW 1.0 only): equal bytes mean equal labels,
     /// which lets a request repeating a series skip the index lookup.
     pub raw_labels: (u32, u32),
+    /// The labels are not parsed yet (RW 1.0 with contiguous label fields): `raw_labels`
+    /// holds exactly them, and [`Batch::ensure_labels`] parses and checks them on demand.
+    /// A known series is found by these bytes alone.
+    pub deferred: bool,
 }
 
 /// A float sample: event time in Unix milliseconds and value.
@@ -46,6 +50,8 @@ pub struct Batch {
     pub series: Vec<SeriesEntry>,
     pub samples: Vec<Sample>,
     pub extras: Extras,
+    /// The limits labels are checked against when parsed on demand.
+    pub(crate) limits: super::DecodeLimits,
 }
 
 impl Batch {
@@ -76,6 +82,33 @@ impl Batch {
         self.labels[s.labels.start as usize..s.labels.end as usize]
             .iter()
             .map(move |l| (self.bytes(l.name), self.bytes(l.value)))
+    }
+
+    /// Parses and checks entry `i`'s labels if they were deferred. Errors are the decoder's:
+    /// a malformed label, or labels that are unsorted, duplicate, empty or over a limit.
+    pub fn ensure_labels(&mut self, i: usize) -> Result<(), super::DecodeError> {
+        if !self.series[i].deferred {
+            return Ok(());
+        }
+        let (start, end) = self.series[i].raw_labels;
+        let first = self.labels.len() as u32;
+        super::rw1::parse_label_fields(
+            &self.buf[start as usize..end as usize],
+            start,
+            &mut self.labels,
+        )?;
+        let entry = &mut self.series[i];
+        entry.labels = first..self.labels.len() as u32;
+        entry.deferred = false;
+        super::check_labels(&self.buf, &self.labels, &self.series[i], i, &self.limits)
+    }
+
+    /// Parses every deferred entry's labels (for callers that read all labels).
+    pub fn ensure_all_labels(&mut self) -> Result<(), super::DecodeError> {
+        for i in 0..self.series.len() {
+            self.ensure_labels(i)?;
+        }
+        Ok(())
     }
 
     #[inline]

@@ -129,14 +129,15 @@ impl Decoder {
         protocol: Protocol,
         body: &[u8],
         limits: &DecodeLimits,
-    ) -> Result<&Batch, DecodeError> {
+    ) -> Result<&mut Batch, DecodeError> {
         // `buf` keeps its length: `decompress` overwrites it without zeroing it first.
         self.batch.clear_keep_buf();
+        self.batch.limits = limits.clone();
         let res = self.decode_inner(protocol, body, limits);
         if res.is_err() {
             self.batch.clear();
         }
-        res.map(|()| &self.batch)
+        res.map(|()| &mut self.batch)
     }
 
     fn decode_inner(

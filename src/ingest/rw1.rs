@@ -32,7 +32,9 @@ pub fn decode(batch: &mut Batch, limits: &DecodeLimits) -> Result<(), DecodeErro
                     &mut batch.extras,
                 )?;
                 let s = batch.series.last().expect("just pushed");
-                check_labels(buf, &batch.labels, s, batch.series.len() - 1, limits)?;
+                if !s.deferred {
+                    check_labels(buf, &batch.labels, s, batch.series.len() - 1, limits)?;
+                }
             }
             // repeated MetricMetadata metadata = 3
             3 => {
@@ -54,11 +56,13 @@ fn decode_series(
     series: &mut Vec<SeriesEntry>,
     extras: &mut super::batch::Extras,
 ) -> Result<(), DecodeError> {
-    let label_start = labels.len() as u32;
     let sample_start = samples.len() as u32;
-    // The label fields' byte span; contiguous in everything Prometheus sends.
+    // The label fields' byte span. In everything Prometheus sends they are contiguous: then
+    // they are not parsed here but on demand, only for series the store does not know.
     let mut raw_start = u32::MAX;
     let mut raw_end = 0u32;
+    let mut label_fields = 0u32;
+    let mut contiguous = true;
     let mut r = Reader::new(msg);
     while !r.is_empty() {
         let field_start = r.pos() as u32;
@@ -66,12 +70,11 @@ fn decode_series(
         match field {
             1 => {
                 expect("TimeSeries", 1, wt, LEN)?;
-                let (lb, off) = r.bytes()?;
-                let l = decode_label(lb, base + off as u32)?;
-                // Prometheus treats an empty value as an absent label.
-                if l.value.0 != l.value.1 {
-                    labels.push(l);
+                r.bytes()?;
+                if label_fields > 0 && raw_end != base + field_start {
+                    contiguous = false;
                 }
+                label_fields += 1;
                 raw_start = raw_start.min(base + field_start);
                 raw_end = base + r.pos() as u32;
             }
@@ -93,14 +96,56 @@ fn decode_series(
             _ => r.skip(wt)?,
         }
     }
-    if raw_start == u32::MAX {
-        raw_start = 0;
+    if label_fields == 0 {
+        return Err(DecodeError::Labels(format!(
+            "series {} has no labels",
+            series.len()
+        )));
+    }
+    let label_start = labels.len() as u32;
+    if !contiguous {
+        // Label fields interleaved with others: parse them now, field by field.
+        let mut r = Reader::new(msg);
+        while !r.is_empty() {
+            let (field, wt) = r.tag()?;
+            if field == 1 {
+                let (lb, off) = r.bytes()?;
+                push_label(decode_label(lb, base + off as u32)?, labels);
+            } else {
+                r.skip(wt)?;
+            }
+        }
     }
     series.push(SeriesEntry {
         labels: label_start..labels.len() as u32,
         samples: sample_start..samples.len() as u32,
         raw_labels: (raw_start, raw_end),
+        deferred: contiguous,
     });
+    Ok(())
+}
+
+/// Keeps a label unless its value is empty: Prometheus treats that as an absent label.
+#[inline]
+fn push_label(l: LabelRef, labels: &mut Vec<LabelRef>) {
+    if l.value.0 != l.value.1 {
+        labels.push(l);
+    }
+}
+
+/// Parses contiguous `Label` fields (`bytes`, which start at `base` in the body).
+pub(super) fn parse_label_fields(
+    bytes: &[u8],
+    base: u32,
+    labels: &mut Vec<LabelRef>,
+) -> Result<(), DecodeError> {
+    let mut r = Reader::new(bytes);
+    while !r.is_empty() {
+        let (field, wt) = r.tag()?;
+        expect("TimeSeries", field, wt, LEN)?;
+        let (lb, off) = r.bytes()?;
+        push_label(decode_label(lb, base + off as u32)?, labels);
+    }
     Ok(())
 }
 

@@ -123,6 +123,7 @@ pub fn decode(
             labels: label_start..batch.labels.len() as u32,
             samples: sample_start..batch.samples.len() as u32,
             raw_labels: (0, 0),
+            deferred: false,
         });
         let s = batch.series.last().expect("just pushed");
         check_labels(buf, &batch.labels, s, i, limits)?;

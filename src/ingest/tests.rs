@@ -38,6 +38,8 @@ fn decode_body(
 ) -> Result<Vec<(Vec<(String, String)>, Vec<(i64, u64)>)>, DecodeError> {
     let mut d = Decoder::default();
     let b = d.decode(p, body, &DecodeLimits::default())?;
+    // Labels Prometheus sends contiguously are parsed on demand: parse them all.
+    b.ensure_all_labels()?;
     Ok(b.series
         .iter()
         .map(|s| {
@@ -100,6 +102,10 @@ fn rw1_round_trip_keeps_labels_samples_and_stale_bits() {
         )
         .unwrap();
     assert_eq!(b.extras.metadata, 1);
+    assert!(
+        b.series.iter().all(|s| s.deferred),
+        "Prometheus-shaped labels are deferred"
+    );
     // Consecutive entries of one series have equal raw label bytes.
     assert_eq!(
         b.bytes(b.series[0].raw_labels),
@@ -191,6 +197,7 @@ fn limits_are_enforced() {
     let mut d = Decoder::default();
     let e = d
         .decode(Protocol::V1, &snappy(&two.encode_to_vec()), &limits)
+        .and_then(|b| b.ensure_all_labels())
         .unwrap_err();
     assert!(matches!(e, DecodeError::Limit(_)), "{e}");
     let long = pb::WriteRequest {
@@ -199,6 +206,7 @@ fn limits_are_enforced() {
     };
     let e = d
         .decode(Protocol::V1, &snappy(&long.encode_to_vec()), &limits)
+        .and_then(|b| b.ensure_all_labels())
         .unwrap_err();
     assert!(matches!(e, DecodeError::Limit(_)), "{e}");
     let limits = DecodeLimits {
@@ -290,7 +298,9 @@ proptest! {
     fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512), wrap in any::<bool>()) {
         let body = if wrap { snappy(&bytes) } else { bytes };
         let mut d = Decoder::default();
-        let _ = d.decode(Protocol::V1, &body, &DecodeLimits::default());
+        if let Ok(b) = d.decode(Protocol::V1, &body, &DecodeLimits::default()) {
+            let _ = b.ensure_all_labels();
+        }
         let _ = d.decode(Protocol::V2, &body, &DecodeLimits::default());
     }
 
@@ -310,7 +320,9 @@ proptest! {
             raw[at] = *b;
         }
         let mut d = Decoder::default();
-        let _ = d.decode(Protocol::V1, &snappy(&raw), &DecodeLimits::default());
+        if let Ok(b) = d.decode(Protocol::V1, &snappy(&raw), &DecodeLimits::default()) {
+            let _ = b.ensure_all_labels();
+        }
         let _ = d.decode(Protocol::V2, &snappy(&raw), &DecodeLimits::default());
     }
 }

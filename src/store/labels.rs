@@ -1,11 +1,54 @@
-//! Interned label sets: one contiguous byte string per series (`name 0xFF value 0xFF ...`),
-//! compared directly against a request's label byte pairs. 0xFF never occurs in UTF-8, so
-//! the encoding is unambiguous.
+//! Interned label sets: one contiguous byte string per series, in the canonical protobuf
+//! encoding of Remote-Write 1.0's `repeated Label labels = 1` (sorted, no empty values,
+//! minimal varints). What Prometheus sends is already canonical, so a request's raw label
+//! bytes are the lookup key as they stand: known series are found without parsing labels.
 
 use std::fmt;
 use std::hash::Hasher;
 
-const SEP: u8 = 0xFF;
+/// Tag of `TimeSeries.labels` and of `Label.name` (field 1, length-delimited).
+const TAG_1: u8 = 0x0a;
+/// Tag of `Label.value` (field 2, length-delimited).
+const TAG_2: u8 = 0x12;
+
+fn varint_len(mut v: usize) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: usize) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Reads a varint at the front of `b`; returns it and the rest.
+fn get_varint(b: &[u8]) -> Option<(usize, &[u8])> {
+    let mut v: usize = 0;
+    for (i, &byte) in b.iter().enumerate().take(5) {
+        v |= ((byte & 0x7f) as usize) << (7 * i);
+        if byte < 0x80 {
+            return Some((v, &b[i + 1..]));
+        }
+    }
+    None
+}
+
+/// Splits one `tag len bytes` field off the front of `b`.
+fn field(b: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (&t, rest) = b.split_first()?;
+    if t != tag {
+        return None;
+    }
+    let (len, rest) = get_varint(rest)?;
+    (rest.len() >= len).then(|| rest.split_at(len))
+}
 
 /// A series' label set, sorted by name, stored once.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -34,20 +77,14 @@ impl LabelSet {
     /// Whether this set equals the given sorted pairs, without allocating.
     #[inline]
     pub fn eq_pairs<'a>(&self, pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> bool {
-        let mut rest: &[u8] = &self.0;
+        let mut mine = Pairs { rest: &self.0 };
         for (n, v) in pairs {
-            let need = n.len() + v.len() + 2;
-            if rest.len() < need
-                || &rest[..n.len()] != n
-                || rest[n.len()] != SEP
-                || &rest[n.len() + 1..n.len() + 1 + v.len()] != v
-                || rest[need - 1] != SEP
-            {
-                return false;
+            match mine.next_bytes() {
+                Some((mn, mv)) if mn == n && mv == v => {}
+                _ => return false,
             }
-            rest = &rest[need..];
         }
-        rest.is_empty()
+        mine.rest.is_empty()
     }
 
     /// Iterates (name, value) pairs.
@@ -80,14 +117,21 @@ struct Pairs<'a> {
     rest: &'a [u8],
 }
 
+impl<'a> Pairs<'a> {
+    fn next_bytes(&mut self) -> Option<(&'a [u8], &'a [u8])> {
+        let (label, rest) = field(self.rest, TAG_1)?;
+        let (n, after) = field(label, TAG_1)?;
+        let (v, _) = field(after, TAG_2)?;
+        self.rest = rest;
+        Some((n, v))
+    }
+}
+
 impl<'a> Iterator for Pairs<'a> {
     type Item = (&'a str, &'a str);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let n_end = self.rest.iter().position(|&b| b == SEP)?;
-        let v_end = n_end + 1 + self.rest[n_end + 1..].iter().position(|&b| b == SEP)?;
-        let (n, v) = (&self.rest[..n_end], &self.rest[n_end + 1..v_end]);
-        self.rest = &self.rest[v_end + 1..];
+        let (n, v) = self.next_bytes()?;
         // Only validated UTF-8 is ever stored.
         Some((
             std::str::from_utf8(n).unwrap_or_default(),
@@ -96,15 +140,20 @@ impl<'a> Iterator for Pairs<'a> {
     }
 }
 
-/// Appends the encoding of sorted label pairs (`name 0xFF value 0xFF ...`, the bytes of the
-/// equal [`LabelSet`]) to `out`.
+/// Appends the canonical encoding of sorted, non-empty label pairs (the bytes of the equal
+/// [`LabelSet`], and what Prometheus puts on the wire) to `out`.
 #[inline]
 pub fn encode_pairs<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>, out: &mut Vec<u8>) {
     for (n, v) in pairs {
+        let inner = 1 + varint_len(n.len()) + n.len() + 1 + varint_len(v.len()) + v.len();
+        out.push(TAG_1);
+        put_varint(out, inner);
+        out.push(TAG_1);
+        put_varint(out, n.len());
         out.extend_from_slice(n);
-        out.push(SEP);
+        out.push(TAG_2);
+        put_varint(out, v.len());
         out.extend_from_slice(v);
-        out.push(SEP);
     }
 }
 

@@ -21,6 +21,9 @@ const SHARDS: usize = 64;
 /// Why a decoded batch could not be stored. The batch was not applied at all.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum StoreError {
+    /// Labels parsed on demand (for a series not known by its raw bytes) were invalid.
+    #[error(transparent)]
+    Labels(crate::ingest::DecodeError),
     #[error("invalid labels: series {series}: label {what} is not valid UTF-8")]
     InvalidUtf8 { series: usize, what: &'static str },
 }
@@ -180,9 +183,10 @@ pub struct IngestOutcome {
 /// Per-worker scratch space for [`Store::ingest`], reused across pushes.
 #[derive(Default)]
 pub struct IngestScratch {
-    /// Every entry's encoded label set, back to back; `ends[i]` is where entry `i`'s ends.
+    /// Canonical label sets built for entries whose raw bytes are not the key, back to back.
     keys: Vec<u8>,
-    ends: Vec<usize>,
+    /// Where each entry's key is: `(in the batch's body?, start, end)`.
+    src: Vec<(bool, u32, u32)>,
     hashes: Vec<u64>,
     /// The first entry of the push with the same label set (itself if none before it).
     first: Vec<u32>,
@@ -195,11 +199,12 @@ pub struct IngestScratch {
 }
 
 impl IngestScratch {
-    /// Encodes and hashes every entry's label set. Prometheus repeats a series in
-    /// consecutive entries when it has several samples for it: equal label bytes, same key.
+    /// Finds every entry's key and hash. Prometheus' raw label bytes are canonical, so they
+    /// are the key as they stand (deferred entries); others are encoded. Prometheus repeats a
+    /// series in consecutive entries when it has several samples for it: same bytes, same key.
     fn prepare(&mut self, batch: &Batch, hasher: &ahash::RandomState) {
         self.keys.clear();
-        self.ends.clear();
+        self.src.clear();
         self.hashes.clear();
         self.first.clear();
         self.with_samples.clear();
@@ -213,7 +218,7 @@ impl IngestScratch {
             let n = entry.samples.len() as u32;
             if let Some((p, prev_raw)) = prev {
                 if !raw.is_empty() && raw == prev_raw {
-                    self.ends.push(self.keys.len());
+                    self.src.push(self.src[p]);
                     self.hashes.push(self.hashes[p]);
                     self.first.push(self.first[p]);
                     self.group_samples[self.first[p] as usize] += n;
@@ -223,20 +228,40 @@ impl IngestScratch {
             }
             prev = Some((i, raw));
             self.group_samples[i] = n;
-            let start = self.keys.len();
-            labels::encode_pairs(batch.series_labels(entry), &mut self.keys);
-            self.ends.push(self.keys.len());
-            self.hashes
-                .push(labels::hash_encoded(hasher, &self.keys[start..]));
             self.first.push(i as u32);
+            if entry.deferred {
+                self.src
+                    .push((true, entry.raw_labels.0, entry.raw_labels.1));
+                self.hashes.push(labels::hash_encoded(hasher, raw));
+            } else {
+                self.encode(batch, i, hasher);
+            }
         }
     }
 
-    /// The encoded label set of entry `i` (of its first occurrence in the push).
-    fn key(&self, i: usize) -> &[u8] {
-        let f = self.first[i] as usize;
-        let start = if f == 0 { 0 } else { self.ends[f - 1] };
-        &self.keys[start..self.ends[f]]
+    /// Encodes entry `i`'s parsed labels as its key (its canonical label set).
+    fn encode(&mut self, batch: &Batch, i: usize, hasher: &ahash::RandomState) {
+        let start = self.keys.len();
+        labels::encode_pairs(batch.series_labels(&batch.series[i]), &mut self.keys);
+        let src = (false, start as u32, self.keys.len() as u32);
+        let hash = labels::hash_encoded(hasher, &self.keys[start..]);
+        if self.src.len() > i {
+            self.src[i] = src;
+            self.hashes[i] = hash;
+        } else {
+            self.src.push(src);
+            self.hashes.push(hash);
+        }
+    }
+
+    /// The key of entry `i` (of its first occurrence in the push).
+    fn key<'a>(&'a self, batch: &'a Batch, i: usize) -> &'a [u8] {
+        let (in_batch, start, end) = self.src[self.first[i] as usize];
+        if in_batch {
+            batch.bytes((start, end))
+        } else {
+            &self.keys[start as usize..end as usize]
+        }
     }
 
     /// Float samples of entry `i`'s label set in the whole push.
@@ -251,13 +276,14 @@ impl IngestScratch {
 fn resolve<'g>(
     guards: &'g [parking_lot::RwLockReadGuard<'_, HashTable<Arc<Series>>>],
     scratch: &IngestScratch,
+    batch: &Batch,
     refs: &mut Vec<Option<&'g Series>>,
 ) {
     // First the label sets (each first entry), then every entry from its set's result.
     for i in 0..scratch.first.len() {
         let found = if scratch.first[i] as usize == i && scratch.group_samples(i) > 0 {
             let hash = scratch.hashes[i];
-            let key = scratch.key(i);
+            let key = scratch.key(batch, i);
             guards[hash as usize % SHARDS]
                 .find(hash, |s| s.hash == hash && s.labels.as_bytes() == key)
                 .map(|s| &**s)
@@ -350,27 +376,49 @@ impl Store {
     /// their cache misses) and resolved series are borrowed, not reference-counted.
     pub fn ingest(
         &self,
-        batch: &Batch,
+        batch: &mut Batch,
         scratch: &mut IngestScratch,
     ) -> Result<IngestOutcome, StoreError> {
         let mut out = IngestOutcome::default();
         scratch.prepare(batch, &self.hasher);
 
-        // 1. Resolve every entry under all shards' read locks; new series are created
-        //    (after validation) with the locks released, then the push resolves again.
+        // 1. Resolve every entry under all shards' read locks. Label sets not found by their
+        //    raw bytes are parsed, checked and looked up again by their canonical encoding;
+        //    those still missing are validated, then created with the locks released.
         let mut guards: Vec<_> = self.shards.iter().map(|s| s.read()).collect();
         let mut refs: Vec<Option<&Series>> = Vec::with_capacity(batch.series.len());
-        resolve(&guards, scratch, &mut refs);
-        let missing: Vec<usize> = (0..refs.len())
-            .filter(|&i| {
-                refs[i].is_none() && scratch.first[i] == i as u32 && scratch.group_samples(i) > 0
-            })
-            .collect();
-        if !missing.is_empty() {
+        resolve(&guards, scratch, batch, &mut refs);
+        let missing = |refs: &[Option<&Series>], scratch: &IngestScratch| -> Vec<usize> {
+            (0..refs.len())
+                .filter(|&i| {
+                    refs[i].is_none()
+                        && scratch.first[i] == i as u32
+                        && scratch.group_samples(i) > 0
+                })
+                .collect()
+        };
+        let mut new = missing(&refs, scratch);
+        if !new.is_empty() {
             drop(refs);
             drop(guards);
+            let mut reparsed = false;
+            for &i in &new {
+                if batch.series[i].deferred {
+                    batch.ensure_labels(i).map_err(StoreError::Labels)?;
+                    scratch.encode(batch, i, &self.hasher);
+                    reparsed = true;
+                }
+            }
+            if reparsed {
+                guards = self.shards.iter().map(|s| s.read()).collect();
+                refs = Vec::with_capacity(batch.series.len());
+                resolve(&guards, scratch, batch, &mut refs);
+                new = missing(&refs, scratch);
+                drop(refs);
+                drop(guards);
+            }
             // Validate new series before any state changes.
-            for &i in &missing {
+            for &i in &new {
                 for (n, v) in batch.series_labels(&batch.series[i]) {
                     if std::str::from_utf8(n).is_err() {
                         return Err(StoreError::InvalidUtf8 {
@@ -386,16 +434,18 @@ impl Store {
                     }
                 }
             }
-            for &i in &missing {
-                let created = self.get_or_create(scratch.hashes[i], scratch.key(i), &mut out);
+            for &i in &new {
+                let created =
+                    self.get_or_create(scratch.hashes[i], scratch.key(batch, i), &mut out);
                 if created.is_none() {
                     out.samples_over_limit += scratch.group_samples(i) as u64;
                 }
             }
             guards = self.shards.iter().map(|s| s.read()).collect();
             refs = Vec::with_capacity(batch.series.len());
-            resolve(&guards, scratch, &mut refs);
+            resolve(&guards, scratch, batch, &mut refs);
         }
+        let batch: &Batch = batch;
 
         // 2. Append samples. `None`: no float samples, or a new series refused by a limit.
         let retention = self.cfg.retention_ms;

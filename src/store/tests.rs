@@ -183,3 +183,51 @@ fn invalid_utf8_in_a_new_series_changes_nothing() {
     assert_eq!(s.active_series(), 0);
     assert!(s.services().is_empty());
 }
+
+#[test]
+fn raw_and_parsed_label_sets_find_the_same_series() {
+    // Canonical raw bytes (deferred), then the same labels with an extra empty-valued label
+    // (not canonical: parsed, the empty label dropped): one series.
+    let s = store();
+    push(&s, &[(A1, 1000, 1.0)]).unwrap();
+    let with_empty: &[(&str, &str)] = &[
+        ("__name__", "up"),
+        ("extra", ""),
+        ("job", "a"),
+        ("version", "v1"),
+    ];
+    let o = push(&s, &[(with_empty, 2000, 2.0)]).unwrap();
+    assert_eq!((o.series_created, o.samples_appended), (0, 1));
+    assert_eq!(s.active_series(), 1);
+    // Invalid labels not known by their bytes are still refused, with nothing changed.
+    let unsorted: &[(&str, &str)] = &[("job", "a"), ("__name__", "up")];
+    let req = pb::WriteRequest {
+        timeseries: vec![pb::TimeSeries {
+            labels: unsorted
+                .iter()
+                .map(|(n, v)| pb::Label {
+                    name: (*n).into(),
+                    value: (*v).into(),
+                })
+                .collect(),
+            samples: vec![pb::Sample {
+                value: 1.0,
+                timestamp: 3000,
+            }],
+            ..Default::default()
+        }],
+        metadata: vec![],
+    };
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .unwrap();
+    let mut d = Decoder::default();
+    let batch = d
+        .decode(Protocol::V1, &body, &DecodeLimits::default())
+        .unwrap();
+    assert!(matches!(
+        s.ingest(batch, &mut IngestScratch::default()),
+        Err(StoreError::Labels(_))
+    ));
+    assert_eq!(s.active_series(), 1);
+}

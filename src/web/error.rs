@@ -52,7 +52,7 @@ impl ApiError {
                 | DecodeError::Limit(_) => StatusCode::BAD_REQUEST,
             },
             ApiError::Push(PushError::Store(e)) => match e {
-                StoreError::InvalidUtf8 { .. } => StatusCode::BAD_REQUEST,
+                StoreError::InvalidUtf8 { .. } | StoreError::Labels(_) => StatusCode::BAD_REQUEST,
             },
             ApiError::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Deploy(DeployError::Invalid(_)) => StatusCode::BAD_REQUEST,
