@@ -1062,7 +1062,8 @@ fn describe(
     canary: Option<f64>,
     baseline: Option<f64>,
 ) -> String {
-    let fmt = |v: Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "n/a".into());
+    let unit = crate::rules::units::Unit::of(rule);
+    let fmt = |v: Option<f64>| v.map(|x| unit.format(x)).unwrap_or_else(|| "n/a".into());
     let nums = format!(
         "canary {} vs baseline {} (×{})",
         fmt(canary),
@@ -1073,14 +1074,15 @@ fn describe(
     );
     match reached {
         Some(t) => {
-            format!("{nums}: worse than the {:?} threshold with confidence", t).to_lowercase()
+            let tier = format!("{t:?}").to_lowercase();
+            format!("{nums}: worse than the {tier} threshold with confidence")
         }
         None if !enough => format!(
             "{nums}: not enough evidence yet (min_evidence {})",
             rule.min_evidence
         ),
         None if pass && observed_long => {
-            format!("{nums}: a regression of the warn size is ruled out")
+            format!("{nums}: a regression worth a rollback is ruled out")
         }
         None if pass => format!(
             "{nums}: no regression so far; observing for {}",

@@ -4,6 +4,7 @@
 
 pub mod eval;
 pub mod selector;
+pub mod units;
 
 use std::path::Path;
 use std::time::Duration;
