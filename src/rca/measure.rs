@@ -229,22 +229,9 @@ fn parse_le(s: &str) -> Option<f64> {
     }
 }
 
-/// Observations at or below `x` from cumulative buckets (ascending bounds), interpolating
-/// linearly within a bucket as `histogram_quantile` does.
-pub fn cumulative_at(buckets: &[(f64, f64)], x: f64) -> f64 {
-    let (mut lo, mut lo_c) = (0.0, 0.0);
-    for &(le, c) in buckets {
-        if x <= le {
-            if le.is_infinite() || le <= lo {
-                return lo_c;
-            }
-            return lo_c + (c - lo_c) * (x - lo) / (le - lo);
-        }
-        lo = le;
-        lo_c = c;
-    }
-    lo_c
-}
+/// Observations at or below `x` from cumulative buckets (ascending bounds): the judge's own
+/// interpolation, as `histogram_quantile` does it.
+pub use crate::rules::eval::cumulative_at_sorted as cumulative_at;
 
 /// Sums of events and exposure.
 pub fn totals(obs: &[Obs]) -> (f64, f64) {

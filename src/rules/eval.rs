@@ -754,13 +754,7 @@ impl RuleState {
                             pb - lo < p.absolute
                         };
                     pass = rel_ok || abs_ok;
-                    deviates = self.effect.is_some_and(|e| {
-                        if up {
-                            e >= w.relative
-                        } else {
-                            e <= 1.0 / w.relative
-                        }
-                    }) && worse_abs(w.absolute);
+                    deviates = exceeds(self.effect, w.relative, up) && worse_abs(w.absolute);
                 }
             }
             Evidence::Quantile {
@@ -879,13 +873,7 @@ impl RuleState {
                             bm * (1.0 - lo.exp()) < p.absolute
                         };
                     pass = enough && (rel_ok || abs_ok);
-                    deviates = self.effect.is_some_and(|e| {
-                        if up {
-                            e >= w.relative
-                        } else {
-                            e <= 1.0 / w.relative
-                        }
-                    }) && worse_abs(w.absolute);
+                    deviates = exceeds(self.effect, w.relative, up) && worse_abs(w.absolute);
                 }
             }
             Evidence::Trend {
@@ -1029,8 +1017,24 @@ fn pass_threshold(rule: &Rule) -> Option<crate::rules::Threshold> {
 fn cumulative_at(bounds: &[f64], counts: &[f64], x: f64) -> f64 {
     let mut b: Vec<(f64, f64)> = bounds.iter().copied().zip(counts.iter().copied()).collect();
     b.sort_by(|p, q| p.0.total_cmp(&q.0));
+    cumulative_at_sorted(&b, x)
+}
+
+/// Whether an effect (canary over baseline) is at least `relative` in the bad direction.
+fn exceeds(effect: Option<f64>, relative: f64, up: bool) -> bool {
+    effect.is_some_and(|e| {
+        if up {
+            e >= relative
+        } else {
+            e <= 1.0 / relative
+        }
+    })
+}
+
+/// [`cumulative_at`] over `(le, cumulative count)` pairs already sorted by `le`.
+pub fn cumulative_at_sorted(buckets: &[(f64, f64)], x: f64) -> f64 {
     let (mut lo, mut lo_c) = (0.0, 0.0);
-    for (le, c) in b {
+    for &(le, c) in buckets {
         if x <= le {
             if le.is_infinite() || le <= lo {
                 return lo_c;
