@@ -151,15 +151,6 @@ impl App {
         })
     }
 
-    /// The directory rule file globs are relative to: the config file's.
-    pub fn rules_base(&self) -> PathBuf {
-        self.runtime
-            .config_path
-            .as_ref()
-            .and_then(|p| p.parent().map(|d| d.to_path_buf()))
-            .unwrap_or_else(|| PathBuf::from("."))
-    }
-
     /// Re-reads the config file (and, with the judge, the rule files). On error the old
     /// config stays in force; the failure is logged and counted.
     pub fn reload(&self) -> Result<(), ConfigError> {
@@ -169,7 +160,7 @@ impl App {
             None => Ok(Config::embedded()),
         }
         .and_then(|c| {
-            let rules = RuleSet::load(&c.rule_files, &self.rules_base())?;
+            let rules = RuleSet::for_config(&c, self.runtime.config_path.as_deref())?;
             Ok((c, rules))
         });
         match result {

@@ -91,12 +91,7 @@ fn run(flags: Flags) -> anyhow::Result<()> {
         Some(path) => Config::load(path)?,
         None => Config::embedded(),
     };
-    let rules_base = flags
-        .config_file
-        .as_ref()
-        .and_then(|p| p.parent().map(|d| d.to_path_buf()))
-        .unwrap_or_else(|| PathBuf::from("."));
-    let rules = RuleSet::load(&config.rule_files, &rules_base)?;
+    let rules = RuleSet::for_config(&config, flags.config_file.as_deref())?;
     let external_url = match &flags.external_url {
         Some(u) => check_http_url(u).map_err(anyhow::Error::msg)?,
         None => format!("http://{}:{}", hostname(), flags.listen_address.port()),

@@ -261,6 +261,19 @@ impl RuleSet {
         .expect("the embedded rules are valid")
     }
 
+    /// Loads the rules a config names: its `rule_files` globs, relative to the config file's
+    /// directory (the working directory for the embedded config).
+    pub fn for_config(
+        config: &crate::config::Config,
+        config_path: Option<&Path>,
+    ) -> Result<RuleSet, ConfigError> {
+        let base = config_path
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| std::path::PathBuf::from("."));
+        RuleSet::load(&config.rule_files, &base)
+    }
+
     /// Loads the rule files matching the config's globs, relative to `base`. No globs: the
     /// embedded defaults. A glob matching nothing is an error (a typo would disable judging).
     pub fn load(globs: &[String], base: &Path) -> Result<RuleSet, ConfigError> {
