@@ -31,6 +31,7 @@ fn store(retention_ms: i64) -> Store {
         retention_ms,
         max_active_series: 10_000_000,
         max_series_per_service: 10_000_000,
+        max_samples_per_series: usize::MAX,
     })
 }
 

@@ -16,6 +16,7 @@ fn store() -> Store {
         retention_ms: 2 * 3_600_000,
         max_active_series: 10_000_000,
         max_series_per_service: 10_000_000,
+        max_samples_per_series: usize::MAX,
     })
 }
 

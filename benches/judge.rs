@@ -197,6 +197,7 @@ fn setup(history_min: i64, dir: &std::path::Path) -> (App, Service, i64) {
             external_url: "http://localhost:10997".into(),
             storage_path: dir.to_path_buf(),
             alertmanager_urls: vec![],
+            limit_flags: Default::default(),
         },
         Config::embedded(),
         RuleSet::embedded(),

@@ -66,6 +66,7 @@ pub struct LimitsConfig {
     pub max_label_value_length: usize,
     pub max_active_series: usize,
     pub max_series_per_service: usize,
+    pub max_samples_per_series: usize,
     pub max_inflight_requests: usize,
 }
 
@@ -163,6 +164,9 @@ struct RawLimits {
     /// Most series held for one service, so one service's cardinality explosion cannot
     /// starve the others.
     max_series_per_service: usize,
+    /// Most samples held per series whatever the retention (the oldest go first): bounds
+    /// the memory of a series written far more often than it is scraped.
+    max_samples_per_series: usize,
     /// Remote-write requests decoded at once; beyond it a push gets 503 and Retry-After.
     max_inflight_requests: usize,
 }
@@ -177,6 +181,7 @@ impl Default for RawLimits {
             max_label_value_length: 4096,
             max_active_series: 2_000_000,
             max_series_per_service: 500_000,
+            max_samples_per_series: 16_384,
             max_inflight_requests: 32,
         }
     }
@@ -296,36 +301,123 @@ impl<'de> Deserialize<'de> for ByteSize {
             S(String),
         }
         let parsed = match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(n),
-            Raw::S(s) => {
-                let s = s.trim();
-                let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-                let (n, unit) = s.split_at(split);
-                let mult: u64 = match unit.trim() {
-                    "" | "B" => 1,
-                    "KB" => 1_000,
-                    "MB" => 1_000_000,
-                    "GB" => 1_000_000_000,
-                    "KiB" => 1 << 10,
-                    "MiB" => 1 << 20,
-                    "GiB" => 1 << 30,
-                    _ => u64::MAX,
-                };
-                match (n.parse::<u64>(), mult) {
-                    (Ok(n), m) if m != u64::MAX => n
-                        .checked_mul(m)
-                        .ok_or_else(|| format!("size {s:?} too large")),
-                    _ => Err(format!(
-                        "invalid size {s:?}: expected bytes or e.g. 32MiB, 500KB"
-                    )),
-                }
-            }
+            Raw::N(n) => Ok(n as usize),
+            Raw::S(s) => parse_size(&s),
         };
         let n = parsed.map_err(de::Error::custom)?;
         if n == 0 {
             return Err(de::Error::custom("size must be positive"));
         }
-        Ok(ByteSize(n as usize))
+        Ok(ByteSize(n))
+    }
+}
+
+/// A size in bytes as config files and flags write it: `1000`, `500KB`, `32MiB`.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => u64::MAX,
+    };
+    match (n.parse::<u64>(), mult) {
+        (Ok(n), m) if m != u64::MAX => n
+            .checked_mul(m)
+            .map(|n| n as usize)
+            .ok_or_else(|| format!("size {s:?} too large")),
+        _ => Err(format!(
+            "invalid size {s:?}: expected bytes or e.g. 32MiB, 500KB"
+        )),
+    }
+}
+
+/// Limits set by flags (`--limits.*`): they override the config file's, at start and on
+/// every reload.
+#[derive(Debug, Clone, Default, PartialEq, clap::Args)]
+pub struct LimitFlags {
+    /// Largest accepted remote-write body, compressed or decompressed (e.g. 32MiB). Overrides limits.max_body_bytes.
+    #[arg(long = "limits.max-body-bytes", value_name = "SIZE", value_parser = parse_positive_size)]
+    pub max_body_bytes: Option<usize>,
+    /// Most TimeSeries entries in one remote-write request. Overrides limits.max_series_per_request.
+    #[arg(long = "limits.max-series-per-request", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_series_per_request: Option<u64>,
+    /// Most labels on one series. Overrides limits.max_labels_per_series.
+    #[arg(long = "limits.max-labels-per-series", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_labels_per_series: Option<u64>,
+    /// Longest label name in bytes. Overrides limits.max_label_name_length.
+    #[arg(long = "limits.max-label-name-length", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_label_name_length: Option<u64>,
+    /// Longest label value in bytes. Overrides limits.max_label_value_length.
+    #[arg(long = "limits.max-label-value-length", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_label_value_length: Option<u64>,
+    /// Most series held in all. Overrides limits.max_active_series.
+    #[arg(long = "limits.max-active-series", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_active_series: Option<u64>,
+    /// Most series held for one service. Overrides limits.max_series_per_service.
+    #[arg(long = "limits.max-series-per-service", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_series_per_service: Option<u64>,
+    /// Most samples held per series. Overrides limits.max_samples_per_series.
+    #[arg(long = "limits.max-samples-per-series", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_samples_per_series: Option<u64>,
+    /// Remote-write requests decoded at once; beyond it 503 with Retry-After. Overrides limits.max_inflight_requests.
+    #[arg(long = "limits.max-inflight-requests", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_inflight_requests: Option<u64>,
+}
+
+fn parse_positive_size(s: &str) -> Result<usize, String> {
+    match parse_size(s)? {
+        0 => Err("size must be positive".into()),
+        n => Ok(n),
+    }
+}
+
+impl LimitFlags {
+    /// Applies the flags given to `limits`.
+    pub fn apply(&self, limits: &mut LimitsConfig) {
+        let set = |slot: &mut usize, v: Option<u64>| {
+            if let Some(v) = v {
+                *slot = v as usize;
+            }
+        };
+        if let Some(v) = self.max_body_bytes {
+            limits.max_body_bytes = v;
+        }
+        set(
+            &mut limits.max_series_per_request,
+            self.max_series_per_request,
+        );
+        set(
+            &mut limits.max_labels_per_series,
+            self.max_labels_per_series,
+        );
+        set(
+            &mut limits.max_label_name_length,
+            self.max_label_name_length,
+        );
+        set(
+            &mut limits.max_label_value_length,
+            self.max_label_value_length,
+        );
+        set(&mut limits.max_active_series, self.max_active_series);
+        set(
+            &mut limits.max_series_per_service,
+            self.max_series_per_service,
+        );
+        set(
+            &mut limits.max_samples_per_series,
+            self.max_samples_per_series,
+        );
+        set(
+            &mut limits.max_inflight_requests,
+            self.max_inflight_requests,
+        );
     }
 }
 
@@ -434,6 +526,7 @@ impl Config {
             ("max_label_value_length", l.max_label_value_length),
             ("max_active_series", l.max_active_series),
             ("max_series_per_service", l.max_series_per_service),
+            ("max_samples_per_series", l.max_samples_per_series),
             ("max_inflight_requests", l.max_inflight_requests),
         ] {
             if v == 0 {
@@ -465,6 +558,7 @@ impl Config {
                 max_label_value_length: l.max_label_value_length,
                 max_active_series: l.max_active_series,
                 max_series_per_service: l.max_series_per_service,
+                max_samples_per_series: l.max_samples_per_series,
                 max_inflight_requests: l.max_inflight_requests,
             },
             storage: StorageConfig {

@@ -1,6 +1,7 @@
 //! The `deploywatch` binary: parses flags, loads the config, wires the app, serves HTTP, and
 //! drains in-flight requests on SIGTERM/SIGINT. Everything else lives in the library.
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use anyhow::Context;
 use clap::Parser;
 
 use deploywatch::app::{App, Runtime};
-use deploywatch::config::{check_http_url, Config};
+use deploywatch::config::{check_http_url, Config, LimitFlags};
 use deploywatch::logging::{self, LogFormat, LogLevel};
 use deploywatch::rules::RuleSet;
 
@@ -66,6 +67,9 @@ struct Flags {
     /// Output format of log messages.
     #[arg(long = "log.format", value_enum, default_value = "logfmt")]
     log_format: LogFormat,
+
+    #[command(flatten)]
+    limits: LimitFlags,
 }
 
 fn main() {
@@ -87,10 +91,11 @@ fn main() {
 }
 
 fn run(flags: Flags) -> anyhow::Result<()> {
-    let config = match &flags.config_file {
+    let mut config = match &flags.config_file {
         Some(path) => Config::load(path)?,
         None => Config::embedded(),
     };
+    flags.limits.apply(&mut config.limits);
     let rules = RuleSet::for_config(&config, flags.config_file.as_deref())?;
     let external_url = match &flags.external_url {
         Some(u) => check_http_url(u).map_err(anyhow::Error::msg)?,
@@ -134,30 +139,79 @@ async fn serve(
             external_url,
             storage_path: flags.storage_path.clone(),
             alertmanager_urls,
+            limit_flags: flags.limits.clone(),
         },
         config,
         rules,
     ));
+    // Before listening: the samples and deploys of the last run come back first.
+    let restore = app.clone();
+    tokio::task::spawn_blocking(move || restore.restore()).await?;
     let listener = tokio::net::TcpListener::bind(flags.listen_address)
         .await
         .with_context(|| format!("cannot listen on {}", flags.listen_address))?;
     tracing::info!(address = %flags.listen_address, "Listening.");
 
     tokio::spawn(reload_on_sighup(app.clone()));
+    tokio::spawn(snapshot_periodically(app.clone()));
     app.alerts.start(app.clone());
     app.set_ready(true);
-    axum::serve(listener, deploywatch::web::router(app.clone()))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let (stopping, mut stop) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, deploywatch::web::router(app.clone()))
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            let _ = stopping.send(true);
+        })
+        .into_future();
+    tokio::select! {
+        served = server => served?,
+        _ = async {
+            let _ = stop.wait_for(|s| *s).await;
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        } => tracing::warn!(timeout = ?DRAIN_TIMEOUT, "In-flight requests did not finish in time; closing them."),
+    }
     app.set_ready(false);
     // Deliver the alerts still queued, for a bounded time.
     app.alerts.shutdown(&*app, ALERT_FLUSH_TIMEOUT).await;
+    // Every accepted push is in; the last snapshot holds them all.
+    let last = app.clone();
+    match tokio::time::timeout(
+        FINAL_SNAPSHOT_TIMEOUT,
+        tokio::task::spawn_blocking(move || last.snapshot()),
+    )
+    .await
+    {
+        Ok(Ok(Ok(w))) => tracing::info!(
+            series = w.series,
+            bytes = w.bytes,
+            "Final snapshot written."
+        ),
+        Ok(_) => tracing::error!("The final snapshot failed; the previous one stays."),
+        Err(_) => {
+            tracing::error!(timeout = ?FINAL_SNAPSHOT_TIMEOUT, "The final snapshot did not finish in time; the previous one stays.")
+        }
+    }
     tracing::info!("In-flight requests finished; see you next time.");
     Ok(())
 }
 
+/// How long in-flight requests may take to finish after SIGTERM.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long pending alerts may take to deliver at exit.
 const ALERT_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long the snapshot at exit may take (a partial one is never renamed into place).
+const FINAL_SNAPSHOT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Writes a snapshot every `storage.snapshot_interval` (read anew each time: a reload
+/// changes it).
+async fn snapshot_periodically(app: Arc<App>) {
+    loop {
+        let every = app.config.load().storage.snapshot_interval;
+        tokio::time::sleep(every).await;
+        let app = app.clone();
+        let _ = tokio::task::spawn_blocking(move || app.snapshot()).await;
+    }
+}
 
 /// Resolves on SIGTERM or SIGINT; the server then stops accepting and drains.
 async fn shutdown_signal() {

@@ -2,6 +2,7 @@
 //! [`Deploy`] records with their phase, verdict and timeline out. The judging itself is
 //! `rules::judge`; this module owns identity, lifecycle and the contract's JSON.
 
+pub mod journal;
 pub mod tracker;
 
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,9 @@ pub enum DeployError {
     Invalid(String),
     #[error("no deploy with id {0:?}")]
     NotFound(String),
+    /// The registration could not be made durable; nothing was registered.
+    #[error("cannot record the deploy durably: {0}")]
+    Journal(String),
 }
 
 /// How the new version is compared.
@@ -120,7 +124,7 @@ pub struct DeployRequest {
 }
 
 /// A validated registration.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Registration {
     pub service: String,
     pub version: String,

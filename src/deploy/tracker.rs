@@ -79,6 +79,8 @@ pub struct DeployState {
     pub verdict: Verdict,
     pub verdict_at: Option<i64>,
     pub timeline: Vec<Event>,
+    /// The timeline events other modules recorded (also in `timeline`), kept for snapshots.
+    external: Vec<Event>,
     /// The baseline is the service before the deploy, not the old version beside it.
     pub before_after: bool,
     pub rules: Vec<RuleState>,
@@ -99,7 +101,8 @@ pub struct DeployState {
     recovery_until: Option<i64>,
     alphas: Alphas,
     next_step: i64,
-    scanned: usize,
+    /// The next series `seq` of the service this deploy has not offered to its rules.
+    scanned: u64,
     canary_vid: Option<VersionId>,
     baseline_vid: Option<VersionId>,
     max_warmup_ms: i64,
@@ -235,6 +238,8 @@ pub struct Deploys {
     pub external_url: String,
     /// Where finished deploys are logged, and those read back at start (not judged again).
     history: std::sync::OnceLock<History>,
+    /// Where API registrations are made durable before they are answered.
+    journal: std::sync::OnceLock<super::journal::Journal>,
     restored: RwLock<Vec<Record>>,
 }
 
@@ -247,7 +252,68 @@ impl Deploys {
             all: RwLock::new(Vec::new()),
             external_url,
             history: std::sync::OnceLock::new(),
+            journal: std::sync::OnceLock::new(),
             restored: RwLock::new(Vec::new()),
+        }
+    }
+
+    /// Makes API registrations durable in `journal` from now on.
+    pub fn set_journal(&self, journal: super::journal::Journal) {
+        let _ = self.journal.set(journal);
+    }
+
+    /// Drops journal entries of deploys that finished and are in the history.
+    pub fn compact_journal(&self) {
+        let Some(j) = self.journal.get() else { return };
+        let restored = self.restored.read();
+        let all = self.all.read();
+        let finished: std::collections::HashSet<String> = restored
+            .iter()
+            .map(|r| r.deploy.id.clone())
+            .chain(all.iter().filter_map(|d| {
+                let d = d.lock();
+                d.finished().then(|| d.id.clone())
+            }))
+            .collect();
+        drop((restored, all));
+        match j.compact(|e| !finished.contains(&e.id)) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(dropped = n, "Compacted the registration journal."),
+            Err(error) => tracing::error!(%error, "Cannot compact the registration journal."),
+        }
+    }
+
+    /// Events other modules added to deploys' timelines (alerts, gate answers), for a
+    /// snapshot: the judge's own events are recomputed when samples are replayed.
+    pub fn external_events(&self) -> Vec<(String, Event)> {
+        let mut out = Vec::new();
+        for d in self.all.read().iter() {
+            let d = d.lock();
+            out.extend(d.external.iter().map(|e| (d.id.clone(), e.clone())));
+        }
+        out
+    }
+
+    /// After a replay: deploys the history already holds are shown as stored, not as
+    /// judged again on the samples that survived retention; running deploys get a
+    /// `resumed` event saying what happened.
+    pub fn finish_restore(&self, detail: &str) {
+        let restored = self.restored.read();
+        let archived = |id: &str| restored.iter().any(|r| r.deploy.id == id);
+        self.all.write().retain(|d| {
+            let d = d.lock();
+            !(d.finished() && archived(&d.id))
+        });
+        for track in self.services.read().values() {
+            let mut tr = track.lock();
+            tr.active.retain(|d| !archived(&d.lock().id));
+            for d in &tr.active {
+                let mut d = d.lock();
+                if !d.finished() {
+                    let at = d.last_step();
+                    d.event(at, "resumed", detail.to_string());
+                }
+            }
         }
     }
 
@@ -261,6 +327,9 @@ impl Deploys {
     /// Writes a finished deploy and its final report to the history, once.
     fn archive(&self, d: &DeployState) {
         let Some(h) = self.history.get() else { return };
+        if self.restored(&d.id).is_some() {
+            return; // judged again in a replay after a restart: logged already
+        }
         let record = Record {
             finished_at: d.last_step(),
             deploy: d.to_json(&self.external_url),
@@ -410,6 +479,7 @@ impl Deploys {
             verdict: Verdict::Pending,
             verdict_at: None,
             timeline: Vec::new(),
+            external: Vec::new(),
             before_after: strategy != Strategy::Canary,
             max_warmup_ms: rules
                 .rules
@@ -465,13 +535,47 @@ impl Deploys {
 
     /// Registers a deploy from CI/CD. The same service and version already running (seen in
     /// the data or registered) is the same deploy: its metadata is completed.
+    /// The registration is in the journal (synced) before anything changes, so a deploy
+    /// this returns an id for survives a crash.
     pub fn register(&self, store: &Store, reg: Registration) -> Result<String, DeployError> {
+        self.register_with(store, reg, true)
+    }
+
+    /// Applies a registration read back from the journal (a replay after a restart).
+    pub fn replay_registration(&self, store: &Store, entry: super::journal::Entry) {
+        if let Err(error) = self.register_with(store, entry.registration, false) {
+            tracing::warn!(deploy_id = %entry.id, %error, "Cannot replay a registration.");
+        }
+    }
+
+    fn journal(&self, id: &str, received_at: i64, reg: &Registration) -> Result<(), DeployError> {
+        let Some(j) = self.journal.get() else {
+            return Ok(());
+        };
+        j.append(&super::journal::Entry {
+            id: id.to_string(),
+            received_at,
+            registration: reg.clone(),
+        })
+        .map_err(|e| DeployError::Journal(e.to_string()))
+    }
+
+    fn register_with(
+        &self,
+        store: &Store,
+        reg: Registration,
+        journal: bool,
+    ) -> Result<String, DeployError> {
         let svc = store.service(&reg.service);
         let track = self.track(&reg.service);
         let mut tr = track.lock();
+        let newest = svc.as_ref().and_then(|s| s.newest());
         if let Some(d) = tr.active.iter().find(|d| d.lock().version == reg.version) {
             let mut guard = d.lock();
             let d = &mut *guard;
+            if journal {
+                self.journal(&d.id, newest.unwrap_or(d.started_at), &reg)?;
+            }
             d.source = Source::Api;
             for (slot, v) in [
                 (&mut d.commit, reg.commit),
@@ -521,6 +625,14 @@ impl Deploys {
             } else {
                 Strategy::Rolling
             });
+        }
+        if journal {
+            let id = deploy_id(&reg.service, &reg.version, started_at);
+            let resolved = Registration {
+                at: Some(started_at),
+                ..reg.clone()
+            };
+            self.journal(&id, newest.unwrap_or(started_at), &resolved)?;
         }
         // Versions seen so far are not detected again.
         if let Some(s) = &svc {
@@ -577,7 +689,9 @@ impl Deploys {
     ) {
         // New series of the compared versions join the rules.
         let new = svc.series_since(d.scanned);
-        d.scanned += new.len();
+        if let Some(last) = new.last() {
+            d.scanned = last.seq + 1;
+        }
         for s in &new {
             let side = if Some(s.version) == d.canary_vid {
                 Side::Canary
@@ -1096,6 +1210,8 @@ impl Deploys {
         let mut d = d.lock();
         let at = at.unwrap_or(d.next_step - STEP_MS).max(d.started_at);
         d.event(at, event, detail);
+        let e = d.timeline.last().cloned().expect("just pushed");
+        d.external.push(e);
         true
     }
 

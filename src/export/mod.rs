@@ -109,6 +109,21 @@ pub struct AlertmanagerMetrics {
     pub queue_length: AtomicU64,
 }
 
+/// Snapshot and restore counters.
+#[derive(Debug, Default)]
+pub struct StorageMetrics {
+    pub snapshots_ok: Counter,
+    pub snapshots_failed: Counter,
+    /// Snapshots found corrupt or truncated at start (and skipped).
+    pub snapshots_corrupt: Counter,
+    pub last_snapshot_ms: AtomicU64,
+    pub last_snapshot_bytes: AtomicU64,
+    pub last_snapshot_duration_us: AtomicU64,
+    /// What the start-up restore replayed.
+    pub restored_series: AtomicU64,
+    pub restored_samples: AtomicU64,
+}
+
 /// HTTP status classes of remote-write answers, as counted.
 pub const WRITE_CODES: [u16; 5] = [204, 400, 413, 415, 503];
 
@@ -135,6 +150,10 @@ pub struct Metrics {
     pub reloads_failed: Counter,
     pub last_reload_ok: AtomicU64,
     pub last_reload_success_ms: AtomicU64,
+    /// Snapshots and restores (`app::durable`).
+    pub storage: StorageMetrics,
+    /// Series swept after retention.
+    pub series_removed: Counter,
     /// Per Alertmanager URL, in configuration order.
     pub alertmanagers: parking_lot::RwLock<Vec<(String, Arc<AlertmanagerMetrics>)>>,
 }
@@ -160,6 +179,8 @@ impl Default for Metrics {
             reloads_failed: Counter::default(),
             last_reload_ok: AtomicU64::new(1),
             last_reload_success_ms: AtomicU64::new(0),
+            storage: StorageMetrics::default(),
+            series_removed: Counter::default(),
             alertmanagers: Default::default(),
         }
     }
@@ -358,6 +379,64 @@ impl Metrics {
             "gauge",
             "Timestamp of the last successful configuration reload.",
             self.last_reload_success_ms.load(Ordering::Relaxed) as f64 / 1e3,
+        );
+        e.single(
+            "deploywatch_store_series_removed_total",
+            "counter",
+            "Series dropped from the store after no sample for the retention (event time).",
+            self.series_removed.get() as f64,
+        );
+        let st = &self.storage;
+        e.family(
+            "deploywatch_snapshots_total",
+            "counter",
+            "State snapshots written to --storage.path, by outcome.",
+        );
+        e.sample(
+            "deploywatch_snapshots_total",
+            &[("outcome", "success")],
+            st.snapshots_ok.get() as f64,
+        );
+        e.sample(
+            "deploywatch_snapshots_total",
+            &[("outcome", "failure")],
+            st.snapshots_failed.get() as f64,
+        );
+        e.single(
+            "deploywatch_snapshot_corrupt_total",
+            "counter",
+            "Snapshots found corrupt or truncated at start (checksums); each was skipped and moved aside.",
+            st.snapshots_corrupt.get() as f64,
+        );
+        e.single(
+            "deploywatch_snapshot_last_success_timestamp_seconds",
+            "gauge",
+            "Wall-clock time of the last snapshot written; samples received after it are lost in a crash.",
+            st.last_snapshot_ms.load(Ordering::Relaxed) as f64 / 1e3,
+        );
+        e.single(
+            "deploywatch_snapshot_last_size_bytes",
+            "gauge",
+            "Size of the last snapshot written.",
+            st.last_snapshot_bytes.load(Ordering::Relaxed) as f64,
+        );
+        e.single(
+            "deploywatch_snapshot_last_duration_seconds",
+            "gauge",
+            "Time the last snapshot took to write.",
+            st.last_snapshot_duration_us.load(Ordering::Relaxed) as f64 / 1e6,
+        );
+        e.single(
+            "deploywatch_restored_series",
+            "gauge",
+            "Series read back from the snapshot at start.",
+            st.restored_series.load(Ordering::Relaxed) as f64,
+        );
+        e.single(
+            "deploywatch_restored_samples",
+            "gauge",
+            "Samples replayed from the snapshot at start.",
+            st.restored_samples.load(Ordering::Relaxed) as f64,
         );
         self.encode_alerts(e);
     }

@@ -111,6 +111,25 @@ impl Batch {
         Ok(())
     }
 
+    /// Appends an entry built in process (a restore or a backtest replay, not a request):
+    /// its label set in the canonical RW 1.0 encoding (as [`crate::store::LabelSet`] keeps
+    /// it), parsed and checked only if the store does not know it, and its samples.
+    pub fn push_encoded_series(&mut self, labels: &[u8], samples: &[(i64, f64)]) {
+        let start = self.buf.len() as u32;
+        self.buf.extend_from_slice(labels);
+        let end = self.buf.len() as u32;
+        let first = self.samples.len() as u32;
+        self.samples
+            .extend(samples.iter().map(|&(ts, value)| Sample { ts, value }));
+        let at = self.labels.len() as u32;
+        self.series.push(SeriesEntry {
+            labels: at..at,
+            samples: first..self.samples.len() as u32,
+            raw_labels: (start, end),
+            deferred: true,
+        });
+    }
+
     #[inline]
     pub fn series_samples(&self, s: &SeriesEntry) -> &[Sample] {
         &self.samples[s.samples.start as usize..s.samples.end as usize]

@@ -5,8 +5,9 @@
 
 pub mod labels;
 pub mod ring;
+pub mod snapshot;
 
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use hashbrown::HashTable;
@@ -41,6 +42,9 @@ pub struct StoreConfig {
     pub retention_ms: i64,
     pub max_active_series: usize,
     pub max_series_per_service: usize,
+    /// Samples kept per series at most, whatever the retention: bounds what one series
+    /// written at a high rate can hold. The oldest chunks go first.
+    pub max_samples_per_series: usize,
 }
 
 /// One series: its labels, where it belongs, and its samples.
@@ -49,6 +53,10 @@ pub struct Series {
     pub labels: LabelSet,
     pub service: ServiceId,
     pub version: VersionId,
+    /// Creation order within the service: [`Service::series_since`] hands out series by it.
+    pub seq: u64,
+    /// Swept out of the index (no sample within retention); holders may still read it.
+    removed: AtomicBool,
     pub data: Mutex<SeriesData>,
 }
 
@@ -91,7 +99,9 @@ pub struct Service {
     pub name: Arc<str>,
     newest: AtomicI64,
     versions: RwLock<Vec<Arc<Version>>>,
+    /// In creation order (ascending `seq`); swept series are taken out.
     series: RwLock<Vec<Arc<Series>>>,
+    next_seq: AtomicU64,
 }
 
 /// A version of a service seen in the data: the value of the version label.
@@ -131,13 +141,12 @@ impl Service {
     pub fn series_count(&self) -> usize {
         self.series.read().len()
     }
-    /// Series created after the first `start` ones (the list only grows).
-    pub fn series_since(&self, start: usize) -> Vec<Arc<Series>> {
-        self.series
-            .read()
-            .get(start..)
-            .map(<[_]>::to_vec)
-            .unwrap_or_default()
+    /// Series with `seq >= start`, in creation order: a caller that remembers the last
+    /// `seq` it saw gets each new series once, whatever was swept meanwhile.
+    pub fn series_since(&self, start: u64) -> Vec<Arc<Series>> {
+        let list = self.series.read();
+        let from = list.partition_point(|s| s.seq < start);
+        list[from..].to_vec()
     }
 
     /// Runs `f` over the series without cloning the list.
@@ -176,8 +185,31 @@ pub struct IngestOutcome {
     /// New series refused by `max_active_series` / `max_series_per_service`, and their samples.
     pub series_over_limit: u64,
     pub samples_over_limit: u64,
+    /// The first limit a new series ran into, for the answer to the sender.
+    pub limited_by: Option<SeriesLimit>,
     /// Services that received samples, with the newest timestamp this push brought each.
     pub touched: Vec<(ServiceId, i64)>,
+}
+
+/// A limit that refused new series.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SeriesLimit {
+    Active { limit: usize },
+    PerService { service: String, limit: usize },
+}
+
+impl std::fmt::Display for SeriesLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SeriesLimit::Active { limit } => {
+                write!(f, "limits.max_active_series ({limit}) reached")
+            }
+            SeriesLimit::PerService { service, limit } => write!(
+                f,
+                "limits.max_series_per_service ({limit}) reached for service {service:?}"
+            ),
+        }
+    }
 }
 
 /// Per-worker scratch space for [`Store::ingest`], reused across pushes.
@@ -311,12 +343,15 @@ pub struct Store {
     services: RwLock<Services>,
     active: AtomicUsize,
     samples_held: AtomicU64,
+    /// The series and sample limits in force (a reload changes them).
+    max_active_series: AtomicUsize,
+    max_series_per_service: AtomicUsize,
+    max_samples_per_series: AtomicUsize,
 }
 
 impl Store {
     pub fn new(cfg: StoreConfig) -> Store {
         Store {
-            cfg,
             // Fixed seeds: hashes only need to be stable within the process.
             hasher: ahash::RandomState::with_seeds(
                 0x9e37_79b9_7f4a_7c15,
@@ -328,7 +363,22 @@ impl Store {
             services: RwLock::new(Services::default()),
             active: AtomicUsize::new(0),
             samples_held: AtomicU64::new(0),
+            max_active_series: AtomicUsize::new(cfg.max_active_series),
+            max_series_per_service: AtomicUsize::new(cfg.max_series_per_service),
+            max_samples_per_series: AtomicUsize::new(cfg.max_samples_per_series),
+            cfg,
         }
+    }
+
+    /// Applies new limits (a reload): series already held stay; new series and samples
+    /// from now on are held to them.
+    pub fn set_limits(&self, limits: &crate::config::LimitsConfig) {
+        self.max_active_series
+            .store(limits.max_active_series, Ordering::Relaxed);
+        self.max_series_per_service
+            .store(limits.max_series_per_service, Ordering::Relaxed);
+        self.max_samples_per_series
+            .store(limits.max_samples_per_series, Ordering::Relaxed);
     }
 
     pub fn config(&self) -> &StoreConfig {
@@ -449,6 +499,7 @@ impl Store {
 
         // 2. Append samples. `None`: no float samples, or a new series refused by a limit.
         let retention = self.cfg.retention_ms;
+        let max_samples = self.max_samples_per_series.load(Ordering::Relaxed);
         for (i, entry) in batch.series.iter().enumerate() {
             let Some(series) = refs[i] else {
                 continue;
@@ -477,6 +528,9 @@ impl Store {
                         }
                         Append::OutOfOrder => out.out_of_order += 1,
                     }
+                }
+                if data.ring.len() > max_samples {
+                    data.ring.keep_at_most(max_samples);
                 }
             }
             if newest != NO_TS {
@@ -531,32 +585,100 @@ impl Store {
             return Some(s.clone());
         }
         let labels = LabelSet::from_encoded(key);
-        if self.active.load(Ordering::Relaxed) >= self.cfg.max_active_series {
+        let max_active = self.max_active_series.load(Ordering::Relaxed);
+        if self.active.load(Ordering::Relaxed) >= max_active {
             out.series_over_limit += 1;
+            out.limited_by
+                .get_or_insert(SeriesLimit::Active { limit: max_active });
             return None;
         }
         let service_name = labels.get(&self.cfg.service_label).unwrap_or("");
         let version_name = labels.get(&self.cfg.version_label).unwrap_or("");
         let service = self.service_or_create(service_name);
-        if service.series.read().len() >= self.cfg.max_series_per_service {
+        let max_per_service = self.max_series_per_service.load(Ordering::Relaxed);
+        if service.series.read().len() >= max_per_service {
             out.series_over_limit += 1;
+            out.limited_by
+                .get_or_insert_with(|| SeriesLimit::PerService {
+                    service: service_name.to_string(),
+                    limit: max_per_service,
+                });
             return None;
         }
         let version = service_version_or_create(&service, version_name);
+        // The service's list lock is taken under the shard's (the only place both are held),
+        // so creation order and `seq` agree.
+        let mut list = service.series.write();
         let series = Arc::new(Series {
             hash,
             labels,
             service: service.id,
             version: version.id,
+            seq: service.next_seq.fetch_add(1, Ordering::Relaxed),
+            removed: AtomicBool::new(false),
             data: Mutex::new(SeriesData::default()),
         });
         shard.insert_unique(hash, series.clone(), |s| s.hash);
         drop(shard);
-        service.series.write().push(series.clone());
+        list.push(series.clone());
+        drop(list);
         version.series.fetch_add(1, Ordering::Relaxed);
         self.active.fetch_add(1, Ordering::Relaxed);
         out.series_created += 1;
         Some(series)
+    }
+
+    /// Drops every series whose newest sample is older than its service's "now" minus the
+    /// retention (event time): targets that went away, and label values that came and went
+    /// (a request id in a label). Each shard is write-locked in turn, so a push appending to
+    /// a series holds it before or after, never during, its removal; a swept series that
+    /// reports again is created anew. Returns how many series were dropped.
+    pub fn sweep(&self) -> usize {
+        let services = self.services();
+        let cutoff: Vec<i64> = services
+            .iter()
+            .map(|s| {
+                s.newest()
+                    .map_or(i64::MIN, |n| n.saturating_sub(self.cfg.retention_ms))
+            })
+            .collect();
+        let mut dropped = vec![0usize; services.len()];
+        for shard in self.shards.iter() {
+            let mut shard = shard.write();
+            shard.retain(|s| {
+                // An empty ring is a series created by a push that has not appended yet.
+                let keep = s
+                    .data
+                    .lock()
+                    .ring
+                    .last()
+                    .is_none_or(|(t, _)| t >= cutoff[s.service as usize]);
+                if !keep {
+                    s.removed.store(true, Ordering::Relaxed);
+                    dropped[s.service as usize] += 1;
+                }
+                keep
+            });
+        }
+        let mut total = 0;
+        for (svc, &n) in services.iter().zip(&dropped) {
+            if n == 0 {
+                continue;
+            }
+            total += n;
+            let versions = svc.versions();
+            svc.series.write().retain(|s| {
+                let gone = s.removed.load(Ordering::Relaxed);
+                if gone {
+                    if let Some(v) = versions.get(s.version as usize) {
+                        v.series.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
+                !gone
+            });
+        }
+        self.active.fetch_sub(total, Ordering::Relaxed);
+        total
     }
 
     fn service_or_create(&self, name: &str) -> Arc<Service> {
@@ -574,6 +696,7 @@ impl Store {
             newest: AtomicI64::new(NO_TS),
             versions: RwLock::new(Vec::new()),
             series: RwLock::new(Vec::new()),
+            next_seq: AtomicU64::new(0),
         });
         services.list.push(svc.clone());
         services.by_name.insert(name, svc.clone());

@@ -212,6 +212,17 @@ impl RingBuffer {
         }
     }
 
+    /// Drops the oldest closed chunks until at most `max` samples (plus the open chunk's
+    /// growth) remain: the per-series bound on memory, beside retention.
+    pub fn keep_at_most(&mut self, max: usize) {
+        while self.len > max {
+            let Some(c) = self.closed.pop_front() else {
+                break;
+            };
+            self.len -= c.count() as usize;
+        }
+    }
+
     /// Newest sample, O(1).
     pub fn last(&self) -> Option<(i64, f64)> {
         (self.len > 0).then(|| (self.head.st.prev_ts, f64::from_bits(self.head.st.prev_val)))

@@ -11,6 +11,7 @@ fn store() -> Store {
         retention_ms: 3_600_000,
         max_active_series: 100,
         max_series_per_service: 3,
+        max_samples_per_series: usize::MAX,
     })
 }
 
@@ -230,4 +231,65 @@ fn raw_and_parsed_label_sets_find_the_same_series() {
         Err(StoreError::Labels(_))
     ));
     assert_eq!(s.active_series(), 1);
+}
+
+#[test]
+fn sweep_drops_series_idle_beyond_retention_and_they_come_back_new() {
+    let s = store();
+    let a3: &[(&str, &str)] = &[("__name__", "x"), ("job", "a"), ("version", "v1")];
+    push(&s, &[(A1, 1_000, 1.0), (a3, 1_000, 1.0)]).unwrap();
+    // A1 keeps reporting; a3 stops.
+    push(&s, &[(A1, 3_000_000, 1.0)]).unwrap();
+    assert_eq!(s.sweep(), 0, "within retention");
+    push(&s, &[(A1, 3_602_000, 1.0)]).unwrap();
+    assert_eq!(s.sweep(), 1);
+    assert_eq!(s.active_series(), 1);
+    let svc = s.service("a").unwrap();
+    assert_eq!(svc.series_count(), 1);
+    assert_eq!(svc.versions()[0].series_count(), 1);
+    assert!(s.get(&LabelSet::from_strs(a3)).is_none());
+    // It reports again: a new series, handed out once more by `series_since`.
+    let seen = svc.series_since(0).last().unwrap().seq;
+    let o = push(&s, &[(a3, 3_603_000, 2.0)]).unwrap();
+    assert_eq!(o.series_created, 1);
+    let new = svc.series_since(seen + 1);
+    assert_eq!(new.len(), 1);
+    assert_eq!(new[0].labels, LabelSet::from_strs(a3));
+    assert_eq!(new[0].data.lock().ring.len(), 1);
+}
+
+#[test]
+fn samples_per_series_are_bounded() {
+    let s = Store::new(StoreConfig {
+        max_samples_per_series: 500,
+        ..store().cfg.clone()
+    });
+    for k in 0..3_000i64 {
+        push(&s, &[(A1, k * 10, k as f64)]).unwrap();
+    }
+    let series = s.get(&LabelSet::from_strs(A1)).unwrap();
+    let data = series.data.lock();
+    assert!(data.ring.len() <= 500 + 240, "{}", data.ring.len());
+    assert_eq!(data.ring.last(), Some((29_990, 2_999.0)));
+}
+
+#[test]
+fn a_series_limit_names_itself_and_limits_apply_on_reload() {
+    let s = store();
+    let c: &[(&str, &str)] = &[("__name__", "c"), ("job", "a")];
+    let d: &[(&str, &str)] = &[("__name__", "d"), ("job", "a")];
+    let o = push(&s, &[(A1, 1, 1.0), (A2, 1, 1.0), (c, 1, 1.0), (d, 1, 1.0)]).unwrap();
+    assert_eq!(o.series_over_limit, 1);
+    assert_eq!(
+        o.limited_by,
+        Some(SeriesLimit::PerService {
+            service: "a".into(),
+            limit: 3
+        })
+    );
+    let mut limits = crate::config::Config::embedded().limits;
+    limits.max_series_per_service = 4;
+    s.set_limits(&limits);
+    let o = push(&s, &[(d, 2, 1.0)]).unwrap();
+    assert_eq!((o.series_created, o.limited_by), (1, None));
 }

@@ -25,6 +25,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     BadRequest(String),
+    /// A remote-write request whose new series ran into a series limit; the rest was stored.
+    #[error("{0}")]
+    PartlyStored(String),
 }
 
 impl From<DecodeError> for ApiError {
@@ -57,9 +60,10 @@ impl ApiError {
             ApiError::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Deploy(DeployError::Invalid(_)) => StatusCode::BAD_REQUEST,
             ApiError::Deploy(DeployError::NotFound(_)) => StatusCode::NOT_FOUND,
+            ApiError::Deploy(DeployError::Journal(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::PartlyStored(_) => StatusCode::BAD_REQUEST,
         }
     }
 }

@@ -79,6 +79,16 @@ async fn handle(
         .to_bytes();
     app.metrics.write_bytes.inc_by(bytes.len() as u64);
     let outcome = app.push(protocol, &bytes)?;
+    if let Some(limit) = &outcome.store.limited_by {
+        // The rest of the request is stored; the sender learns of the limit (and does not
+        // retry a 4xx: the same series would be refused again).
+        return Err(ApiError::PartlyStored(format!(
+            "{limit}: {} new series refused, {} of their samples dropped; the other {} samples of the request were stored",
+            outcome.store.series_over_limit,
+            outcome.store.samples_over_limit,
+            outcome.store.samples_appended + outcome.store.duplicates,
+        )));
+    }
     let mut res = StatusCode::NO_CONTENT.into_response();
     if protocol == Protocol::V2 {
         let written = outcome.store.samples_appended + outcome.store.duplicates;

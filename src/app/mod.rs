@@ -1,6 +1,10 @@
 //! Wiring: the components one running deploywatch is made of, and the one function a push
 //! goes through, from body bytes to stored samples.
 
+mod durable;
+
+pub use durable::Restored;
+
 use std::cell::RefCell;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +31,8 @@ pub struct Runtime {
     pub storage_path: PathBuf,
     /// `--alertmanager.url` values, added to the config file's.
     pub alertmanager_urls: Vec<String>,
+    /// `--limits.*` flags, applied over every config loaded.
+    pub limit_flags: crate::config::LimitFlags,
 }
 
 /// Everything a request handler can reach.
@@ -42,6 +48,8 @@ pub struct App {
     /// Bounds the remote-write requests being decoded at once.
     pub ingest_slots: tokio::sync::Semaphore,
     ready: AtomicBool,
+    /// One snapshot at a time (the timer's and the one at exit).
+    snapshot_lock: parking_lot::Mutex<()>,
     pub started_at: std::time::SystemTime,
 }
 
@@ -76,6 +84,7 @@ impl App {
             retention_ms: config.global.retention.as_millis() as i64,
             max_active_series: config.limits.max_active_series,
             max_series_per_service: config.limits.max_series_per_service,
+            max_samples_per_series: config.limits.max_samples_per_series,
         });
         let settings = Settings {
             service_label: config.global.service_label.clone(),
@@ -116,6 +125,7 @@ impl App {
             store,
             metrics,
             ready: AtomicBool::new(false),
+            snapshot_lock: parking_lot::Mutex::new(()),
             started_at: std::time::SystemTime::now(),
         }
     }
@@ -164,7 +174,16 @@ impl App {
             Ok((c, rules))
         });
         match result {
-            Ok((new, rules)) => {
+            Ok((mut new, rules)) => {
+                self.runtime.limit_flags.apply(&mut new.limits);
+                self.store.set_limits(&new.limits);
+                if new.limits.max_inflight_requests
+                    != self.config.load().limits.max_inflight_requests
+                {
+                    tracing::warn!(
+                        "limits.max_inflight_requests changed; it applies after a restart."
+                    );
+                }
                 self.deploys.set_rules(rules);
                 let old = self.config.load();
                 if new.alerting != old.alerting {

@@ -1,0 +1,371 @@
+//! Snapshots of the store: every series' label set and compressed ring out to one file
+//! under `--storage.path`, read back and checked at start.
+//!
+//! A snapshot is written to a temporary file, synced, and renamed over `snapshot.bin`
+//! (the one it replaces is kept as `snapshot.prev.bin`), then the directory is synced: a
+//! crash at any moment leaves a complete old or a complete new snapshot. Reading checks
+//! every section's CRC-32 and the end marker, so a truncated or flipped file is refused
+//! whole with the reason, never half-loaded.
+//!
+//! ```text
+//! file    = MAGIC section* end
+//! section = kind:u8 len:u32le payload crc:u32le     (crc over kind, len and payload)
+//! SERIES  = (varint label_len, labels (canonical RW 1.0 bytes), varint ring_len, ring)*
+//! STATE   = the caller's opaque bytes (JSON: deploy events kept beside the samples)
+//! end     = section END whose payload is series:u64le sections:u64le
+//! ```
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use super::ring::RingBuffer;
+use super::Store;
+
+/// The newest complete snapshot under `--storage.path`.
+pub const FILE_NAME: &str = "snapshot.bin";
+/// The one before it, read when the newest is missing or corrupt.
+pub const PREV_FILE_NAME: &str = "snapshot.prev.bin";
+const TMP_FILE_NAME: &str = "snapshot.tmp";
+const MAGIC: &[u8; 8] = b"DWSNAP\x00\x01";
+
+const SERIES: u8 = 1;
+const STATE: u8 = 2;
+const END: u8 = 0xff;
+/// Series are written in sections of about this size, each with its own checksum.
+const SECTION_BYTES: usize = 1 << 20;
+/// A section longer than this is corrupt (bounds what a damaged length can allocate).
+const MAX_SECTION_BYTES: usize = 64 << 20;
+
+/// Why a snapshot could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("snapshot {path} is corrupt: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+}
+
+/// A snapshot read back: series with their samples, and the caller's state section.
+#[derive(Default)]
+pub struct Snapshot {
+    pub series: Vec<(Vec<u8>, RingBuffer)>,
+    pub state: Vec<u8>,
+    /// Bytes read.
+    pub bytes: u64,
+}
+
+/// What writing one snapshot took.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Written {
+    pub series: u64,
+    pub bytes: u64,
+}
+
+impl Store {
+    /// Writes every series and `state` to `dir/snapshot.bin`, atomically. Pushes go on
+    /// meanwhile: each series is copied under its own lock, one at a time.
+    pub fn write_snapshot(&self, dir: &Path, state: &[u8]) -> Result<Written, SnapshotError> {
+        let tmp = dir.join(TMP_FILE_NAME);
+        let io = |source| SnapshotError::Io {
+            path: tmp.clone(),
+            source,
+        };
+        let file = File::create(&tmp).map_err(io)?;
+        let mut w = SectionWriter {
+            out: BufWriter::with_capacity(1 << 16, file),
+            sections: 0,
+        };
+        let mut buf = Vec::with_capacity(SECTION_BYTES + 4096);
+        let mut series = 0u64;
+        for svc in self.services() {
+            for s in svc.series() {
+                let bytes = s.labels.as_bytes();
+                put_varint(&mut buf, bytes.len() as u64);
+                buf.extend_from_slice(bytes);
+                let at = buf.len();
+                // Room for the ring's length, filled in once it is encoded.
+                buf.extend_from_slice(&[0; 5]);
+                s.data.lock().ring.encode_into(&mut buf);
+                let len = buf.len() - at - 5;
+                let mut prefix = Vec::with_capacity(5);
+                put_varint(&mut prefix, len as u64);
+                buf.splice(at..at + 5, prefix);
+                series += 1;
+                if buf.len() >= SECTION_BYTES {
+                    w.section(SERIES, &buf).map_err(io)?;
+                    buf.clear();
+                }
+            }
+        }
+        if !buf.is_empty() {
+            w.section(SERIES, &buf).map_err(io)?;
+        }
+        w.section(STATE, state).map_err(io)?;
+        let mut end = Vec::with_capacity(16);
+        end.extend_from_slice(&series.to_le_bytes());
+        end.extend_from_slice(&(w.sections + 1).to_le_bytes());
+        w.section(END, &end).map_err(io)?;
+        let file = w.out.into_inner().map_err(|e| io(e.into_error()))?;
+        file.sync_all().map_err(io)?;
+        let bytes = file.metadata().map_err(io)?.len();
+        drop(file);
+        let dst = dir.join(FILE_NAME);
+        if dst.exists() {
+            std::fs::rename(&dst, dir.join(PREV_FILE_NAME)).map_err(io)?;
+        }
+        std::fs::rename(&tmp, &dst).map_err(io)?;
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        Ok(Written { series, bytes })
+    }
+}
+
+struct SectionWriter {
+    out: BufWriter<File>,
+    sections: u64,
+}
+
+impl SectionWriter {
+    fn section(&mut self, kind: u8, payload: &[u8]) -> std::io::Result<()> {
+        if self.sections == 0 {
+            self.out.write_all(MAGIC)?;
+        }
+        let len = (payload.len() as u32).to_le_bytes();
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&[kind]);
+        crc.update(&len);
+        crc.update(payload);
+        self.out.write_all(&[kind])?;
+        self.out.write_all(&len)?;
+        self.out.write_all(payload)?;
+        self.out.write_all(&crc.finalize().to_le_bytes())?;
+        self.sections += 1;
+        Ok(())
+    }
+}
+
+/// Reads and checks the snapshot at `path`. `Ok(None)`: there is none.
+pub fn read(path: &Path) -> Result<Option<Snapshot>, SnapshotError> {
+    let mut bytes = Vec::new();
+    match File::open(path) {
+        Ok(mut f) => f
+            .read_to_end(&mut bytes)
+            .map_err(|source| SnapshotError::Io {
+                path: path.into(),
+                source,
+            })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(SnapshotError::Io {
+                path: path.into(),
+                source,
+            })
+        }
+    };
+    parse(&bytes)
+        .map(Some)
+        .map_err(|reason| SnapshotError::Corrupt {
+            path: path.into(),
+            reason,
+        })
+}
+
+/// Parses a whole snapshot file; any damage is an error naming where.
+pub fn parse(bytes: &[u8]) -> Result<Snapshot, String> {
+    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+        return Err("not a deploywatch snapshot (bad magic)".into());
+    }
+    let mut snap = Snapshot {
+        bytes: bytes.len() as u64,
+        ..Snapshot::default()
+    };
+    let mut pos = MAGIC.len();
+    let mut sections = 0u64;
+    loop {
+        if bytes.len() - pos < 9 {
+            return Err(format!("truncated at byte {pos}: no end marker"));
+        }
+        let kind = bytes[pos];
+        let len = u32::from_le_bytes(bytes[pos + 1..pos + 5].try_into().unwrap()) as usize;
+        if len > MAX_SECTION_BYTES || bytes.len() - pos - 9 < len {
+            return Err(format!(
+                "truncated or damaged at byte {pos}: section of {len} bytes"
+            ));
+        }
+        let payload = &bytes[pos + 5..pos + 5 + len];
+        let stored = u32::from_le_bytes(bytes[pos + 5 + len..pos + 9 + len].try_into().unwrap());
+        let crc = crc32fast::hash(&bytes[pos..pos + 5 + len]);
+        if crc != stored {
+            return Err(format!(
+                "checksum mismatch in the section at byte {pos} (stored {stored:08x}, computed {crc:08x})"
+            ));
+        }
+        pos += 9 + len;
+        sections += 1;
+        match kind {
+            SERIES => parse_series(payload, &mut snap.series)
+                .map_err(|e| format!("section at byte {}: {e}", pos - 9 - len))?,
+            STATE => snap.state = payload.to_vec(),
+            END => {
+                if len != 16 {
+                    return Err("malformed end marker".into());
+                }
+                let series = u64::from_le_bytes(payload[..8].try_into().unwrap());
+                let count = u64::from_le_bytes(payload[8..].try_into().unwrap());
+                if series != snap.series.len() as u64 || count != sections {
+                    return Err(format!(
+                        "end marker counts {series} series in {count} sections, read {} in {sections}",
+                        snap.series.len()
+                    ));
+                }
+                if pos != bytes.len() {
+                    return Err(format!("{} bytes after the end marker", bytes.len() - pos));
+                }
+                return Ok(snap);
+            }
+            k => return Err(format!("unknown section kind {k}")),
+        }
+    }
+}
+
+fn parse_series(mut b: &[u8], out: &mut Vec<(Vec<u8>, RingBuffer)>) -> Result<(), String> {
+    while !b.is_empty() {
+        let labels = take_prefixed(&mut b).ok_or("truncated label set")?;
+        let ring = take_prefixed(&mut b).ok_or("truncated ring")?;
+        let (rb, used) = RingBuffer::decode_from(ring).ok_or("malformed ring")?;
+        if used != ring.len() {
+            return Err("ring length mismatch".into());
+        }
+        out.push((labels.to_vec(), rb));
+    }
+    Ok(())
+}
+
+fn take_prefixed<'a>(b: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let mut len = 0u64;
+    let mut shift = 0;
+    let mut i = 0;
+    loop {
+        let byte = *b.get(i)?;
+        i += 1;
+        len |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+        if shift > 35 {
+            return None;
+        }
+    }
+    let len = usize::try_from(len).ok()?;
+    let rest = b.get(i..)?;
+    if rest.len() < len {
+        return None;
+    }
+    let (head, tail) = rest.split_at(len);
+    *b = tail;
+    Some(head)
+}
+
+/// Minimal varint (LEB128), always at most 5 bytes for the lengths written here.
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Moves a snapshot that failed to read aside (`<name>.corrupt`), so the next start does
+/// not trip on it again and it is kept for a look.
+pub fn quarantine(path: &Path) -> Option<PathBuf> {
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(".corrupt");
+    let aside = PathBuf::from(aside);
+    std::fs::rename(path, &aside).ok().map(|_| aside)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreConfig;
+
+    fn store() -> Store {
+        Store::new(StoreConfig {
+            service_label: "job".into(),
+            version_label: "version".into(),
+            retention_ms: 3_600_000,
+            max_active_series: 1000,
+            max_series_per_service: 1000,
+            max_samples_per_series: usize::MAX,
+        })
+    }
+
+    fn filled() -> Store {
+        let s = store();
+        let mut batch = crate::ingest::Batch::default();
+        for i in 0..50u32 {
+            let labels = crate::store::LabelSet::from_strs(&[
+                ("__name__", "m"),
+                ("i", &i.to_string()),
+                ("job", "a"),
+            ]);
+            let samples: Vec<(i64, f64)> = (0..100)
+                .map(|k| (k * 15_000, (k * i as i64) as f64))
+                .collect();
+            batch.push_encoded_series(labels.as_bytes(), &samples);
+        }
+        s.ingest(&mut batch, &mut Default::default()).unwrap();
+        s
+    }
+
+    #[test]
+    fn round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = filled();
+        let w = s.write_snapshot(dir.path(), b"{\"x\":1}").unwrap();
+        assert_eq!(w.series, 50);
+        let snap = read(&dir.path().join(FILE_NAME)).unwrap().unwrap();
+        assert_eq!(snap.series.len(), 50);
+        assert_eq!(snap.state, b"{\"x\":1}");
+        for (labels, ring) in &snap.series {
+            let live = s
+                .get(&crate::store::LabelSet::from_encoded(labels))
+                .unwrap();
+            let live: Vec<_> = live.data.lock().ring.iter().collect();
+            let read: Vec<_> = ring.iter().collect();
+            assert_eq!(live, read);
+        }
+        // A second snapshot keeps the first as the previous one.
+        s.write_snapshot(dir.path(), b"{}").unwrap();
+        assert!(dir.path().join(PREV_FILE_NAME).exists());
+    }
+
+    #[test]
+    fn every_truncation_and_flip_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        filled().write_snapshot(dir.path(), b"{}").unwrap();
+        let bytes = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
+        assert!(parse(&bytes).is_ok());
+        for cut in (0..bytes.len()).step_by(97).chain([bytes.len() - 1]) {
+            assert!(parse(&bytes[..cut]).is_err(), "truncated at {cut}");
+        }
+        for at in (0..bytes.len()).step_by(89) {
+            let mut b = bytes.clone();
+            b[at] ^= 0x10;
+            assert!(parse(&b).is_err(), "flipped byte {at}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(parse(&longer).is_err());
+    }
+
+    #[test]
+    fn missing_snapshot_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(read(&dir.path().join(FILE_NAME)).unwrap().is_none());
+    }
+}
