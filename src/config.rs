@@ -513,6 +513,11 @@ impl Config {
                 format_duration(raw.storage.history_retention.0)
             )));
         }
+        if raw.storage.snapshot_interval.0 < Duration::from_secs(1) {
+            return Err(invalid(
+                "storage.snapshot_interval must be at least 1s".into(),
+            ));
+        }
         if raw.alerting.resend_interval.0 < Duration::from_secs(1) {
             return Err(invalid(
                 "alerting.resend_interval must be at least 1s".into(),

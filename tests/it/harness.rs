@@ -313,6 +313,8 @@ pub struct Deploywatch {
     proc: Proc,
     port: u16,
     dir: tempfile::TempDir,
+    config_path: Option<PathBuf>,
+    args: Vec<String>,
 }
 
 impl Deploywatch {
@@ -354,25 +356,75 @@ impl Deploywatch {
             std::fs::write(&p, yaml).expect("writing the config file");
             p
         });
-        let storage = dir.path().join("data");
-        let (proc, port) = start_on_free_port(
-            "deploywatch",
-            dir.path(),
-            "/-/ready",
-            Duration::from_secs(20),
-            |port| {
-                let mut cmd = Command::new(env!("CARGO_BIN_EXE_deploywatch"));
-                cmd.arg(format!("--web.listen-address=127.0.0.1:{port}"))
-                    .arg(format!("--storage.path={}", storage.display()))
-                    .arg("--log.level=debug");
-                if let Some(p) = &config_path {
-                    cmd.arg(format!("--config.file={}", p.display()));
-                }
-                cmd.args(args);
-                cmd
-            },
+        let (proc, port) = Self::launch(dir.path(), config_path.as_deref(), args, None);
+        Deploywatch {
+            proc,
+            port,
+            dir,
+            config_path,
+            args: args.to_vec(),
+        }
+    }
+
+    /// Starts the process on `port` (or a free one) with `dir/data` as its storage.
+    fn launch(
+        dir: &Path,
+        config_path: Option<&Path>,
+        args: &[String],
+        port: Option<u16>,
+    ) -> (Proc, u16) {
+        let storage = dir.join("data");
+        let command = |port: u16| {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_deploywatch"));
+            cmd.arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .arg(format!("--storage.path={}", storage.display()))
+                .arg("--log.level=debug");
+            if let Some(p) = config_path {
+                cmd.arg(format!("--config.file={}", p.display()));
+            }
+            cmd.args(args);
+            cmd
+        };
+        match port {
+            None => start_on_free_port("deploywatch", dir, "/-/ready", Duration::from_secs(20), command),
+            Some(port) => {
+                let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+                let log = dir.join(format!("deploywatch-restart-{n}.log"));
+                let mut proc = Proc::spawn("deploywatch", command(port), log);
+                proc.wait_ready(
+                    &format!("http://127.0.0.1:{port}/-/ready"),
+                    Duration::from_secs(60),
+                )
+                .unwrap_or_else(|why| panic!("{why}\n{}", proc.logs()));
+                (proc, port)
+            }
+        }
+    }
+
+    /// Kills the process with SIGKILL (a crash: nothing is flushed).
+    pub fn kill9(&mut self) {
+        let ok = Command::new("kill")
+            .args(["-KILL", &self.pid().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(ok.success(), "kill -KILL {}", self.pid());
+        wait_for("deploywatch to die", Duration::from_secs(10), || {
+            self.proc
+                .exited()
+                .ok_or_else(|| "still running".to_string())
+        });
+    }
+
+    /// Starts the process again, with the same port, config, flags and storage.
+    pub fn restart(&mut self) {
+        assert!(self.proc.exited().is_some(), "restart: still running");
+        let (proc, _) = Self::launch(
+            self.dir.path(),
+            self.config_path.as_deref(),
+            &self.args,
+            Some(self.port),
         );
-        Deploywatch { proc, port, dir }
+        self.proc = proc;
     }
 
     /// The process id, for signals.

@@ -9,6 +9,8 @@ mod bad_input;
 mod browser;
 mod cli_deploy;
 mod deploys;
+/// Crash and resume, corrupt snapshots, soak and concurrency.
+mod durability;
 /// Suspects, post-deploy reports (golden files), rollback and recovery, deploy history.
 mod explain;
 mod gates;
