@@ -165,6 +165,12 @@ struct Args {
     /// Seed for label hashes and values (same seed = same series)
     #[arg(long, default_value_t = 1)]
     seed: u64,
+
+    /// A cardinality explosion: every request also carries this many NEW series of the
+    /// service `exploding` (a `request_id` label with a fresh value each time), as an
+    /// instrumentation bug that puts a request id in a label would
+    #[arg(long, default_value_t = 0)]
+    explode: usize,
 }
 
 /// Parses "30s", "1500ms", "2m", "1h" or a bare number of seconds.
@@ -470,6 +476,32 @@ fn build_partitions(a: &Args) -> Vec<Partition> {
     parts
 }
 
+/// Appends `n` series never seen before (`request_id` = `first`, `first + 1`, ...) of the
+/// service `exploding`, one sample each at `ts`.
+fn encode_explosion(raw: &mut Vec<u8>, first: u64, n: usize, ts: i64) {
+    let mut labels = Vec::with_capacity(128);
+    for id in first..first + n as u64 {
+        labels.clear();
+        put_label(&mut labels, "__name__", "http_requests_total");
+        put_label(&mut labels, "instance", "10.9.9.9:8080");
+        put_label(&mut labels, "job", "exploding");
+        put_label(&mut labels, "request_id", &format!("{id:016x}"));
+        put_label(&mut labels, "version", "v1");
+        let ts_u = ts as u64;
+        let sample_len = 1 + 8 + 1 + varint_len(ts_u);
+        let series_len = labels.len() + 1 + varint_len(sample_len as u64) + sample_len;
+        raw.push(0x0A);
+        put_varint(raw, series_len as u64);
+        raw.extend_from_slice(&labels);
+        raw.push(0x12);
+        put_varint(raw, sample_len as u64);
+        raw.push(0x09);
+        raw.extend_from_slice(&1.0f64.to_le_bytes());
+        raw.push(0x10);
+        put_varint(raw, ts_u);
+    }
+}
+
 /// Appends one WriteRequest holding one sample at `ts` for each series of `batch`.
 fn encode_batch(
     raw: &mut Vec<u8>,
@@ -608,6 +640,9 @@ struct Shared {
     round_done: Notify,
     last_ts: AtomicI64,
     stop_reason: Mutex<Option<&'static str>>,
+    /// `--explode`: new series per request, and how many were sent so far.
+    explode: usize,
+    exploded: AtomicU64,
 }
 
 impl Shared {
@@ -775,6 +810,10 @@ async fn worker(id: usize, mut part: Partition, sh: Arc<Shared>, mut stop: watch
                 step_s,
                 &mut rng,
             );
+            if sh.explode > 0 {
+                let first = sh.exploded.fetch_add(sh.explode as u64, Ordering::Relaxed);
+                encode_explosion(&mut raw, first, sh.explode, ts);
+            }
             let mut out = vec![0u8; snap::raw::max_compress_len(raw.len())];
             let clen = match enc.compress(&raw, &mut out) {
                 Ok(l) => l,
@@ -1347,6 +1386,8 @@ async fn run(args: Args) -> Result<Summary> {
         round_done: Notify::new(),
         last_ts: AtomicI64::new(i64::MIN),
         stop_reason: Mutex::new(None),
+        explode: args.explode,
+        exploded: AtomicU64::new(0),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let ctrl_c = {

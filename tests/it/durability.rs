@@ -48,14 +48,18 @@ fn wait_snapshot_after(dw: &Deploywatch, since: std::time::SystemTime) {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
-    wait_for("a snapshot after the last push", Duration::from_secs(20), || {
-        let t = dw.must_metric("deploywatch_snapshot_last_success_timestamp_seconds", &[]);
-        if t > since {
-            Ok(())
-        } else {
-            Err(format!("last snapshot at {t}, need > {since}"))
-        }
-    });
+    wait_for(
+        "a snapshot after the last push",
+        Duration::from_secs(20),
+        || {
+            let t = dw.must_metric("deploywatch_snapshot_last_success_timestamp_seconds", &[]);
+            if t > since {
+                Ok(())
+            } else {
+                Err(format!("last snapshot at {t}, need > {since}"))
+            }
+        },
+    );
 }
 
 fn events(d: &Value) -> Vec<String> {
@@ -82,10 +86,8 @@ fn kill_9_mid_canary_resumes_with_baseline_and_timeline_and_resends_the_alert() 
     assert_eq!(reference["verdict"], "rollback", "{reference:#}");
 
     let am = Alertmanager::start();
-    let mut dw = Deploywatch::start_with_args(
-        Some(CONFIG),
-        &[format!("--alertmanager.url={}", am.url())],
-    );
+    let mut dw =
+        Deploywatch::start_with_args(Some(CONFIG), &[format!("--alertmanager.url={}", am.url())]);
     let mut feed = Feed::one(bad_canary(71), 5 * SEC);
     let id;
     {
@@ -107,11 +109,18 @@ fn kill_9_mid_canary_resumes_with_baseline_and_timeline_and_resends_the_alert() 
         "the restart says it restored: {}",
         dw.logs()
     );
-    assert_eq!(held(&dw), held_before, "nothing lost: the snapshot followed the last push");
+    assert_eq!(
+        held(&dw),
+        held_before,
+        "nothing lost: the snapshot followed the last push"
+    );
     let resumed = deploy(&dw, &id).expect("the deploy survives the crash");
     assert_eq!(resumed["started_at"], T);
     assert_eq!(resumed["baseline_version"], "v1");
-    assert_eq!(resumed["source"], "api", "the registration came back from the journal");
+    assert_eq!(
+        resumed["source"], "api",
+        "the registration came back from the journal"
+    );
     let ev = events(&resumed);
     assert!(
         ev.contains(&"deploy_started".into()) && ev.contains(&"resumed".into()),
@@ -127,9 +136,15 @@ fn kill_9_mid_canary_resumes_with_baseline_and_timeline_and_resends_the_alert() 
         feed = driver.feed;
     }
     let after_first = deploy(&dw, &id).unwrap();
-    let delta = after_first["verdict_at"].as_i64().unwrap() - reference["verdict_at"].as_i64().unwrap();
-    eprintln!("crash 1 (during the warm-up): verdict_at differs from the uninterrupted run by {delta} ms");
-    assert!(delta.abs() <= 15_000, "verdict_at off by {delta} ms: {after_first:#}");
+    let delta =
+        after_first["verdict_at"].as_i64().unwrap() - reference["verdict_at"].as_i64().unwrap();
+    eprintln!(
+        "crash 1 (during the warm-up): verdict_at differs from the uninterrupted run by {delta} ms"
+    );
+    assert!(
+        delta.abs() <= 15_000,
+        "verdict_at off by {delta} ms: {after_first:#}"
+    );
     wait_for(
         "Alertmanager to list the rollback alert",
         Duration::from_secs(20),
@@ -196,7 +211,10 @@ fn kill_9_mid_canary_resumes_with_baseline_and_timeline_and_resends_the_alert() 
     assert!(delta.abs() <= 15_000, "verdict_at off by {delta} ms");
     assert_eq!(last["id"], reference["id"]);
     let ev = events(&last);
-    assert!(ev.contains(&"alert_firing".into()), "the alert event survives: {ev:?}");
+    assert!(
+        ev.contains(&"alert_firing".into()),
+        "the alert event survives: {ev:?}"
+    );
 }
 
 #[test]
@@ -233,7 +251,10 @@ fn a_corrupt_or_truncated_snapshot_is_reported_counted_and_skipped() {
             1.0,
             "{what}"
         );
-        assert!(data.join("snapshot.bin.corrupt").exists(), "{what}: moved aside");
+        assert!(
+            data.join("snapshot.bin.corrupt").exists(),
+            "{what}: moved aside"
+        );
         // It runs: a push is accepted and the service is seen.
         let (status, body) = dw.push_v1(&harness::write_request(vec![harness::series(
             &[("__name__", "up"), ("job", "after"), ("instance", "x")],
@@ -247,5 +268,254 @@ fn a_corrupt_or_truncated_snapshot_is_reported_counted_and_skipped() {
     std::fs::write(&snap, &good[..10]).unwrap();
     dw.restart();
     assert!(dw.must_metric("deploywatch_restored_series", &[]) > 0.0);
-    assert_eq!(dw.must_metric("deploywatch_snapshot_corrupt_total", &[]), 1.0);
+    assert_eq!(
+        dw.must_metric("deploywatch_snapshot_corrupt_total", &[]),
+        1.0
+    );
+}
+
+/// Verdict and verdict time of each simulated deploy, played alone or beside other load.
+fn play_canaries(dw: &Deploywatch) -> Vec<(String, Value, Value)> {
+    let bad = bad_canary(9);
+    let clean = Service::new("search", 10, 3).canary("v2", T, 1);
+    let mut driver = Driver::new(
+        dw,
+        Feed::new(
+            vec![crate::sim::Sim::new(bad), crate::sim::Sim::new(clean)],
+            5 * SEC,
+        ),
+    );
+    driver.run_to(T + 20 * MIN);
+    ["checkout", "search"]
+        .iter()
+        .map(|s| {
+            let d = crate::sim::find_deploy(dw, s, "v2").expect("a detected deploy");
+            (s.to_string(), d["verdict"].clone(), d["verdict_at"].clone())
+        })
+        .collect()
+}
+
+fn vm_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{key} of {pid}"))
+}
+
+#[test]
+fn soak_a_minute_with_a_cardinality_explosion_stays_bounded_and_spares_other_services() {
+    const MAX_ACTIVE: u64 = 40_000;
+    const PER_SERVICE: u64 = 10_000;
+    // The bound the limits give: 4 KiB per series at most (index, labels, a ring of a few
+    // hundred samples), plus the process itself.
+    const RSS_BOUND_KIB: u64 = MAX_ACTIVE * 4 + 96 * 1024;
+    let config = format!(
+        "storage:\n  snapshot_interval: 5s\nlimits:\n  max_active_series: {MAX_ACTIVE}\n  max_series_per_service: {PER_SERVICE}\n"
+    );
+    let reference = play_canaries(&Deploywatch::start_with_config(&config));
+    assert_eq!(reference[0].1, "rollback", "{reference:?}");
+    assert_eq!(reference[1].1, "pass", "{reference:?}");
+
+    let dw = Deploywatch::start_with_config(&config);
+    let loadgen = std::process::Command::new(env!("CARGO_BIN_EXE_deploywatch-loadgen"))
+        .args([
+            &format!("--url={}/api/v1/write", dw.url()),
+            "--series=12000",
+            "--services=3",
+            "--versions=1",
+            "--series-per-request=500",
+            "--connections=2",
+            "--threads=1",
+            "--duration=60s",
+            "--explode=50",
+            "--json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting the load generator");
+    // The judged services play beside the load and the explosion.
+    let during = play_canaries(&dw);
+    let out = loadgen.wait_with_output().expect("the load generator ends");
+    let summary: Value = serde_json::from_slice(&out.stdout).expect("loadgen JSON");
+    let peak_kib = vm_kib(dw.pid(), "VmHWM:");
+    eprintln!(
+        "soak: {} requests ({:?}), {} samples sent; peak RSS {} MiB (bound {} MiB)",
+        summary["requests"],
+        summary["by_status"],
+        summary["samples_sent"],
+        peak_kib / 1024,
+        RSS_BOUND_KIB / 1024
+    );
+    assert!(
+        peak_kib < RSS_BOUND_KIB,
+        "peak RSS {peak_kib} KiB over {RSS_BOUND_KIB}"
+    );
+    assert_eq!(
+        during, reference,
+        "the other services' verdicts are unaffected"
+    );
+    assert_eq!(summary["connection_errors"], 0, "{summary}");
+    assert_eq!(
+        summary["requests_failed"].as_u64(),
+        summary["by_status"]["400"].as_u64().or(Some(0)),
+        "only the explosion's 400s fail: {summary}"
+    );
+
+    // The explosion is held to its service's limit; the rest is counted as rejected.
+    let services = dw.services();
+    let exploding = harness::series_by_version(&services, "exploding");
+    assert_eq!(
+        exploding.values().sum::<u64>(),
+        PER_SERVICE,
+        "{exploding:?}"
+    );
+    let rejected = dw.must_metric("deploywatch_store_series_rejected_total", &[]);
+    assert!(rejected > 0.0);
+    assert_eq!(
+        dw.samples_total("series_limit"),
+        rejected,
+        "one sample per rejected series"
+    );
+    // Every sample of the steady load was stored, in the 204s and beside the refused
+    // series in the 400s.
+    let sent = summary["samples_sent"].as_f64().unwrap();
+    let sim_samples = dw.samples_total("appended") - sent - PER_SERVICE as f64;
+    assert!(
+        sim_samples > 0.0,
+        "appended {} vs sent {sent}",
+        dw.samples_total("appended")
+    );
+    let steady: u64 = ["service-0", "service-1", "service-2"]
+        .iter()
+        .map(|s| {
+            harness::series_by_version(&services, s)
+                .values()
+                .sum::<u64>()
+        })
+        .sum();
+    assert_eq!(steady, 12_000, "every series of the steady load is held");
+}
+
+#[test]
+fn concurrent_pushers_reloads_and_scrapes_lose_nothing_and_never_deadlock() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    const PUSHERS: usize = 8;
+    const PUSHES: i64 = 200;
+    const SERIES: usize = 50;
+    let dw = Deploywatch::start_with_config(CONFIG);
+    let config_path = dw.dir().join("deploywatch.yml");
+    let pushing = AtomicBool::new(true);
+    let reloads = AtomicU64::new(0);
+    let scrapes = AtomicU64::new(0);
+    let (done, finished) = std::sync::mpsc::channel::<usize>();
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for p in 0..PUSHERS {
+            let (dw, done) = (&dw, done.clone());
+            s.spawn(move || {
+                for k in 0..PUSHES {
+                    let ts = crate::sim::EPOCH + k * 15 * SEC;
+                    let series = (0..SERIES)
+                        .map(|i| {
+                            let (job, pusher, i) =
+                                (format!("svc-{}", p % 4), p.to_string(), i.to_string());
+                            harness::series(
+                                &[
+                                    ("__name__", "m"),
+                                    ("i", &i),
+                                    ("job", &job),
+                                    ("pusher", &pusher),
+                                ],
+                                &[(ts, k as f64)],
+                            )
+                        })
+                        .collect();
+                    let (status, body) = dw.push_v1(&harness::write_request(series));
+                    assert_eq!(status, 204, "pusher {p}, push {k}: {body}");
+                }
+                done.send(p).unwrap();
+            });
+        }
+        s.spawn(|| {
+            let mut k = 0;
+            while pushing.load(Ordering::Relaxed) {
+                k += 1;
+                let every = if k % 2 == 0 { "1s" } else { "2s" };
+                std::fs::write(
+                    &config_path,
+                    format!("storage:\n  snapshot_interval: {every}\n"),
+                )
+                .unwrap();
+                let res = harness::request(
+                    hyper::Method::POST,
+                    &format!("{}/-/reload", dw.url()),
+                    &[],
+                    vec![],
+                );
+                assert_eq!(res.status, 200, "reload: {}", res.text());
+                reloads.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        for path in ["/metrics", "/api/v1/services", "/api/v1/deploys", "/"] {
+            let (dw, pushing, scrapes) = (&dw, &pushing, &scrapes);
+            s.spawn(move || {
+                while pushing.load(Ordering::Relaxed) {
+                    let res = harness::request(
+                        hyper::Method::GET,
+                        &format!("{}{path}", dw.url()),
+                        &[],
+                        vec![],
+                    );
+                    assert_eq!(res.status, 200, "GET {path}");
+                    scrapes.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        // The watchdog: a deadlock would hang the pushers; kill the process so they fail.
+        for _ in 0..PUSHERS {
+            if finished.recv_timeout(Duration::from_secs(120)).is_err() {
+                pushing.store(false, Ordering::Relaxed);
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &dw.pid().to_string()])
+                    .status();
+                panic!("pushers did not finish within 120 s: a deadlock?");
+            }
+        }
+        pushing.store(false, Ordering::Relaxed);
+    });
+    eprintln!(
+        "concurrency: {} pushes, {} reloads, {} scrapes in {:?}",
+        PUSHERS as i64 * PUSHES,
+        reloads.load(Ordering::Relaxed),
+        scrapes.load(Ordering::Relaxed),
+        started.elapsed()
+    );
+    let expected = (PUSHERS * SERIES) as f64 * PUSHES as f64;
+    assert_eq!(dw.samples_total("appended"), expected, "no sample lost");
+    assert_eq!(dw.samples_total("duplicate"), 0.0);
+    assert_eq!(dw.samples_total("out_of_order"), 0.0);
+    assert_eq!(
+        dw.must_metric("deploywatch_store_active_series", &[]),
+        (PUSHERS * SERIES) as f64
+    );
+    let services = dw.services();
+    for svc in 0..4 {
+        let s = harness::service(&services, &format!("svc-{svc}")).expect("a service");
+        assert_eq!(
+            s["newest_sample_at"],
+            crate::sim::EPOCH + (PUSHES - 1) * 15 * SEC,
+            "{s}"
+        );
+    }
+    assert!(reloads.load(Ordering::Relaxed) > 0 && scrapes.load(Ordering::Relaxed) > 0);
+    assert_eq!(
+        dw.must_metric(
+            "deploywatch_config_reloads_total",
+            &[("outcome", "success")]
+        ),
+        reloads.load(Ordering::Relaxed) as f64
+    );
 }

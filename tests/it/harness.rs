@@ -386,7 +386,13 @@ impl Deploywatch {
             cmd
         };
         match port {
-            None => start_on_free_port("deploywatch", dir, "/-/ready", Duration::from_secs(20), command),
+            None => start_on_free_port(
+                "deploywatch",
+                dir,
+                "/-/ready",
+                Duration::from_secs(20),
+                command,
+            ),
             Some(port) => {
                 let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
                 let log = dir.join(format!("deploywatch-restart-{n}.log"));
