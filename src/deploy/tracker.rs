@@ -294,16 +294,13 @@ impl Deploys {
         out
     }
 
-    /// After a replay: deploys the history already holds are shown as stored, not as
-    /// judged again on the samples that survived retention; running deploys get a
+    /// After a replay: deploys the history already holds (they finished) are shown as
+    /// stored, not as judged again on the samples that survived; running deploys get a
     /// `resumed` event saying what happened.
     pub fn finish_restore(&self, detail: &str) {
         let restored = self.restored.read();
         let archived = |id: &str| restored.iter().any(|r| r.deploy.id == id);
-        self.all.write().retain(|d| {
-            let d = d.lock();
-            !(d.finished() && archived(&d.id))
-        });
+        self.all.write().retain(|d| !archived(&d.lock().id));
         for track in self.services.read().values() {
             let mut tr = track.lock();
             tr.active.retain(|d| !archived(&d.lock().id));
@@ -543,6 +540,9 @@ impl Deploys {
 
     /// Applies a registration read back from the journal (a replay after a restart).
     pub fn replay_registration(&self, store: &Store, entry: super::journal::Entry) {
+        if self.restored(&entry.id).is_some() {
+            return; // finished: in the history
+        }
         if let Err(error) = self.register_with(store, entry.registration, false) {
             tracing::warn!(deploy_id = %entry.id, %error, "Cannot replay a registration.");
         }

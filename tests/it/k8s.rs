@@ -81,10 +81,22 @@ fn default_port() -> u16 {
         .output()
         .expect("running deploywatch --help");
     let help = String::from_utf8_lossy(&out.stdout);
-    let line = help
-        .lines()
-        .find(|l| l.contains("--web.listen-address"))
+    // The flag's entry: its line and, when clap puts help on the next lines, those up to
+    // the next flag.
+    let lines: Vec<&str> = help.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.contains("--web.listen-address"))
         .unwrap_or_else(|| panic!("--help has no --web.listen-address:\n{help}"));
+    let entry: Vec<&str> = std::iter::once(lines[at])
+        .chain(
+            lines[at + 1..]
+                .iter()
+                .copied()
+                .take_while(|l| !l.trim_start().starts_with('-')),
+        )
+        .collect();
+    let line = entry.join(" ");
     let default = line
         .split("[default: ")
         .nth(1)
