@@ -574,7 +574,14 @@ impl Deploys {
             let mut guard = d.lock();
             let d = &mut *guard;
             if journal {
-                self.journal(&d.id, newest.unwrap_or(d.started_at), &reg)?;
+                // Replayed, it must find or make this very deploy: same start, same id.
+                let resolved = Registration {
+                    at: Some(d.started_at),
+                    baseline_version: d.baseline_version.clone(),
+                    strategy: Some(d.strategy),
+                    ..reg.clone()
+                };
+                self.journal(&d.id, newest.unwrap_or(d.started_at), &resolved)?;
             }
             d.source = Source::Api;
             for (slot, v) in [
