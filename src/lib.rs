@@ -17,6 +17,7 @@ pub mod logging;
 pub mod rca;
 pub mod report;
 pub mod rules;
+pub mod server;
 pub mod stats;
 pub mod store;
 pub mod web;

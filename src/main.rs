@@ -3,15 +3,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use anyhow::Context;
 use clap::Parser;
 
-use deploywatch::app::{App, Runtime};
-use deploywatch::config::{check_http_url, Config};
 use deploywatch::logging::{self, LogFormat, LogLevel};
-use deploywatch::rules::RuleSet;
+use deploywatch::server::{self, ServerSettings};
 
 /// deploywatch judges every deploy on every Prometheus remote-write push: canary against
 /// baseline, or after against before, and says so at once.
@@ -87,108 +83,21 @@ fn main() {
 }
 
 fn run(flags: Flags) -> anyhow::Result<()> {
-    let config = match &flags.config_file {
-        Some(path) => Config::load(path)?,
-        None => Config::embedded(),
-    };
-    let rules = RuleSet::for_config(&config, flags.config_file.as_deref())?;
-    let external_url = match &flags.external_url {
-        Some(u) => check_http_url(u).map_err(anyhow::Error::msg)?,
-        None => format!("http://{}:{}", hostname(), flags.listen_address.port()),
-    };
-    let alertmanager_urls = flags
-        .alertmanager_url
-        .iter()
-        .map(|u| check_http_url(u).map_err(anyhow::Error::msg))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    std::fs::create_dir_all(&flags.storage_path).with_context(|| {
-        format!(
-            "cannot create --storage.path {}",
-            flags.storage_path.display()
-        )
-    })?;
-
+    let prepared = ServerSettings {
+        config_file: flags.config_file,
+        listen_address: flags.listen_address,
+        external_url: flags.external_url,
+        default_host: server::hostname(),
+        alertmanager_urls: flags.alertmanager_url,
+        storage_path: flags.storage_path,
+    }
+    .prepare()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(flags, config, rules, external_url, alertmanager_urls))
-}
-
-async fn serve(
-    flags: Flags,
-    config: Config,
-    rules: RuleSet,
-    external_url: String,
-    alertmanager_urls: Vec<String>,
-) -> anyhow::Result<()> {
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        config = %config.source,
-        settings = %config,
-        rules = rules.rules.len(),
-        "Starting deploywatch."
-    );
-    let app = Arc::new(App::new(
-        Runtime {
-            config_path: flags.config_file.clone(),
-            external_url,
-            storage_path: flags.storage_path.clone(),
-            alertmanager_urls,
-        },
-        config,
-        rules,
-    ));
-    let listener = tokio::net::TcpListener::bind(flags.listen_address)
-        .await
-        .with_context(|| format!("cannot listen on {}", flags.listen_address))?;
-    tracing::info!(address = %flags.listen_address, "Listening.");
-
-    tokio::spawn(reload_on_sighup(app.clone()));
-    app.alerts.start(app.clone());
-    app.set_ready(true);
-    axum::serve(listener, deploywatch::web::router(app.clone()))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    app.set_ready(false);
-    // Deliver the alerts still queued, for a bounded time.
-    app.alerts.shutdown(&*app, ALERT_FLUSH_TIMEOUT).await;
-    tracing::info!("In-flight requests finished; see you next time.");
+    runtime.block_on(async {
+        let server = prepared.bind().await?;
+        server.serve(server::shutdown_signal()).await
+    })?;
     Ok(())
-}
-
-/// How long pending alerts may take to deliver at exit.
-const ALERT_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Resolves on SIGTERM or SIGINT; the server then stops accepting and drains.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    tracing::info!(
-        signal = name,
-        "Received a shutdown signal; draining in-flight requests."
-    );
-}
-
-async fn reload_on_sighup(app: Arc<App>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        return;
-    };
-    while hup.recv().await.is_some() {
-        tracing::info!("Received SIGHUP; reloading the configuration.");
-        let _ = app.reload();
-    }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".into())
 }
