@@ -10,6 +10,7 @@ pub mod alert;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod deploy;
 pub mod export;
 pub mod ingest;
