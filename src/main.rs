@@ -25,6 +25,9 @@ enum Command {
     /// Register a deploy with a running deploywatch and wait for its verdict (for CI/CD
     /// pipelines). Exit codes: 0 pass, 3 pause, 4 rollback, 5 timeout, 2 unreachable or refused.
     Deploy(deploywatch::cli::deploy::DeployArgs),
+    /// See it work: plays a story (a clean canary, then a bad one caught, explained and
+    /// rolled back) into a deploywatch on its defaults, with its web page. Try this first.
+    Demo(deploywatch::demo::DemoArgs),
 }
 
 /// Flags of the server (the default command).
@@ -66,12 +69,19 @@ struct Flags {
 
 fn main() {
     let cli = Cli::parse();
-    if let Some(Command::Deploy(args)) = cli.command {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("building a runtime");
-        std::process::exit(runtime.block_on(deploywatch::cli::deploy::run(args)));
+    match cli.command {
+        Some(Command::Deploy(args)) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("building a runtime");
+            std::process::exit(runtime.block_on(deploywatch::cli::deploy::run(args)));
+        }
+        Some(Command::Demo(args)) => {
+            logging::init(args.log_level, args.log_format);
+            std::process::exit(deploywatch::demo::run(args));
+        }
+        None => {}
     }
     let flags = cli.flags;
     logging::init(flags.log_level, flags.log_format);

@@ -586,6 +586,22 @@ impl Sim {
         &self.labels[series]
     }
 
+    /// The pods of `version` still running go away at `at` (a rollback, the old version
+    /// after a promotion), or at the first scrape slot not generated yet if that is later:
+    /// what was already sent stays as it was. Their series get stale markers, once. The
+    /// number of pods stopped.
+    pub fn end_pods(&mut self, version: &str, at: i64) -> usize {
+        let at = at.max(self.next_slot * self.svc.scrape_interval);
+        let mut n = 0;
+        for spec in self.svc.pods.iter_mut() {
+            if spec.version == version && spec.end > at {
+                spec.end = at;
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Series created so far, per version.
     pub fn series_per_version(&self) -> std::collections::BTreeMap<String, u64> {
         let mut m = std::collections::BTreeMap::new();
