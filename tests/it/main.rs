@@ -8,6 +8,8 @@ mod bad_input;
 /// The web page in headless Chromium.
 mod browser;
 mod cli_deploy;
+/// `deploywatch demo`: every built-in story played once by the real binary.
+mod demo;
 mod deploys;
 /// Suspects, post-deploy reports (golden files), rollback and recovery, deploy history.
 mod explain;
