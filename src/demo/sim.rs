@@ -1115,12 +1115,12 @@ impl Feed {
 }
 
 /// Prometheus' staleness marker (a NaN with a fixed bit pattern).
-pub fn stale_nan() -> f64 {
+fn stale_nan() -> f64 {
     f64::from_bits(crate::store::STALE_NAN_BITS)
 }
 
 /// RW 1.0 labels, sorted by name as Prometheus sends them.
-pub fn labels(pairs: &[(&str, &str)]) -> Vec<rw1::Label> {
+fn labels(pairs: &[(&str, &str)]) -> Vec<rw1::Label> {
     let mut v: Vec<rw1::Label> = pairs
         .iter()
         .map(|(n, v)| rw1::Label {
@@ -1239,6 +1239,44 @@ mod tests {
         assert_eq!(a, b, "the same samples whatever the push window");
         let c = flatten(Feed::one(svc.with(|s| s.seed = 12), 5 * SEC), until);
         assert_ne!(a, c, "another seed, other samples");
+    }
+
+    /// Pods ended while the simulation runs (a rollback) get stale markers for their
+    /// series once, then nothing; what was sent before is unchanged.
+    #[test]
+    fn ended_pods_go_stale_once() {
+        let svc = canary_service();
+        let stop = EPOCH + 12 * MIN;
+        let mut feed = Feed::one(svc.clone(), 5 * SEC);
+        let mut reference = Feed::one(svc, 5 * SEC);
+        let mut before = Vec::new();
+        while feed.t < stop {
+            let (a, b) = (feed.next_push(), reference.next_push());
+            before.push((a.samples, b.samples));
+        }
+        assert!(before.iter().all(|(a, b)| a == b));
+        assert_eq!(feed.sims[0].end_pods("v2", stop), 1);
+        let (mut stale, mut after) = (0, 0);
+        while feed.t < stop + 3 * MIN {
+            for req in feed.next_push().requests {
+                for ts in req.timeseries {
+                    let is_v2 = ts
+                        .labels
+                        .iter()
+                        .any(|l| l.name == "version" && l.value == "v2");
+                    if !is_v2 {
+                        continue;
+                    }
+                    if ts.samples[0].value.to_bits() == stale_nan().to_bits() {
+                        stale += 1;
+                    } else {
+                        after += 1;
+                    }
+                }
+            }
+        }
+        assert!(stale > 10, "stale markers for every v2 series: {stale}");
+        assert_eq!(after, 0, "no v2 sample after its pod ended");
     }
 
     #[test]

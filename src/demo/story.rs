@@ -439,3 +439,70 @@ fn low_traffic(origin: i64) -> Story {
         expect: vec![expect("ledger", "v2", Expect::Is(Verdict::Pending), false)],
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every story registers each deploy it expects a verdict of, at the event time its
+    /// new pods start, between the history and the end; rollbacks name expected deploys.
+    #[test]
+    fn stories_are_consistent() {
+        let origin = 1_795_000_000_000;
+        for scenario in Scenario::ALL {
+            let story = build(scenario, origin);
+            assert_eq!(story.scenario, scenario);
+            assert!(story.origin < story.start && story.start < story.end);
+            let mut registered = Vec::new();
+            for step in &story.steps {
+                if let (When::At(t), Action::Register { body, .. }) = (&step.when, &step.action) {
+                    assert!(*t >= story.start && *t < story.end, "{scenario}: {t}");
+                    let (svc, ver) = (body["service"].as_str(), body["version"].as_str());
+                    let (svc, ver) = (svc.expect("service"), ver.expect("version"));
+                    let sim = story
+                        .services
+                        .iter()
+                        .find(|s| s.name == svc)
+                        .unwrap_or_else(|| panic!("{scenario}: {svc} is not simulated"));
+                    let first = sim
+                        .pods
+                        .iter()
+                        .filter(|p| p.version == ver)
+                        .map(|p| p.start);
+                    assert_eq!(first.min(), Some(*t), "{scenario}: {svc} {ver} starts then");
+                    registered.push((svc.to_string(), ver.to_string()));
+                }
+                if let When::OnVerdict {
+                    service, version, ..
+                } = &step.when
+                {
+                    assert!(
+                        story
+                            .expect
+                            .iter()
+                            .any(|e| &e.service == service && &e.version == version),
+                        "{scenario}: reacts to {service} {version}, which it expects nothing of"
+                    );
+                }
+            }
+            for e in &story.expect {
+                assert!(
+                    registered.contains(&(e.service.clone(), e.version.clone())),
+                    "{scenario}: expects a verdict of {} {}, never registered",
+                    e.service,
+                    e.version
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn expectations_hold_for_the_right_verdicts() {
+        assert!(Expect::Is(Verdict::Pass).holds(Verdict::Pass));
+        assert!(!Expect::Is(Verdict::Pass).holds(Verdict::Pending));
+        assert!(Expect::AtMost(Verdict::Warn).holds(Verdict::Pending));
+        assert!(Expect::AtMost(Verdict::Warn).holds(Verdict::Warn));
+        assert!(!Expect::AtMost(Verdict::Warn).holds(Verdict::Pause));
+        assert_eq!(Expect::AtMost(Verdict::Warn).to_string(), "at most warn");
+    }
+}

@@ -215,3 +215,43 @@ fn list_names_every_story_and_a_bad_speed_is_refused() {
         "{out:?}"
     );
 }
+
+/// With `--alertmanager.url` the demo's verdicts go out as alerts, through the server's
+/// own alert service, to a real Alertmanager. The alert service looks at the deploys once
+/// a wall-clock second, so the story runs slow enough for the regression to last a few
+/// seconds (the `latency` story at 30×: about 16 s).
+#[test]
+fn alerts_reach_a_real_alertmanager() {
+    let am = crate::harness::Alertmanager::start();
+    let alertmanager = format!("--alertmanager.url={}", am.url());
+    let mut run = DemoRun::start(&[
+        "--once",
+        "--speed",
+        "30",
+        "--scenario",
+        "latency",
+        &alertmanager,
+    ]);
+    let (status, _) = run.wait(ONCE_TIMEOUT);
+    assert!(
+        status.success(),
+        "{status}\n{}\n{}",
+        run.stdout(),
+        run.stderr()
+    );
+    assert!(
+        run.stdout().contains("alert_firing"),
+        "no alert in the timeline:\n{}",
+        run.stdout()
+    );
+    let received = crate::harness::sample_value(
+        &crate::harness::scrape(&format!("{}/metrics", am.url())),
+        "alertmanager_alerts_received_total",
+        &[("status", "firing")],
+    );
+    assert!(
+        received.is_some_and(|n| n >= 1.0),
+        "Alertmanager received no firing alert: {received:?}\n{}",
+        am.logs()
+    );
+}
