@@ -3,7 +3,8 @@
 //! A push travels through the modules in this order: [`ingest`] decodes the body, [`store`]
 //! appends the samples to per-series ring buffers grouped by service and version, and
 //! [`web`] answers; [`alert`] tells Alertmanager about regressions. [`export`] renders metrics; [`config`] holds what the user configured;
-//! [`app`] wires the parts together.
+//! [`app`] wires the parts together, [`server`] starts, serves and drains one; [`demo`] plays
+//! a simulated story into one.
 #![forbid(unsafe_code)]
 
 pub mod alert;

@@ -1,5 +1,6 @@
-//! The `deploywatch` binary: parses flags, loads the config, wires the app, serves HTTP, and
-//! drains in-flight requests on SIGTERM/SIGINT. Everything else lives in the library.
+//! The `deploywatch` binary: flags in; the server (loaded, served and drained on
+//! SIGTERM/SIGINT by `deploywatch::server`) or a subcommand (`deploy`, `demo`) run, and an
+//! exit code out. Everything else lives in the library.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
