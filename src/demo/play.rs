@@ -297,11 +297,20 @@ impl<W: Write> Player<W> {
         let mut deploys = self.app.deploys.list(None);
         deploys.reverse(); // oldest first
         for d in deploys {
-            let (line, seen) = self
-                .seen
-                .get(&d.id)
-                .cloned()
-                .unwrap_or_else(|| (String::new(), 0));
+            let (line, seen) = match self.seen.get(&d.id) {
+                Some(known) => known.clone(),
+                None => {
+                    self.say(&format!(
+                        "{}    · {} {}: its page is {}/deploys/{}",
+                        clock(d.started_at),
+                        d.service,
+                        d.version,
+                        self.base_url,
+                        d.id
+                    ));
+                    (String::new(), 0)
+                }
+            };
             for e in d.timeline.iter().skip(seen) {
                 if let Some(text) = event_line(&d, e) {
                     self.say(&format!(
