@@ -142,17 +142,17 @@ impl<W: Write> Player<W> {
                 }
             }
             // The steps due before this window's data.
-            for i in 0..steps.len() {
-                let at = match &steps[i] {
+            for (i, slot) in steps.iter_mut().enumerate() {
+                let at = match slot {
                     Some(step) => match &step.when {
                         When::At(t) => Some(*t),
                         When::OnVerdict { .. } => due.iter().find(|d| d.0 == i).map(|d| d.1),
                     },
                     None => None,
                 };
-                if at.is_some_and(|t| t < window_end) {
-                    let step = steps[i].take().expect("a step not taken yet");
-                    let t = at.unwrap_or(feed.t).max(feed.t);
+                if let Some(t) = at.filter(|t| *t < window_end) {
+                    let step = slot.take().expect("a step not taken yet");
+                    let t = t.max(feed.t);
                     self.act(&mut feed, step.action, t).await?;
                 }
             }
