@@ -365,9 +365,13 @@ pub fn top_suspect(d: &DeployJson) -> Option<String> {
 /// One line on a deploy: what it is, its phase, verdict, deciding rule and top suspect.
 fn status_line(d: &DeployJson) -> String {
     let strategy = format!("{:?}", d.strategy).to_lowercase();
-    let base = d.baseline_version.as_deref().unwrap_or("none");
+    let against = if d.comparison == "before-after" {
+        "after vs before".to_string()
+    } else {
+        format!("vs {}", d.baseline_version.as_deref().unwrap_or("none"))
+    };
     let mut s = format!(
-        "{} {}  {strategy} vs {base}  {:<9}  {}",
+        "{} {}  {strategy} {against}  {:<9}  {}",
         d.service,
         d.version,
         format!("{:?}", d.phase).to_lowercase(),
