@@ -3,13 +3,15 @@
 //! A push travels through the modules in this order: [`ingest`] decodes the body, [`store`]
 //! appends the samples to per-series ring buffers grouped by service and version, and
 //! [`web`] answers; [`alert`] tells Alertmanager about regressions. [`export`] renders metrics; [`config`] holds what the user configured;
-//! [`app`] wires the parts together.
+//! [`app`] wires the parts together, [`server`] starts, serves and drains one; [`demo`] plays
+//! a simulated story into one.
 #![forbid(unsafe_code)]
 
 pub mod alert;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod deploy;
 pub mod export;
 pub mod ingest;
@@ -17,6 +19,7 @@ pub mod logging;
 pub mod rca;
 pub mod report;
 pub mod rules;
+pub mod server;
 pub mod stats;
 pub mod store;
 pub mod web;

@@ -1,4 +1,5 @@
-//! A small blocking-style HTTP/1.1 client for the subcommands (plain http, JSON in and out).
+//! A small HTTP/1.1 client for the subcommands (plain http): a request in (JSON or raw
+//! bytes), the status and body out, within a timeout.
 
 use std::time::Duration;
 
@@ -49,15 +50,30 @@ impl HttpClient {
         url: &str,
         json: Option<&serde_json::Value>,
     ) -> Result<Answer, HttpError> {
+        match json {
+            Some(v) => {
+                let body = Bytes::from(serde_json::to_vec(v).unwrap_or_default());
+                self.send_bytes(method, url, &[("content-type", "application/json")], body)
+                    .await
+            }
+            None => self.send_bytes(method, url, &[], Bytes::new()).await,
+        }
+    }
+
+    /// One exchange with a body of any kind and the given headers.
+    pub async fn send_bytes(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Answer, HttpError> {
         let uri: hyper::Uri = url.parse().map_err(|_| HttpError::Url(url.to_string()))?;
         let mut req = Request::builder().method(method).uri(uri);
-        let body = match json {
-            Some(v) => {
-                req = req.header("content-type", "application/json");
-                Full::new(Bytes::from(serde_json::to_vec(v).unwrap_or_default()))
-            }
-            None => Full::new(Bytes::new()),
-        };
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let body = Full::new(body);
         let req = req
             .header(
                 "user-agent",

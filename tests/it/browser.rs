@@ -3,8 +3,12 @@
 //! and saves screenshots at a laptop's 1366 px width. Chromium missing is a failure that
 //! says to run `bash tests/run`, which installs it.
 //!
+//! The same during `deploywatch demo`: the web page of the demo's own deploywatch once its
+//! story has played.
+//!
 //! Screenshots go to `$CARGO_TARGET_TMPDIR/browser/` (the path is printed);
-//! `DEPLOYWATCH_UPDATE_DOCS=1` also copies the deploy page's to `docs/web-deploy.png`.
+//! `DEPLOYWATCH_UPDATE_DOCS=1` also copies the deploy page's to `docs/web-deploy.png`, and
+//! the demo's rolled-back deploy to `docs/demo.png` (also written when it is missing).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -13,7 +17,8 @@ use std::time::{Duration, Instant};
 use hyper::Method;
 use serde_json::json;
 
-use crate::harness::{self, Deploywatch};
+use crate::demo::{DemoRun, FAST};
+use crate::harness::{self, wait_for, Deploywatch};
 use crate::scenarios::{run_on, Case, T};
 use crate::sim::{register_deploy, Effect, Service, Signal, Who, MIN};
 
@@ -273,4 +278,105 @@ fn assert_no_markup_from_data(dom: &str) {
         !dom.contains("href=\"javascript:"),
         "a javascript: link:\n{dom}"
     );
+}
+
+/// `deploywatch demo` (the default story, at high speed, its web page kept up): while it
+/// runs, Chromium renders the index with the service's deploys and the rolled-back canary's
+/// page with its verdict, suspect, change and the observed rollback. Ctrl-C ends it with 0.
+#[test]
+fn demo_web_page_in_chromium() {
+    let out = out_dir();
+    let mut run = DemoRun::start(&["--speed", FAST]);
+    wait_for(
+        "the demo's story to be played",
+        Duration::from_secs(120),
+        || {
+            let stdout = run.stdout();
+            if stdout.contains("The story is over") {
+                Ok(())
+            } else {
+                Err(format!("stdout:\n{stdout}\nstderr:\n{}", run.stderr()))
+            }
+        },
+    );
+    let stdout = run.stdout();
+    assert!(
+        stdout.contains("Every deploy ended with its expected verdict."),
+        "{stdout}"
+    );
+    let list = harness::request(
+        Method::GET,
+        &format!("{}/api/v1/deploys?service=shop", run.url()),
+        &[],
+        Vec::new(),
+    );
+    let list: serde_json::Value = serde_json::from_slice(&list.body).expect("JSON");
+    let deploy = |version: &str| {
+        list["deploys"]
+            .as_array()
+            .and_then(|a| a.iter().find(|d| d["version"] == version))
+            .unwrap_or_else(|| panic!("no deploy of shop {version}: {list}"))
+            .clone()
+    };
+    let (good, bad) = (deploy("v2"), deploy("v3"));
+    assert_eq!(good["verdict"], "pass", "{good}");
+    assert_eq!(bad["verdict"], "rollback", "{bad}");
+    let id = bad["id"].as_str().expect("an id").to_string();
+
+    let index = dump_dom(&out, "demo-index", &format!("{}/", run.url()));
+    for want in [
+        "<h1>Deploys</h1>",
+        "shop",
+        "badge rollback",
+        "decided by <b>error_rate</b>",
+        &format!("href=\"/deploys/{id}\""),
+        &format!("href=\"/deploys/{}\"", good["id"].as_str().expect("an id")),
+    ] {
+        assert!(
+            index.contains(want),
+            "the demo's index lacks {want:?}:\n{index}"
+        );
+    }
+    let page = dump_dom(&out, "demo-deploy", &format!("{}/deploys/{id}", run.url()));
+    for want in [
+        r#"<span class="badge big rollback">rollback</span>"#,
+        "<svg class=\"chart\"",
+        "/checkout",
+        "checkout-db",
+        "rollback_observed",
+        "<title>shop v3 · deploywatch</title>",
+    ] {
+        assert!(
+            page.contains(want),
+            "the demo's deploy page lacks {want:?}:\n{page}"
+        );
+    }
+
+    let shots = [
+        screenshot(
+            &out,
+            "demo-index-1366",
+            &format!("{}/", run.url()),
+            1366,
+            900,
+        ),
+        screenshot(
+            &out,
+            "demo-deploy-tall",
+            &format!("{}/deploys/{id}", run.url()),
+            1366,
+            1800,
+        ),
+    ];
+    for s in &shots {
+        println!("browser: screenshot {}", s.display());
+    }
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/demo.png");
+    if std::env::var_os("DEPLOYWATCH_UPDATE_DOCS").is_some() || !docs.exists() {
+        std::fs::copy(&shots[1], &docs).expect("copying the screenshot to docs/");
+        println!("browser: copied to {}", docs.display());
+    }
+
+    let status = run.interrupt(Duration::from_secs(30));
+    assert!(status.success(), "the demo ended with {status} on Ctrl-C");
 }

@@ -8,6 +8,8 @@ mod bad_input;
 /// The web page in headless Chromium.
 mod browser;
 mod cli_deploy;
+/// `deploywatch demo`: every built-in story played once by the real binary.
+mod demo;
 mod deploys;
 /// Crash and resume, corrupt snapshots, soak and concurrency.
 mod durability;
