@@ -15,6 +15,7 @@ pub mod demo;
 pub mod deploy;
 pub mod export;
 pub mod ingest;
+pub mod jsonl;
 pub mod logging;
 pub mod rca;
 pub mod report;

@@ -4,14 +4,13 @@
 //! crash from that moment. Read back at start and replayed with the samples; entries of
 //! deploys that finished (and are in the history) are compacted away.
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::Registration;
+use crate::jsonl;
 
 pub const FILE_NAME: &str = "registrations.jsonl";
 
@@ -32,50 +31,30 @@ pub struct JournalError {
     source: std::io::Error,
 }
 
-/// The open journal.
+/// The open journal; appends and compactions one at a time.
 pub struct Journal {
     path: PathBuf,
-    file: Mutex<Option<File>>,
+    lock: Mutex<()>,
 }
 
 impl Journal {
     /// Opens (or creates) the journal in `dir` and returns its entries, oldest first. A torn
-    /// last line (a crash mid-append, before the `201`) is skipped.
+    /// last line (a crash mid-append, before the `201`) is skipped and rewritten away, so
+    /// the next append starts on a line of its own.
     pub fn open(dir: &Path) -> Result<(Journal, Vec<Entry>), JournalError> {
         let path = dir.join(FILE_NAME);
         let io = |source| JournalError {
             path: path.clone(),
             source,
         };
-        let mut entries = Vec::new();
-        let mut unreadable = 0;
-        match File::open(&path) {
-            Ok(f) => {
-                for line in BufReader::new(f).lines() {
-                    let line = line.map_err(io)?;
-                    if line.trim().is_empty() {
-                        continue;
-                    }
-                    match serde_json::from_str::<Entry>(&line) {
-                        Ok(e) => entries.push(e),
-                        Err(error) => {
-                            unreadable += 1;
-                            tracing::warn!(path = %path.display(), %error, "Skipping an unreadable registration.")
-                        }
-                    }
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(e)),
-        }
+        let (entries, unreadable) = jsonl::read::<Entry>(&path).map_err(io)?;
         if unreadable > 0 {
-            // A torn line would swallow the next append: rewrite without it.
-            write_atomically(&path, &entries).map_err(io)?;
+            jsonl::rewrite(&path, &entries).map_err(io)?;
         }
         Ok((
             Journal {
                 path,
-                file: Mutex::new(None),
+                lock: Mutex::new(()),
             },
             entries,
         ))
@@ -83,61 +62,28 @@ impl Journal {
 
     /// Appends one entry and syncs it to disk.
     pub fn append(&self, entry: &Entry) -> Result<(), JournalError> {
-        let io = |source| JournalError {
+        let _one = self.lock.lock();
+        jsonl::append(&self.path, entry).map_err(|source| JournalError {
             path: self.path.clone(),
             source,
-        };
-        let mut line = serde_json::to_vec(entry).map_err(|e| io(e.into()))?;
-        line.push(b'\n');
-        let mut file = self.file.lock();
-        if file.is_none() {
-            *file = Some(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&self.path)
-                    .map_err(io)?,
-            );
-        }
-        let f = file.as_mut().expect("opened above");
-        let written = f.write_all(&line).and_then(|()| f.sync_data());
-        if written.is_err() {
-            *file = None; // reopen next time
-        }
-        written.map_err(io)
+        })
     }
 
-    /// Rewrites the journal with the entries `keep` accepts (temporary file, sync, rename).
+    /// Rewrites the journal with the entries `keep` accepts; returns how many were dropped.
     pub fn compact(&self, keep: impl Fn(&Entry) -> bool) -> Result<usize, JournalError> {
         let io = |source| JournalError {
             path: self.path.clone(),
             source,
         };
-        let mut file = self.file.lock();
-        let (_, entries) = Journal::open(self.path.parent().unwrap_or(Path::new(".")))?;
+        let _one = self.lock.lock();
+        let (entries, _) = jsonl::read::<Entry>(&self.path).map_err(io)?;
         let kept: Vec<&Entry> = entries.iter().filter(|e| keep(e)).collect();
         if kept.len() == entries.len() {
             return Ok(0);
         }
-        let kept: Vec<Entry> = kept.into_iter().cloned().collect();
-        write_atomically(&self.path, &kept).map_err(io)?;
-        *file = None;
+        jsonl::rewrite(&self.path, &kept).map_err(io)?;
         Ok(entries.len() - kept.len())
     }
-}
-
-/// Writes `entries` to a temporary file, syncs it and renames it over `path`.
-fn write_atomically(path: &Path, entries: &[Entry]) -> std::io::Result<()> {
-    let mut out = Vec::new();
-    for e in entries {
-        serde_json::to_writer(&mut out, e)?;
-        out.push(b'\n');
-    }
-    let tmp = path.with_extension("jsonl.tmp");
-    let mut f = File::create(&tmp)?;
-    f.write_all(&out)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]
@@ -182,7 +128,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (j, _) = Journal::open(dir.path()).unwrap();
         j.append(&entry("a", 1)).unwrap();
-        let mut f = OpenOptions::new()
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(dir.path().join(FILE_NAME))
             .unwrap();

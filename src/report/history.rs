@@ -7,8 +7,6 @@
 //! file, synced, renamed over) when it is opened and whenever its oldest record falls out
 //! of retention. A torn last line (a crash mid-append) is skipped and compacted away.
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
@@ -37,11 +35,6 @@ pub enum HistoryError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("deploy history {path}: {source}")]
-    Encode {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
 }
 
 /// The open log.
@@ -64,27 +57,7 @@ impl History {
             source,
         };
         std::fs::create_dir_all(dir).map_err(io)?;
-        let mut records = Vec::new();
-        let mut unreadable = 0usize;
-        match File::open(&path) {
-            Ok(f) => {
-                for line in BufReader::new(f).lines() {
-                    let line = line.map_err(io)?;
-                    if line.trim().is_empty() {
-                        continue;
-                    }
-                    match serde_json::from_str::<Record>(&line) {
-                        Ok(r) => records.push(r),
-                        Err(error) => {
-                            unreadable += 1;
-                            tracing::warn!(path = %path.display(), %error, "Skipping an unreadable deploy history record.");
-                        }
-                    }
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(e)),
-        }
+        let (records, unreadable) = crate::jsonl::read::<Record>(&path).map_err(io)?;
         let h = History {
             path,
             retention_ms: retention.as_millis() as i64,
@@ -113,23 +86,12 @@ impl History {
     /// Appends a finished deploy; compacts the log when its oldest record fell out of
     /// retention.
     pub fn append(&self, record: &Record) -> Result<(), HistoryError> {
-        let mut line = serde_json::to_vec(record).map_err(|source| HistoryError::Encode {
-            path: self.path.clone(),
-            source,
-        })?;
-        line.push(b'\n');
         let io = |source| HistoryError::Io {
             path: self.path.clone(),
             source,
         };
         let mut state = self.state.lock();
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .map_err(io)?;
-        f.write_all(&line).map_err(io)?;
-        f.sync_data().map_err(io)?;
+        crate::jsonl::append(&self.path, record).map_err(io)?;
         state.push(record.finished_at);
         let newest = state.iter().copied().max().unwrap_or(record.finished_at);
         let expired = state.iter().any(|t| *t < newest - self.retention_ms);
@@ -145,22 +107,10 @@ impl History {
     }
 
     fn rewrite(&self, records: &[Record]) -> Result<(), HistoryError> {
-        let tmp = self.path.with_extension("jsonl.tmp");
-        let io = |source| HistoryError::Io {
-            path: tmp.clone(),
+        crate::jsonl::rewrite(&self.path, records).map_err(|source| HistoryError::Io {
+            path: self.path.clone(),
             source,
-        };
-        let mut f = File::create(&tmp).map_err(io)?;
-        for r in records {
-            let mut line = serde_json::to_vec(r).map_err(|source| HistoryError::Encode {
-                path: tmp.clone(),
-                source,
-            })?;
-            line.push(b'\n');
-            f.write_all(&line).map_err(io)?;
-        }
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
+        })?;
         *self.state.lock() = records.iter().map(|r| r.finished_at).collect();
         tracing::info!(path = %self.path.display(), records = records.len(), "Compacted the deploy history.");
         Ok(())
@@ -212,7 +162,11 @@ mod tests {
         let text = std::fs::read_to_string(h.path()).unwrap();
         assert_eq!(text.lines().count(), 2, "{text}");
         // A torn last line (a crash mid-append) is skipped and compacted away.
-        let mut f = OpenOptions::new().append(true).open(h.path()).unwrap();
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(h.path())
+            .unwrap();
         f.write_all(b"{\"finished_at\": 17").unwrap();
         drop(f);
         let (h, kept) = History::open(dir.path(), Duration::from_secs(2 * 86_400)).unwrap();

@@ -105,7 +105,7 @@ fn play_to_rollback(
 }
 
 /// Active alerts of `deploy_id` in Alertmanager.
-fn alerts_of(am: &Alertmanager, deploy_id: &str) -> Result<Vec<Value>, String> {
+pub(crate) fn alerts_of(am: &Alertmanager, deploy_id: &str) -> Result<Vec<Value>, String> {
     Ok(am
         .alerts()?
         .into_iter()

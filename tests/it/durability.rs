@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::alerts::alerts_of;
 use crate::harness::{self, wait_for, Alertmanager, Deploywatch};
 use crate::sim::{deploy, register_deploy, Driver, Effect, Feed, Service, Signal, Who, MIN, SEC};
 
@@ -149,11 +150,7 @@ fn kill_9_mid_canary_resumes_with_baseline_and_timeline_and_resends_the_alert() 
         "Alertmanager to list the rollback alert",
         Duration::from_secs(20),
         || {
-            let a: Vec<Value> = am
-                .alerts()?
-                .into_iter()
-                .filter(|a| a["labels"]["deploy_id"] == id.as_str())
-                .collect();
+            let a = alerts_of(&am, &id)?;
             match &a[..] {
                 [one] if one["labels"]["action"] == "rollback" => Ok(()),
                 other => Err(format!("{other:?}")),
@@ -193,12 +190,7 @@ fn kill_9_mid_canary_resumes_with_baseline_and_timeline_and_resends_the_alert() 
             other => Err(format!("sent {other:?}")),
         },
     );
-    let alerts: Vec<Value> = am
-        .alerts()
-        .unwrap()
-        .into_iter()
-        .filter(|a| a["labels"]["deploy_id"] == id.as_str())
-        .collect();
+    let alerts = alerts_of(&am, &id).unwrap();
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert_eq!(alerts[0]["labels"]["action"], "rollback");
     {
