@@ -708,7 +708,7 @@ impl Deploys {
                 continue;
             };
             for r in &mut d.rules {
-                r.offer(s, side);
+                r.offer(s, side, t);
             }
         }
         if self.rollback_observed(d, svc, versions, t) {

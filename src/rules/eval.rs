@@ -212,7 +212,7 @@ impl RuleState {
     }
 
     /// Offers a series; it is kept if a selector matches.
-    pub fn offer(&mut self, series: &Arc<Series>, side: Side) {
+    pub fn offer(&mut self, series: &Arc<Series>, side: Side, t: i64) {
         let hits: Vec<Component> = self
             .rule
             .signal
@@ -237,7 +237,13 @@ impl RuleState {
             {
                 continue;
             }
-            let prev = series.data.lock().ring.last().filter(|(_, v)| !v.is_nan());
+            // Its value at the step it joins, not its newest: a push may already hold later
+            // samples, and counting from those would lose their increments.
+            let prev = series
+                .data
+                .lock()
+                .at_or_before(t)
+                .filter(|(_, v)| !v.is_nan());
             self.matched.push(Matched {
                 series: series.clone(),
                 side,
@@ -1221,7 +1227,7 @@ mod tests {
 pub fn known_baseline(rule: &Rule, series: &[Arc<Series>], from: i64, to: i64) -> KnownBaseline {
     let mut probe = RuleState::new(rule.clone());
     for s in series {
-        probe.offer(s, Side::Baseline);
+        probe.offer(s, Side::Baseline, to);
     }
     let counters = rule.signal.counters();
     let mut total = SideStep {

@@ -200,3 +200,51 @@ fn versions_running_when_deploywatch_starts_are_not_deploys() {
     let v = dw.get_json("/api/v1/verdict?service=api");
     assert_eq!(v["verdict"], "pending");
 }
+
+/// Event time, not push boundaries: the same samples pushed every 5 s, 15 s or 60 s give
+/// the same deploy: verdict, `verdict_at`, per-rule values and the whole timeline. (A new
+/// series joining a rule once counted from its newest sample; a push holding later samples
+/// then lost their increments and delayed a rollback by a step.)
+#[test]
+fn verdicts_and_timelines_do_not_depend_on_how_pushes_batch_the_samples() {
+    use crate::sim::{register_deploy, Driver, Effect, Feed, Service, Signal, Who, MIN, SEC};
+    let t = crate::sim::EPOCH + 30 * MIN;
+    let play = |window: i64| -> Value {
+        let dw = Deploywatch::start();
+        let svc = Service::new("checkout", 71, 3)
+            .canary("v2", t, 1)
+            .effect(Effect::step(
+                Who::Version("v2".into()),
+                Signal::Errors,
+                10.0,
+                t,
+                i64::MAX,
+            ));
+        let mut driver = Driver::new(&dw, Feed::one(svc, window));
+        driver.run_to(t);
+        let id = register_deploy(
+            &dw,
+            &json!({"service": "checkout", "version": "v2", "baseline_version": "v1", "at": t}),
+        )
+        .unwrap();
+        driver.run_to(t + 8 * MIN);
+        let mut d = crate::sim::deploy(&dw, &id).unwrap();
+        // Links carry the port of each run's deploywatch.
+        d.as_object_mut().unwrap().remove("report_url");
+        d
+    };
+    let five = play(5 * SEC);
+    assert_eq!(five["verdict"], "rollback", "{five:#}");
+    for window in [15 * SEC, 60 * SEC] {
+        let other = play(window);
+        assert_eq!(
+            other["verdict_at"], five["verdict_at"],
+            "pushes every {window} ms"
+        );
+        assert_eq!(other["rules"], five["rules"], "pushes every {window} ms");
+        assert_eq!(
+            other["timeline"], five["timeline"],
+            "pushes every {window} ms"
+        );
+    }
+}
