@@ -23,8 +23,9 @@ use crate::store::snapshot::{self, SnapshotError, Written};
 use crate::store::{IngestScratch, RingBuffer};
 
 /// Samples are replayed in pushes of at most this much event time: Prometheus' cadence
-/// (`batch_send_deadline: 5s`). The judge's verdicts depend on what each push brings (a
-/// replay in 60 s pushes reached a rollback later), so the replay pushes as Prometheus did.
+/// (`batch_send_deadline: 5s`). Rule values do not depend on push boundaries, but which
+/// versions are still serving is read from their newest sample at each push, so the replay
+/// advances it as the live pushes did.
 const REPLAY_WINDOW_MS: i64 = 5_000;
 /// Series per replayed push at most.
 const REPLAY_BATCH_SERIES: usize = 20_000;
