@@ -511,3 +511,30 @@ fn concurrent_pushers_reloads_and_scrapes_lose_nothing_and_never_deadlock() {
         reloads.load(Ordering::Relaxed) as f64
     );
 }
+
+#[test]
+fn sigterm_writes_a_final_snapshot_and_a_restart_loses_nothing() {
+    // The default 30 s interval: no periodic snapshot happens during the test.
+    let mut dw = Deploywatch::start();
+    let mut driver = Driver::new(&dw, Feed::one(bad_canary(3), 5 * SEC));
+    driver.run_to(crate::sim::EPOCH + 10 * MIN);
+    drop(driver);
+    let appended = dw.samples_total("appended");
+    let (status, took) = dw.terminate(Duration::from_secs(40));
+    assert!(status.success(), "{status}");
+    assert!(took < Duration::from_secs(35), "shutdown took {took:?}");
+    assert!(
+        dw.logs().contains("Final snapshot written."),
+        "{}",
+        dw.logs()
+    );
+    dw.restart();
+    assert_eq!(
+        dw.must_metric("deploywatch_restored_samples", &[]),
+        appended
+    );
+    assert_eq!(
+        dw.must_metric("deploywatch_snapshot_corrupt_total", &[]),
+        0.0
+    );
+}
