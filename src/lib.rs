@@ -3,11 +3,13 @@
 //! A push travels through the modules in this order: [`ingest`] decodes the body, [`store`]
 //! appends the samples to per-series ring buffers grouped by service and version, and
 //! [`web`] answers; [`alert`] tells Alertmanager about regressions. [`export`] renders metrics; [`config`] holds what the user configured;
-//! [`app`] wires the parts together.
+//! [`app`] wires the parts together; [`backtest`] replays a Prometheus server's history through
+//! the same judge.
 #![forbid(unsafe_code)]
 
 pub mod alert;
 pub mod app;
+pub mod backtest;
 pub mod cli;
 pub mod config;
 pub mod deploy;

@@ -29,6 +29,11 @@ enum Command {
     /// Register a deploy with a running deploywatch and wait for its verdict (for CI/CD
     /// pipelines). Exit codes: 0 pass, 3 pause, 4 rollback, 5 timeout, 2 unreachable or refused.
     Deploy(deploywatch::cli::deploy::DeployArgs),
+    /// Replay a Prometheus server's history (remote read) through deploywatch's judge: the
+    /// deploys found, their verdicts and when, and with --compare-rules the difference
+    /// another rule set makes. Exit codes: 0 done, 1 bad arguments, 2 Prometheus
+    /// unreachable or refusing the read.
+    Backtest(deploywatch::backtest::BacktestArgs),
 }
 
 /// Flags of the server (the default command).
@@ -69,13 +74,30 @@ struct Flags {
 }
 
 fn main() {
-    let cli = Cli::parse();
-    if let Some(Command::Deploy(args)) = cli.command {
-        let runtime = tokio::runtime::Builder::new_current_thread()
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // `backtest` documents exit 1 for bad arguments (2 is "Prometheus unreachable"); the
+        // server and `deploy` keep clap's (and Prometheus') 2.
+        Err(e) if e.use_stderr() && std::env::args().nth(1).as_deref() == Some("backtest") => {
+            let _ = e.print();
+            std::process::exit(deploywatch::backtest::EXIT_USAGE);
+        }
+        Err(e) => e.exit(),
+    };
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .expect("building a runtime");
-        std::process::exit(runtime.block_on(deploywatch::cli::deploy::run(args)));
+            .expect("building a runtime")
+    };
+    match cli.command {
+        Some(Command::Deploy(args)) => {
+            std::process::exit(runtime().block_on(deploywatch::cli::deploy::run(args)))
+        }
+        Some(Command::Backtest(args)) => {
+            std::process::exit(runtime().block_on(deploywatch::backtest::run(args)))
+        }
+        None => {}
     }
     let flags = cli.flags;
     logging::init(flags.log_level, flags.log_format);

@@ -2,4 +2,4 @@
 //! flags in, an exit code out. `deploy` registers a deploy and waits for its verdict.
 
 pub mod deploy;
-mod http;
+pub(crate) mod http;

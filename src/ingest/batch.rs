@@ -119,4 +119,30 @@ impl Batch {
     pub fn sample_count(&self) -> usize {
         self.samples.len()
     }
+
+    /// Empties the batch for building by hand with [`Batch::push_encoded`]; labels are
+    /// checked against `limits` when the store parses them.
+    pub fn reset(&mut self, limits: &super::DecodeLimits) {
+        self.clear();
+        self.limits = limits.clone();
+    }
+
+    /// Appends one series as the RW 1.0 decoder produces a Prometheus-shaped `TimeSeries`:
+    /// `label_fields` are its encoded `Label` fields (field 1 of a `TimeSeries`, as prost
+    /// encodes a `TimeSeries` without samples), kept as raw bytes and parsed on demand.
+    /// For callers that hold samples rather than request bodies (backtests replaying history).
+    pub fn push_encoded(&mut self, label_fields: &[u8], samples: &[Sample]) {
+        let start = self.buf.len() as u32;
+        self.buf.extend_from_slice(label_fields);
+        let end = self.buf.len() as u32;
+        let first = self.samples.len() as u32;
+        self.samples.extend_from_slice(samples);
+        let labels = self.labels.len() as u32;
+        self.series.push(SeriesEntry {
+            labels: labels..labels,
+            samples: first..self.samples.len() as u32,
+            raw_labels: (start, end),
+            deferred: true,
+        });
+    }
 }
