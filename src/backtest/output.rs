@@ -57,11 +57,15 @@ pub struct VerdictChange {
     pub after: Verdict,
 }
 
+/// A deploy reached the same milestone at another time: `what` is `flagged` (its first warn
+/// or worse) or the final verdict both rule sets gave it (its `verdict_at`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DetectionChange {
     pub id: String,
     pub service: String,
     pub version: String,
+    pub what: String,
+    /// From the deploy's start, under each rule set.
     pub before_ms: i64,
     pub after_ms: i64,
     /// Positive: flagged this much earlier under the compared rules.
@@ -76,7 +80,8 @@ pub struct Comparison {
     pub newly_flagged: Vec<Flagged>,
     pub no_longer_flagged: Vec<Flagged>,
     pub verdict_changes: Vec<VerdictChange>,
-    /// Deploys flagged under both whose detection time differs.
+    /// Deploys flagged under both that were flagged, or reached their common final
+    /// verdict, at another time.
     pub detection_changes: Vec<DetectionChange>,
 }
 
@@ -120,18 +125,25 @@ pub fn compare(before: &[DeployJson], after: &[DeployJson]) -> Comparison {
                 .no_longer_flagged
                 .push(flagged(b.as_ref().expect("flagged"))),
             (true, true) => {
-                let (fb, fa) = (flagged(b.as_ref().unwrap()), flagged(a.as_ref().unwrap()));
-                if let (Some(x), Some(y)) = (fb.detection_ms, fa.detection_ms) {
-                    if x != y {
-                        c.detection_changes.push(DetectionChange {
-                            id: id.clone(),
-                            service: fa.service.clone(),
-                            version: fa.version.clone(),
-                            before_ms: x,
-                            after_ms: y,
-                            gained_ms: x - y,
-                        });
+                let (db, da) = (b.as_ref().unwrap(), a.as_ref().unwrap());
+                let mut change = |what: String, x: Option<i64>, y: Option<i64>| {
+                    if let (Some(x), Some(y)) = (x, y) {
+                        if x != y {
+                            c.detection_changes.push(DetectionChange {
+                                id: id.clone(),
+                                service: da.service.clone(),
+                                version: da.version.clone(),
+                                what,
+                                before_ms: x - db.started_at,
+                                after_ms: y - da.started_at,
+                                gained_ms: x - y,
+                            });
+                        }
                     }
+                };
+                change("flagged".into(), flagged_at(db), flagged_at(da));
+                if db.verdict == da.verdict {
+                    change(db.verdict.to_string(), db.verdict_at, da.verdict_at);
                 }
             }
             (false, false) => {}
@@ -188,7 +200,7 @@ pub fn table(o: &Outcome, args: &BacktestArgs) -> String {
         );
         let line = |f: &Flagged| {
             format!(
-                "  {} {} ({}): {} at {}, {} after the deploy started\n",
+                "  {} {} ({}): {}, first flagged at {}, {} after the deploy started\n",
                 f.service,
                 f.version,
                 f.id,
@@ -212,10 +224,11 @@ pub fn table(o: &Outcome, args: &BacktestArgs) -> String {
         for d in &c.detection_changes {
             let how = if d.gained_ms > 0 { "earlier" } else { "later" };
             out += &format!(
-                "  {} {} ({}): {} -> {} ({} {how})\n",
+                "  {} {} ({}): {} after {} -> {} ({} {how})\n",
                 d.service,
                 d.version,
                 d.id,
+                d.what,
                 secs(d.before_ms),
                 secs(d.after_ms),
                 secs(d.gained_ms.abs())
@@ -381,9 +394,12 @@ mod tests {
             .map(|v| (v.id.as_str(), v.before, v.after))
             .collect();
         assert_eq!(changes, [("a", Pass, Warn), ("c", Warn, Pass)]);
-        assert_eq!(c.detection_changes.len(), 1);
-        assert_eq!(c.detection_changes[0].id, "b");
-        assert_eq!(c.detection_changes[0].gained_ms, 15_000);
+        let det: Vec<(&str, &str, i64)> = c
+            .detection_changes
+            .iter()
+            .map(|d| (d.id.as_str(), d.what.as_str(), d.gained_ms))
+            .collect();
+        assert_eq!(det, [("b", "flagged", 15_000), ("b", "rollback", 30_000)]);
         assert_eq!(deciding_rule(&before[1]), Some("error_rate"));
         assert_eq!(deciding_rule(&before[0]), None);
     }

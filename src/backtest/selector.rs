@@ -41,7 +41,7 @@ pub fn parse(input: &str) -> Result<Vec<LabelMatcher>, SelectorError> {
                     return Err(p.err(format!("invalid regex {value:?}: {e}")));
                 }
             }
-            out.push(matcher(ty, &name, value));
+            out.push(matcher(ty, name, value));
             p.ws();
             if p.eat(',') {
                 continue;
