@@ -193,6 +193,12 @@ async fn main() {
         for l in stale.drain(..) {
             entry(&mut body, &l, t, f64::from_bits(0x7ff0_0000_0000_0002));
             entries += 1;
+            if entries == PER_REQUEST {
+                send(&client, &url, &mut enc, &mut body).await;
+                samples += entries as u64;
+                requests += 1;
+                entries = 0;
+            }
         }
         for (slot, p) in pods.iter_mut().enumerate() {
             let ts = t + (slot as i64 * 937) % STEP; // each target at its own offset

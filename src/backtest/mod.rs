@@ -126,6 +126,21 @@ pub struct Stats {
     /// Pushing through the judge (per rule set, summed).
     pub replay: Duration,
     pub wall: Duration,
+    /// CPU time of the reading thread (requests, decoding answers) and of the replay
+    /// thread, when the OS tells (Linux): on a busy machine wall time overstates both.
+    pub read_cpu: Option<Duration>,
+    pub replay_cpu: Option<Duration>,
+}
+
+/// CPU time (user + system) the calling thread has used, from `/proc/thread-self/stat`.
+fn thread_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    // Fields after the command name, which may contain spaces: state is field 3, utime 14,
+    // stime 15, in clock ticks (USER_HZ, 100 on Linux).
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }
 
 /// Runs the subcommand; returns the exit code.
@@ -197,7 +212,13 @@ pub async fn backtest(args: &BacktestArgs) -> Result<Outcome, BacktestError> {
             }
             busy += t.elapsed();
         }
-        let stats = (first.samples, first.pushes, first.dropped, busy);
+        let stats = (
+            first.samples,
+            first.pushes,
+            first.dropped,
+            busy,
+            thread_cpu(),
+        );
         Ok((first.deploys(), second.map(|s| s.deploys()), stats))
     });
 
@@ -224,6 +245,7 @@ pub async fn backtest(args: &BacktestArgs) -> Result<Outcome, BacktestError> {
         }
         start = end;
     }
+    stats.read_cpu = thread_cpu();
     drop(tx);
     let replayed = replayer
         .join()
@@ -231,7 +253,8 @@ pub async fn backtest(args: &BacktestArgs) -> Result<Outcome, BacktestError> {
     if let Some(e) = read_error {
         return Err(e);
     }
-    let (deploys, compared, (samples, pushes, dropped, busy)) = replayed?;
+    let (deploys, compared, (samples, pushes, dropped, busy, replay_cpu)) = replayed?;
+    stats.replay_cpu = replay_cpu;
     stats.samples = samples;
     stats.pushes = pushes;
     stats.dropped = dropped;

@@ -310,14 +310,20 @@ fn deploy_table(deploys: &[DeployJson]) -> String {
 
 /// What the backtest read and how long each half took (printed to stderr).
 pub fn stats_line(s: &Stats) -> String {
+    let cpu = |d: Option<std::time::Duration>| {
+        d.map(|d| format!(", {:.2}s CPU", d.as_secs_f64()))
+            .unwrap_or_default()
+    };
     format!(
-        "backtest: read {} samples of {} series in {} queries ({:.2}s reading), {} pushes replayed ({:.2}s judging), {:.2}s in all{}",
+        "backtest: read {} samples of {} series in {} queries ({:.2}s reading{}), {} pushes replayed ({:.2}s judging{}), {:.2}s in all{}",
         s.samples,
         s.series,
         s.chunks,
         s.read.as_secs_f64(),
+        cpu(s.read_cpu),
         s.pushes,
         s.replay.as_secs_f64(),
+        cpu(s.replay_cpu),
         s.wall.as_secs_f64(),
         if s.dropped > 0 {
             format!("; {} samples dropped by the store (duplicate or out of order)", s.dropped)
