@@ -90,7 +90,18 @@ pub struct Replay {
     pub pushes: u64,
     /// Samples the store did not take (duplicates, out of order, over a limit).
     pub dropped: u64,
-    cursors: Vec<usize>,
+    /// Scratch space of `replay`, reused chunk after chunk.
+    runs: Vec<Run>,
+    starts: Vec<usize>,
+    order: Vec<u32>,
+}
+
+/// Samples `from..to` of one series of a chunk, all in one push window.
+struct Run {
+    window: u32,
+    series: u32,
+    from: u32,
+    to: u32,
 }
 
 impl Replay {
@@ -107,42 +118,73 @@ impl Replay {
             samples: 0,
             pushes: 0,
             dropped: 0,
-            cursors: Vec::new(),
+            runs: Vec::new(),
+            starts: Vec::new(),
+            order: Vec::new(),
         }
     }
 
     /// Pushes a chunk window by window. Windows are aligned to multiples of the window
     /// length in event time (so a chunk boundary on such a multiple cuts no push in two);
-    /// a window without samples is no push.
+    /// a window without samples is no push. The chunk's runs of samples (one series, one
+    /// window) are first grouped by window with a counting sort: linear in the samples,
+    /// whatever the number of series and windows.
     pub fn replay(&mut self, chunk: &Chunk) -> Result<(), BacktestError> {
+        if chunk.end <= chunk.start {
+            return Ok(());
+        }
         let w = self.window_ms;
-        self.cursors.clear();
-        self.cursors.resize(chunk.series.len(), 0);
-        let mut t = chunk.start.div_euclid(w) * w;
-        while t < chunk.end {
-            let until = t + w;
+        let first = chunk.start.div_euclid(w);
+        let windows = ((chunk.end - 1).div_euclid(w) - first + 1) as usize;
+        let window_of = |ts: i64| (ts.div_euclid(w) - first) as usize;
+        self.runs.clear();
+        self.starts.clear();
+        self.starts.resize(windows + 1, 0);
+        for (i, s) in chunk.series.iter().enumerate() {
+            let mut j = 0;
+            while j < s.samples.len() {
+                let win = window_of(s.samples[j].ts);
+                let mut k = j + 1;
+                while k < s.samples.len() && window_of(s.samples[k].ts) == win {
+                    k += 1;
+                }
+                self.runs.push(Run {
+                    window: win as u32,
+                    series: i as u32,
+                    from: j as u32,
+                    to: k as u32,
+                });
+                self.starts[win + 1] += 1;
+                j = k;
+            }
+        }
+        for i in 1..=windows {
+            self.starts[i] += self.starts[i - 1];
+        }
+        // Place the runs by window, keeping the series order within a window.
+        self.order.clear();
+        self.order.resize(self.runs.len(), 0);
+        let mut next = self.starts.clone();
+        for (r, run) in self.runs.iter().enumerate() {
+            let slot = &mut next[run.window as usize];
+            self.order[*slot] = r as u32;
+            *slot += 1;
+        }
+        for win in 0..windows {
+            let (a, b) = (self.starts[win], self.starts[win + 1]);
+            if a == b {
+                continue;
+            }
             self.batch.reset(&self.limits);
-            // The next sample after this window, to skip empty stretches at once.
-            let mut next = i64::MAX;
-            for (s, cur) in chunk.series.iter().zip(self.cursors.iter_mut()) {
-                let rest = &s.samples[*cur..];
-                let n = rest.partition_point(|x| x.ts < until);
-                if n > 0 {
-                    self.batch.push_encoded(&s.label_fields, &rest[..n]);
-                    *cur += n;
-                }
-                if let Some(x) = s.samples.get(*cur) {
-                    next = next.min(x.ts);
-                }
+            for &r in &self.order[a..b] {
+                let run = &self.runs[r as usize];
+                let s = &chunk.series[run.series as usize];
+                self.batch.push_encoded(
+                    &s.label_fields,
+                    &s.samples[run.from as usize..run.to as usize],
+                );
             }
-            if !self.batch.series.is_empty() {
-                self.push()?;
-            }
-            t = if next == i64::MAX {
-                chunk.end
-            } else {
-                until.max(next.div_euclid(w) * w)
-            };
+            self.push()?;
         }
         Ok(())
     }
