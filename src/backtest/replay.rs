@@ -208,3 +208,56 @@ impl Replay {
         self.deploys.list(None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::prometheus::{Label, Sample as PbSample};
+
+    fn series(name: &str, ts: &[i64]) -> TimeSeries {
+        let l = |n: &str, v: &str| Label {
+            name: n.into(),
+            value: v.into(),
+        };
+        TimeSeries {
+            labels: vec![l("__name__", name), l("job", "a"), l("version", "v1")],
+            samples: ts
+                .iter()
+                .map(|&t| PbSample {
+                    value: 1.0,
+                    timestamp: t,
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_chunk_is_pushed_in_aligned_windows_without_empty_pushes() {
+        let t0 = 1_764_000_000_000;
+        // Out of the chunk's range: dropped. Unsorted: sorted.
+        let read = vec![
+            series("x", &[t0 - 1, t0, t0 + 1_000, t0 + 16_000, t0 + 6_000]),
+            series("y", &[t0 + 4_999, t0 + 5_000, t0 + 20_000]),
+        ];
+        let chunk = Chunk::from_read(t0, t0 + 20_000, read);
+        assert_eq!((chunk.series(), chunk.samples()), (2, 6));
+        let mut r = Replay::new(&Config::embedded(), RuleSet::embedded(), 5_000);
+        r.replay(&chunk).unwrap();
+        // Windows [t0, +5 s), [+5 s, +10 s), [+15 s, +20 s); none for [+10 s, +15 s).
+        assert_eq!((r.pushes, r.samples, r.dropped), (3, 6, 0));
+        assert_eq!(
+            r.store.service("a").and_then(|s| s.newest()),
+            Some(t0 + 16_000)
+        );
+        // The next chunk continues the same series; a sample already held is a duplicate.
+        let next = Chunk::from_read(
+            t0 + 16_000,
+            t0 + 40_000,
+            vec![series("x", &[t0 + 16_000, t0 + 31_000])],
+        );
+        r.replay(&next).unwrap();
+        assert_eq!((r.pushes, r.samples, r.dropped), (5, 8, 1));
+        assert!(r.deploys().is_empty());
+    }
+}
