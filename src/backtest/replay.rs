@@ -126,7 +126,9 @@ impl Replay {
 
     /// Pushes a chunk window by window. Windows are aligned to multiples of the window
     /// length in event time (so a chunk boundary on such a multiple cuts no push in two);
-    /// a window without samples is no push. The chunk's runs of samples (one series, one
+    /// a window without samples is no push. Within a push the samples are grouped by
+    /// series: the store takes a push whole before the judge looks at it, so only the order
+    /// of pushes (event time) and of each series' samples matter, as for a live push. The chunk's runs of samples (one series, one
     /// window) are first grouped by window with a counting sort: linear in the samples,
     /// whatever the number of series and windows.
     pub fn replay(&mut self, chunk: &Chunk) -> Result<(), BacktestError> {
