@@ -102,8 +102,33 @@ fn json_of(out: &Output) -> Value {
     })
 }
 
-/// What must be equal between the live run and the backtest.
+/// What must be equal between the live run and the backtest: everything judged (rules'
+/// values, evidence and verdicts, suspects, the timeline's events and times). Values are
+/// compared to 12 significant digits: the judge sums over a version's series in the order
+/// the series first arrived, and that order within one push is not in the data (the
+/// simulator sends a scrape in exposition order, Prometheus' remote read returns series
+/// sorted by labels, a real Prometheus' shards interleave them by hash), so sums may differ
+/// in their last bits. Verdicts, times and everything else are compared exactly.
 fn essence(d: &Value) -> Value {
+    round_floats(&essence_exact(d))
+}
+
+fn round_floats(v: &Value) -> Value {
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            Value::String(format!("{:.11e}", n.as_f64().expect("a float")))
+        }
+        Value::Array(a) => Value::Array(a.iter().map(round_floats).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| (k.clone(), round_floats(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+fn essence_exact(d: &Value) -> Value {
     let timeline: Vec<Value> = d["timeline"]
         .as_array()
         .expect("a timeline")
@@ -114,14 +139,24 @@ fn essence(d: &Value) -> Value {
         .as_array()
         .expect("rules")
         .iter()
-        .map(|r| serde_json::json!([r["rule"], r["verdict"]]))
+        .map(|r| {
+            serde_json::json!([
+                r["rule"],
+                r["verdict"],
+                r["canary"],
+                r["baseline"],
+                r["effect"],
+                r["confidence"],
+                r["matched_series"]
+            ])
+        })
         .collect();
     serde_json::json!({
         "id": d["id"], "service": d["service"], "version": d["version"],
         "baseline_version": d["baseline_version"], "strategy": d["strategy"],
         "source": d["source"], "started_at": d["started_at"], "phase": d["phase"],
         "verdict": d["verdict"], "verdict_at": d["verdict_at"], "rules": rules,
-        "timeline": timeline,
+        "timeline": timeline, "suspects": d["suspects"],
     })
 }
 
