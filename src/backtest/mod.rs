@@ -165,6 +165,15 @@ pub async fn run(args: BacktestArgs) -> i32 {
 /// Reads and replays; the deploys found under each rule set.
 pub async fn backtest(args: &BacktestArgs) -> Result<Outcome, BacktestError> {
     let started = Instant::now();
+    let url = crate::config::check_http_url(&args.prometheus_url)
+        .map_err(|e| BacktestError::Usage(format!("--prometheus.url: {e}")))?;
+    if url.starts_with("https://") {
+        // The subcommands' client speaks plain HTTP (as `deploywatch deploy`).
+        return Err(BacktestError::Usage(
+            "--prometheus.url: https is not supported; use http (e.g. through a local proxy)"
+                .into(),
+        ));
+    }
     let matchers =
         selector::parse(&args.selector).map_err(|e| BacktestError::Usage(e.to_string()))?;
     if args.to < args.from {
@@ -222,7 +231,7 @@ pub async fn backtest(args: &BacktestArgs) -> Result<Outcome, BacktestError> {
         Ok((first.deploys(), second.map(|s| s.deploys()), stats))
     });
 
-    let reader = read::RemoteRead::new(&args.prometheus_url, args.read_timeout);
+    let reader = read::RemoteRead::new(&url, args.read_timeout);
     let mut stats = Stats::default();
     let mut read_error = None;
     let mut start = args.from;

@@ -410,4 +410,17 @@ fn backtest_exit_codes_bad_arguments_1_prometheus_unreachable_2() {
     ]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("RFC 3339"));
+    // A URL without a scheme is a usage error, not an unreachable server.
+    let out = backtest(&[
+        "--prometheus.url",
+        "prometheus:9090",
+        "--selector",
+        "{job=\"a\"}",
+        "--from",
+        "1764000000",
+        "--to",
+        "1764003600",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--prometheus.url"));
 }
