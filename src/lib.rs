@@ -4,11 +4,13 @@
 //! appends the samples to per-series ring buffers grouped by service and version, and
 //! [`web`] answers; [`alert`] tells Alertmanager about regressions. [`export`] renders metrics; [`config`] holds what the user configured;
 //! [`app`] wires the parts together, [`server`] starts, serves and drains one; [`demo`] plays
-//! a simulated story into one.
+//! a simulated story into one; [`backtest`] replays a Prometheus server's history through
+//! the same judge.
 #![forbid(unsafe_code)]
 
 pub mod alert;
 pub mod app;
+pub mod backtest;
 pub mod cli;
 pub mod config;
 pub mod demo;

@@ -30,6 +30,11 @@ enum Command {
     /// See it work: plays a story (a clean canary, then a bad one caught, explained and
     /// rolled back) into a deploywatch on its defaults, with its web page. Try this first.
     Demo(deploywatch::demo::DemoArgs),
+    /// Replay a Prometheus server's history (remote read) through deploywatch's judge: the
+    /// deploys found, their verdicts and when, and with --compare-rules the difference
+    /// another rule set makes. Exit codes: 0 done, 1 bad arguments, 2 Prometheus
+    /// unreachable or refusing the read.
+    Backtest(deploywatch::backtest::BacktestArgs),
 }
 
 /// Flags of the server (the default command).
@@ -73,14 +78,28 @@ struct Flags {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // `backtest` documents exit 1 for bad arguments (2 is "Prometheus unreachable"); the
+        // server and `deploy` keep clap's (and Prometheus') 2.
+        Err(e) if e.use_stderr() && std::env::args().nth(1).as_deref() == Some("backtest") => {
+            let _ = e.print();
+            std::process::exit(deploywatch::backtest::EXIT_USAGE);
+        }
+        Err(e) => e.exit(),
+    };
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("building a runtime")
+    };
     match cli.command {
         Some(Command::Deploy(args)) => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("building a runtime");
-            std::process::exit(runtime.block_on(deploywatch::cli::deploy::run(args)));
+            std::process::exit(runtime().block_on(deploywatch::cli::deploy::run(args)))
+        }
+        Some(Command::Backtest(args)) => {
+            std::process::exit(runtime().block_on(deploywatch::backtest::run(args)))
         }
         Some(Command::Demo(args)) => {
             logging::init(args.log_level, args.log_format);

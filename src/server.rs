@@ -208,10 +208,16 @@ impl Server {
         .await
         {
             Ok(Ok(Ok(w))) => {
-                tracing::info!(series = w.series, bytes = w.bytes, "Final snapshot written.")
+                tracing::info!(
+                    series = w.series,
+                    bytes = w.bytes,
+                    "Final snapshot written."
+                )
             }
             Ok(_) => tracing::error!("The final snapshot failed; the previous one stays."),
-            Err(_) => tracing::error!(timeout = ?FINAL_SNAPSHOT_TIMEOUT, "The final snapshot did not finish in time; the previous one stays."),
+            Err(_) => {
+                tracing::error!(timeout = ?FINAL_SNAPSHOT_TIMEOUT, "The final snapshot did not finish in time; the previous one stays.")
+            }
         }
         served.map_err(ServerError::Serve)?;
         tracing::info!("In-flight requests finished; see you next time.");

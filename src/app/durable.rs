@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::App;
 use crate::deploy::journal::{Entry, Journal};
 use crate::deploy::Event;
+use crate::ingest::batch::Sample;
 use crate::ingest::Batch;
 use crate::store::ring::RangeIter;
 use crate::store::snapshot::{self, SnapshotError, Written};
@@ -173,7 +174,7 @@ impl App {
             .collect();
         let mut batch = Batch::default();
         let mut scratch = IngestScratch::default();
-        let mut samples: Vec<(i64, f64)> = Vec::new();
+        let mut samples: Vec<Sample> = Vec::new();
         let mut replayed = 0u64;
         // Services a window's samples reached, with their newest timestamp: judged once the
         // whole window is in, never on part of it.
@@ -219,11 +220,11 @@ impl App {
                     if ts >= w_end {
                         break;
                     }
-                    samples.push((ts, v));
+                    samples.push(Sample { ts, value: v });
                     it.next();
                 }
                 if !samples.is_empty() {
-                    batch.push_encoded_series(labels, &samples);
+                    batch.push_encoded(labels, &samples);
                     if batch.series.len() >= REPLAY_BATCH_SERIES {
                         ingest(&mut batch, &mut touched, &mut replayed);
                     }

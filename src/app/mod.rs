@@ -71,6 +71,25 @@ pub struct PushOutcome {
     pub exemplars_received: u64,
 }
 
+/// The store and the deploy tracker a config describes, empty: what judges pushes. Shared
+/// by the server ([`App::new`]) and backtests, which replay history through the same parts.
+pub fn judge_parts(config: &Config, rules: RuleSet, external_url: String) -> (Store, Deploys) {
+    let store = Store::new(StoreConfig {
+        service_label: config.global.service_label.clone(),
+        version_label: config.global.version_label.clone(),
+        retention_ms: config.global.retention.as_millis() as i64,
+        max_active_series: config.limits.max_active_series,
+        max_series_per_service: config.limits.max_series_per_service,
+        max_samples_per_series: config.limits.max_samples_per_series,
+    });
+    let settings = Settings {
+        service_label: config.global.service_label.clone(),
+        version_label: config.global.version_label.clone(),
+        ..Settings::default()
+    };
+    (store, Deploys::new(rules, settings, external_url))
+}
+
 thread_local! {
     /// Decode and resolve scratch space, reused by every push this thread handles.
     static SCRATCH: RefCell<(Decoder, IngestScratch)> = RefCell::new(Default::default());
@@ -78,20 +97,7 @@ thread_local! {
 
 impl App {
     pub fn new(runtime: Runtime, config: Config, rules: RuleSet) -> App {
-        let store = Store::new(StoreConfig {
-            service_label: config.global.service_label.clone(),
-            version_label: config.global.version_label.clone(),
-            retention_ms: config.global.retention.as_millis() as i64,
-            max_active_series: config.limits.max_active_series,
-            max_series_per_service: config.limits.max_series_per_service,
-            max_samples_per_series: config.limits.max_samples_per_series,
-        });
-        let settings = Settings {
-            service_label: config.global.service_label.clone(),
-            version_label: config.global.version_label.clone(),
-            ..Settings::default()
-        };
-        let deploys = Deploys::new(rules, settings, runtime.external_url.clone());
+        let (store, deploys) = judge_parts(&config, rules, runtime.external_url.clone());
         // Finished deploys of earlier runs: listed and reported as stored, not judged again.
         match crate::report::history::History::open(
             &runtime.storage_path,

@@ -1,5 +1,6 @@
-//! A small HTTP/1.1 client for the subcommands (plain http): a request in (JSON or raw
-//! bytes), the status and body out, within a timeout.
+//! A small HTTP/1.1 client for the subcommands (plain http): a request in (JSON for
+//! `deploy`, raw bytes for the demo's pushes and `backtest`'s remote read), the status and
+//! body out, within a timeout.
 
 use std::time::Duration;
 
@@ -81,6 +82,32 @@ impl HttpClient {
             )
             .body(body)
             .map_err(|_| HttpError::Url(url.to_string()))?;
+        self.exchange(url, req).await
+    }
+
+    /// POSTs `body` as it is with the given headers (e.g. a snappy-compressed protobuf).
+    pub async fn post_bytes(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Answer, HttpError> {
+        let uri: hyper::Uri = url.parse().map_err(|_| HttpError::Url(url.to_string()))?;
+        let mut req = Request::builder().method(Method::POST).uri(uri);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req
+            .header(
+                "user-agent",
+                concat!("deploywatch/", env!("CARGO_PKG_VERSION")),
+            )
+            .body(Full::new(body))
+            .map_err(|_| HttpError::Url(url.to_string()))?;
+        self.exchange(url, req).await
+    }
+
+    async fn exchange(&self, url: &str, req: Request<Full<Bytes>>) -> Result<Answer, HttpError> {
         let exchange = async {
             let res = self
                 .client

@@ -111,25 +111,6 @@ impl Batch {
         Ok(())
     }
 
-    /// Appends an entry built in process (a restore or a backtest replay, not a request):
-    /// its label set in the canonical RW 1.0 encoding (as [`crate::store::LabelSet`] keeps
-    /// it), parsed and checked only if the store does not know it, and its samples.
-    pub fn push_encoded_series(&mut self, labels: &[u8], samples: &[(i64, f64)]) {
-        let start = self.buf.len() as u32;
-        self.buf.extend_from_slice(labels);
-        let end = self.buf.len() as u32;
-        let first = self.samples.len() as u32;
-        self.samples
-            .extend(samples.iter().map(|&(ts, value)| Sample { ts, value }));
-        let at = self.labels.len() as u32;
-        self.series.push(SeriesEntry {
-            labels: at..at,
-            samples: first..self.samples.len() as u32,
-            raw_labels: (start, end),
-            deferred: true,
-        });
-    }
-
     #[inline]
     pub fn series_samples(&self, s: &SeriesEntry) -> &[Sample] {
         &self.samples[s.samples.start as usize..s.samples.end as usize]
@@ -137,5 +118,32 @@ impl Batch {
 
     pub fn sample_count(&self) -> usize {
         self.samples.len()
+    }
+
+    /// Empties the batch for building by hand with [`Batch::push_encoded`]; labels are
+    /// checked against `limits` when the store parses them.
+    pub fn reset(&mut self, limits: &super::DecodeLimits) {
+        self.clear();
+        self.limits = limits.clone();
+    }
+
+    /// Appends one series as the RW 1.0 decoder produces a Prometheus-shaped `TimeSeries`:
+    /// `label_fields` are its encoded `Label` fields (field 1 of a `TimeSeries`, as prost
+    /// encodes a `TimeSeries` without samples), kept as raw bytes and parsed on demand.
+    /// For callers that hold samples rather than request bodies (a backtest or a restart
+    /// replaying history; [`crate::store::LabelSet`] bytes are exactly such fields).
+    pub fn push_encoded(&mut self, label_fields: &[u8], samples: &[Sample]) {
+        let start = self.buf.len() as u32;
+        self.buf.extend_from_slice(label_fields);
+        let end = self.buf.len() as u32;
+        let first = self.samples.len() as u32;
+        self.samples.extend_from_slice(samples);
+        let labels = self.labels.len() as u32;
+        self.series.push(SeriesEntry {
+            labels: labels..labels,
+            samples: first..self.samples.len() as u32,
+            raw_labels: (start, end),
+            deferred: true,
+        });
     }
 }

@@ -313,10 +313,13 @@ mod tests {
                 ("i", &i.to_string()),
                 ("job", "a"),
             ]);
-            let samples: Vec<(i64, f64)> = (0..100)
-                .map(|k| (k * 15_000, (k * i as i64) as f64))
+            let samples: Vec<crate::ingest::batch::Sample> = (0..100)
+                .map(|k| crate::ingest::batch::Sample {
+                    ts: k * 15_000,
+                    value: (k * i as i64) as f64,
+                })
                 .collect();
-            batch.push_encoded_series(labels.as_bytes(), &samples);
+            batch.push_encoded(labels.as_bytes(), &samples);
         }
         s.ingest(&mut batch, &mut Default::default()).unwrap();
         s

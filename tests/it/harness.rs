@@ -784,6 +784,11 @@ impl Prometheus {
     /// Starts `/usr/bin/prometheus` with `config_yaml` as its `--config.file`. Fails (never
     /// skips) when Prometheus is not installed.
     pub fn start(config_yaml: &str) -> Prometheus {
+        Self::start_with_args(config_yaml, &[])
+    }
+
+    /// Starts it with extra flags (e.g. `--web.enable-remote-write-receiver`).
+    pub fn start_with_args(config_yaml: &str, args: &[&str]) -> Prometheus {
         assert!(
             Path::new(PROMETHEUS_BIN).exists(),
             "{PROMETHEUS_BIN} is missing: the end-to-end tests need Debian's prometheus 2.42. \
@@ -806,7 +811,8 @@ impl Prometheus {
                 cmd.arg(format!("--config.file={}", config.display()))
                     .arg(format!("--storage.tsdb.path={}", tsdb.display()))
                     .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-                    .arg("--log.level=debug");
+                    .arg("--log.level=debug")
+                    .args(args);
                 cmd
             },
         );

@@ -4,6 +4,8 @@
 mod harness;
 
 mod alerts;
+/// `deploywatch backtest` against a real Prometheus: the live run's deploys, read back.
+mod backtest;
 mod bad_input;
 /// The web page in headless Chromium.
 mod browser;
