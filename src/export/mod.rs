@@ -124,6 +124,17 @@ pub struct StorageMetrics {
     pub restored_samples: AtomicU64,
 }
 
+/// Why remote-write requests were refused, as counted.
+pub const REJECT_REASONS: [&str; 7] = [
+    "malformed",
+    "invalid_labels",
+    "limit",
+    "series_limit",
+    "too_large",
+    "unsupported_media_type",
+    "overloaded",
+];
+
 /// HTTP status classes of remote-write answers, as counted.
 pub const WRITE_CODES: [u16; 5] = [204, 400, 413, 415, 503];
 
@@ -132,6 +143,8 @@ pub const WRITE_CODES: [u16; 5] = [204, 400, 413, 415, 503];
 pub struct Metrics {
     /// `[protocol][code]`: requests answered, by protocol (v1, v2) and status.
     pub write_requests: [[Counter; WRITE_CODES.len()]; 2],
+    /// Refused (or, for `series_limit`, partly stored) requests by reason.
+    pub write_rejected: [Counter; REJECT_REASONS.len()],
     pub write_duration: Histogram,
     /// Judging time per push: from stored samples to updated verdicts.
     pub evaluation: Histogram,
@@ -162,6 +175,7 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             write_requests: Default::default(),
+            write_rejected: Default::default(),
             write_duration: Histogram::new(LATENCY_BUCKETS),
             evaluation: Histogram::new(LATENCY_BUCKETS),
             write_bytes: Counter::default(),
@@ -224,6 +238,13 @@ impl Metrics {
         }
     }
 
+    /// Counts a refused remote-write request by its reason (one of [`REJECT_REASONS`]).
+    pub fn write_rejected(&self, reason: &str) {
+        if let Some(i) = REJECT_REASONS.iter().position(|r| *r == reason) {
+            self.write_rejected[i].inc();
+        }
+    }
+
     /// Counts one answered remote-write request.
     pub fn write_answered(&self, protocol: Option<Protocol>, code: u16, took: Duration) {
         let p = match protocol {
@@ -276,6 +297,18 @@ impl Metrics {
                     self.write_requests[p][c].get() as f64,
                 );
             }
+        }
+        e.family(
+            "deploywatch_ingest_rejected_requests_total",
+            "counter",
+            "Remote-write requests refused, by reason: malformed (snappy, protobuf), invalid_labels, limit (a per-request or per-series limit: 400), too_large (413), unsupported_media_type (415), overloaded (503); series_limit: new series refused by a series limit, the rest of the request stored (400).",
+        );
+        for (i, reason) in REJECT_REASONS.iter().enumerate() {
+            e.sample(
+                "deploywatch_ingest_rejected_requests_total",
+                &[("reason", reason)],
+                self.write_rejected[i].get() as f64,
+            );
         }
         e.family(
             "deploywatch_ingest_request_duration_seconds",

@@ -68,6 +68,32 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The reason a refused remote-write request is counted under
+    /// (`deploywatch_ingest_rejected_requests_total`).
+    pub fn reject_reason(&self) -> &'static str {
+        match self {
+            ApiError::Push(PushError::Decode(e)) => match e {
+                DecodeError::UnsupportedContentType(_) | DecodeError::UnsupportedEncoding(_) => {
+                    "unsupported_media_type"
+                }
+                DecodeError::TooLarge { .. } => "too_large",
+                DecodeError::Labels(_) => "invalid_labels",
+                DecodeError::Limit(_) => "limit",
+                DecodeError::Empty
+                | DecodeError::Snappy(_)
+                | DecodeError::Truncated
+                | DecodeError::Malformed(_)
+                | DecodeError::WireType { .. } => "malformed",
+            },
+            ApiError::Push(PushError::Store(_)) => "invalid_labels",
+            ApiError::PartlyStored(_) => "series_limit",
+            ApiError::Overloaded => "overloaded",
+            _ => "malformed",
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();

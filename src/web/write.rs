@@ -26,6 +26,7 @@ pub async fn write(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) 
     let response = match result {
         Ok(r) => r,
         Err(e) => {
+            app.metrics.write_rejected(e.reject_reason());
             let status = e.status();
             if status.is_server_error() {
                 tracing::warn!(error = %e, "Remote-write request refused.");
