@@ -140,6 +140,32 @@ impl Decoder {
         res.map(|()| &mut self.batch)
     }
 
+    /// Decodes one message that is already decompressed (the protobuf bytes of a
+    /// `WriteRequest` or v2 `Request`), under the same limits as [`Decoder::decode`]. For the
+    /// fuzz targets and tests, which exercise the parsers without the snappy layer.
+    pub fn decode_decompressed(
+        &mut self,
+        protocol: Protocol,
+        message: &[u8],
+        limits: &DecodeLimits,
+    ) -> Result<&mut Batch, DecodeError> {
+        self.batch.clear();
+        self.batch.limits = limits.clone();
+        let res = if message.len() > limits.max_body_bytes {
+            Err(DecodeError::TooLarge {
+                size: message.len(),
+                limit: limits.max_body_bytes,
+            })
+        } else {
+            self.batch.buf.extend_from_slice(message);
+            self.parse(protocol, limits)
+        };
+        if res.is_err() {
+            self.batch.clear();
+        }
+        res.map(|()| &mut self.batch)
+    }
+
     fn decode_inner(
         &mut self,
         protocol: Protocol,
@@ -147,6 +173,11 @@ impl Decoder {
         limits: &DecodeLimits,
     ) -> Result<(), DecodeError> {
         decompress(body, limits.max_body_bytes, &mut self.batch.buf)?;
+        self.parse(protocol, limits)
+    }
+
+    /// Parses the decompressed message in `batch.buf`.
+    fn parse(&mut self, protocol: Protocol, limits: &DecodeLimits) -> Result<(), DecodeError> {
         match protocol {
             Protocol::V1 => rw1::decode(&mut self.batch, limits),
             Protocol::V2 => rw2::decode(

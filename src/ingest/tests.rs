@@ -251,6 +251,36 @@ fn bad_bodies_are_bad_requests() {
 }
 
 #[test]
+fn decode_decompressed_matches_decode_and_checks_the_size_limit() {
+    let req = pb::WriteRequest {
+        timeseries: vec![
+            series(&[("__name__", "up"), ("job", "a")], &[(1000, 1.0)]),
+            series(&[("__name__", "x"), ("job", "b")], &[(5, -2.5), (6, 7.0)]),
+        ],
+        metadata: vec![],
+    };
+    let msg = req.encode_to_vec();
+    let limits = DecodeLimits::default();
+    let mut d = Decoder::default();
+    let via_snappy = decode_body(Protocol::V1, &snappy(&msg)).unwrap();
+    let b = d.decode_decompressed(Protocol::V1, &msg, &limits).unwrap();
+    b.ensure_all_labels().unwrap();
+    assert_eq!(b.series.len(), 2);
+    assert_eq!(b.sample_count(), 3);
+    assert_eq!(b.buf, msg);
+    assert_eq!(via_snappy.len(), 2);
+    let small = DecodeLimits {
+        max_body_bytes: msg.len() - 1,
+        ..DecodeLimits::default()
+    };
+    assert!(matches!(
+        d.decode_decompressed(Protocol::V1, &msg, &small),
+        Err(DecodeError::TooLarge { .. })
+    ));
+    assert_eq!(d.batch().series.len(), 0, "a refused message leaves the batch empty");
+}
+
+#[test]
 fn content_negotiation() {
     use Protocol::*;
     assert_eq!(

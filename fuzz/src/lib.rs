@@ -1,0 +1,192 @@
+//! Shared pieces of the deploywatch fuzz targets: the limits they decode under, the
+//! invariants every decoded batch and every store ingest must satisfy, and the seed inputs
+//! (`seeds::all`, written to `fuzz/seeds/` by this crate's test `seeds_are_current`).
+
+use deploywatch::ingest::{Batch, DecodeError, DecodeLimits};
+use deploywatch::store::{IngestScratch, LabelSet, Store, StoreConfig};
+
+pub mod seeds;
+
+/// Small limits, so that the fuzzer reaches every limit branch with small inputs.
+pub fn small_limits() -> DecodeLimits {
+    DecodeLimits {
+        max_body_bytes: 64 << 10,
+        max_series_per_request: 16,
+        max_labels_per_series: 8,
+        max_label_name_length: 32,
+        max_label_value_length: 64,
+    }
+}
+
+/// The shipped defaults (`examples/deploywatch.yml`): 32 MiB bodies and so on. Cached:
+/// `DecodeLimits::default()` parses the embedded config.
+pub fn default_limits() -> DecodeLimits {
+    static LIMITS: std::sync::OnceLock<DecodeLimits> = std::sync::OnceLock::new();
+    LIMITS.get_or_init(DecodeLimits::default).clone()
+}
+
+/// Chooses the limits by the low bit of a flags byte.
+pub fn limits_for(flags: u8) -> DecodeLimits {
+    if flags & 1 == 0 {
+        small_limits()
+    } else {
+        default_limits()
+    }
+}
+
+/// A fresh store with small series limits (so the over-limit paths are reached too).
+pub fn small_store() -> Store {
+    Store::new(StoreConfig {
+        service_label: "job".into(),
+        version_label: "version".into(),
+        retention_ms: 2 * 3600 * 1000,
+        max_active_series: 12,
+        max_series_per_service: 6,
+    })
+}
+
+/// One decoded series as owned data: labels (name, value) and samples (timestamp, value bits).
+pub type OwnedSeries = (Vec<(Vec<u8>, Vec<u8>)>, Vec<(i64, u64)>);
+
+/// Structural invariants of a successfully decoded batch, before labels are parsed on
+/// demand: every range lies inside its array, sample ranges partition the samples in order.
+pub fn check_batch_shape(batch: &Batch) {
+    let mut next_sample = 0u32;
+    for s in &batch.series {
+        assert!(s.samples.start <= s.samples.end);
+        assert_eq!(s.samples.start, next_sample, "sample ranges are contiguous");
+        next_sample = s.samples.end;
+        assert!(s.labels.start <= s.labels.end);
+        assert!(s.labels.end as usize <= batch.labels.len());
+        let (a, b) = s.raw_labels;
+        if s.deferred {
+            assert!(
+                a <= b && b as usize <= batch.buf.len(),
+                "raw labels inside the body"
+            );
+        }
+    }
+    assert_eq!(
+        next_sample as usize,
+        batch.samples.len(),
+        "every sample belongs to a series"
+    );
+    for l in &batch.labels {
+        for (a, b) in [l.name, l.value] {
+            assert!(
+                a <= b && b as usize <= batch.buf.len(),
+                "label inside the body"
+            );
+        }
+    }
+}
+
+/// Parses deferred labels and checks what `check_labels` promises of every series:
+/// non-empty, names non-empty and strictly ascending, within the limits, no empty values.
+pub fn parse_and_check_labels(batch: &mut Batch, limits: &DecodeLimits) -> Result<(), DecodeError> {
+    batch.ensure_all_labels()?;
+    check_batch_shape(batch);
+    for s in &batch.series {
+        let labels: Vec<_> = batch.series_labels(s).collect();
+        assert!(!labels.is_empty());
+        assert!(labels.len() <= limits.max_labels_per_series);
+        for w in labels.windows(2) {
+            assert!(w[0].0 < w[1].0, "label names strictly ascending");
+        }
+        for (n, v) in &labels {
+            assert!(!n.is_empty() && n.len() <= limits.max_label_name_length);
+            assert!(!v.is_empty() && v.len() <= limits.max_label_value_length);
+        }
+    }
+    assert!(batch.series.len() <= limits.max_series_per_request);
+    Ok(())
+}
+
+/// The batch as owned data (labels must have been parsed).
+pub fn owned(batch: &Batch) -> Vec<OwnedSeries> {
+    batch
+        .series
+        .iter()
+        .map(|s| {
+            (
+                batch
+                    .series_labels(s)
+                    .map(|(n, v)| (n.to_vec(), v.to_vec()))
+                    .collect(),
+                batch
+                    .series_samples(s)
+                    .iter()
+                    .map(|x| (x.ts, x.value.to_bits()))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// Ingests a decoded batch into a fresh store, twice (a retried push), and checks the
+/// outcome's bookkeeping: every sample is appended, a duplicate, out of order or over a
+/// limit; the retry appends and creates nothing; stored series are found by their labels.
+/// Returns whether the store accepted the batch.
+pub fn ingest_and_check(batch: &mut Batch) -> bool {
+    let store = small_store();
+    let mut scratch = IngestScratch::default();
+    let total = batch.sample_count() as u64;
+    let first = match store.ingest(batch, &mut scratch) {
+        Ok(o) => o,
+        Err(_) => {
+            assert_eq!(store.active_series(), 0, "a refused push changes nothing");
+            assert_eq!(store.samples_appended(), 0);
+            return false;
+        }
+    };
+    assert_eq!(
+        first.samples_appended + first.duplicates + first.out_of_order + first.samples_over_limit,
+        total,
+        "every sample is accounted for: {first:?}"
+    );
+    assert!(first.stale_markers <= first.samples_appended);
+    assert_eq!(store.active_series() as u64, first.series_created);
+    assert!(store.active_series() <= 12);
+    assert_eq!(store.samples_appended(), first.samples_appended);
+    for (i, (sid, _)) in first.touched.iter().enumerate() {
+        assert!(
+            first.touched[..i].iter().all(|(o, _)| o != sid),
+            "touched once"
+        );
+    }
+
+    // Every entry with samples whose labels parse is stored under them, unless a limit
+    // refused a series in this push.
+    if first.series_over_limit == 0 {
+        for i in 0..batch.series.len() {
+            let entry = batch.series[i].clone();
+            if entry.samples.is_empty() || batch.ensure_labels(i).is_err() {
+                continue;
+            }
+            let set = LabelSet::from_pairs(batch.series_labels(&batch.series[i]));
+            let series = store
+                .get(&set)
+                .unwrap_or_else(|| panic!("series {i} ({set:?}) is stored"));
+            let job = set.get("job").unwrap_or("");
+            let svc = store
+                .service_by_id(series.service)
+                .expect("its service exists");
+            assert_eq!(&*svc.name, job);
+        }
+    }
+
+    // A retried push: nothing new.
+    let again = store
+        .ingest(batch, &mut scratch)
+        .expect("a push the store accepted is accepted again");
+    assert_eq!(
+        again.samples_appended, 0,
+        "a retry appends nothing: {again:?}"
+    );
+    assert_eq!(again.series_created, 0);
+    assert_eq!(
+        again.duplicates + again.out_of_order + again.samples_over_limit,
+        total
+    );
+    true
+}
