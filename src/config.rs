@@ -374,9 +374,15 @@ pub struct LimitFlags {
 fn parse_positive_size(s: &str) -> Result<usize, String> {
     match parse_size(s)? {
         0 => Err("size must be positive".into()),
+        n if n > MAX_BODY_BYTES => Err("size must be at most 1GiB".into()),
         n => Ok(n),
     }
 }
+
+/// Bodies are indexed with 32-bit offsets; no remote-write request comes near this.
+const MAX_BODY_BYTES: usize = 1 << 30;
+/// Event-time windows are milliseconds in an i64; a year of samples is far beyond any use.
+const MAX_RETENTION_DAYS: u64 = 366;
 
 impl LimitFlags {
     /// Applies the flags given to `limits`.
@@ -507,6 +513,25 @@ impl Config {
                 format_duration(raw.global.retention.0)
             )));
         }
+        if raw.global.retention.0 > Duration::from_secs(MAX_RETENTION_DAYS * 86_400) {
+            return Err(invalid(format!(
+                "global.retention {} is too long: at most {MAX_RETENTION_DAYS}d",
+                format_duration(raw.global.retention.0)
+            )));
+        }
+        if raw.storage.history_retention.0 > Duration::from_secs(10 * MAX_RETENTION_DAYS * 86_400) {
+            return Err(invalid(format!(
+                "storage.history_retention {} is too long: at most {}d",
+                format_duration(raw.storage.history_retention.0),
+                10 * MAX_RETENTION_DAYS
+            )));
+        }
+        if raw.limits.max_body_bytes.0 > MAX_BODY_BYTES {
+            return Err(invalid(format!(
+                "limits.max_body_bytes {} is too large: at most 1GiB",
+                raw.limits.max_body_bytes.0
+            )));
+        }
         if raw.storage.history_retention.0 < Duration::from_secs(3600) {
             return Err(invalid(format!(
                 "storage.history_retention {} is too short: at least 1h",
@@ -615,6 +640,16 @@ impl fmt::Display for Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_and_retentions_are_bounded() {
+        let err = Config::parse("limits:\n  max_body_bytes: 5GiB\n", "dw.yml").unwrap_err();
+        assert!(err.to_string().contains("at most 1GiB"), "{err}");
+        let err = Config::parse("global:\n  retention: 400d\n", "dw.yml").unwrap_err();
+        assert!(err.to_string().contains("too long"), "{err}");
+        assert!(parse_positive_size("2GiB").is_err());
+        assert_eq!(parse_positive_size("1GiB"), Ok(1 << 30));
+    }
 
     #[test]
     fn embedded_config_parses_with_documented_defaults() {
