@@ -371,6 +371,14 @@ fn soak_a_minute_with_a_cardinality_explosion_stays_bounded_and_spares_other_ser
         rejected,
         "one sample per rejected series"
     );
+    assert_eq!(
+        dw.metric(
+            "deploywatch_ingest_rejected_requests_total",
+            &[("reason", "series_limit")]
+        ),
+        summary["by_status"]["400"].as_f64(),
+        "every 400 is counted under its reason"
+    );
     // Every sample of the steady load was stored, in the 204s and beside the refused
     // series in the 400s.
     let sent = summary["samples_sent"].as_f64().unwrap();
