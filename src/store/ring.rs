@@ -86,6 +86,10 @@ pub struct RingBuffer {
     head: Head,
     /// Retained samples (closed + open).
     len: usize,
+    /// `last_ts` of the oldest closed chunk (`i64::MAX` without one): the retention check on
+    /// every push reads it here instead of in the deque's own allocation, one cache line
+    /// fewer per sample for a series that has closed chunks.
+    oldest_last: i64,
 }
 
 /// A closed, immutable chunk.
@@ -150,6 +154,7 @@ impl RingBuffer {
             closed: VecDeque::new(),
             head: Head::new(),
             len: 0,
+            oldest_last: i64::MAX,
         }
     }
 
@@ -199,10 +204,19 @@ impl RingBuffer {
         });
         h.w = BitWriter::default();
         h.st = Codec::fresh(h.st.prev_ts, h.st.prev_val);
+        self.sync_oldest();
+    }
+
+    /// Re-reads [`Self::oldest_last`] after `closed` changed at its front or became non-empty.
+    fn sync_oldest(&mut self) {
+        self.oldest_last = self.closed.front().map_or(i64::MAX, |c| c.last_ts);
     }
 
     /// Drops closed chunks whose newest sample is < `cutoff`.
     fn drop_closed_before(&mut self, cutoff: i64) {
+        if self.oldest_last >= cutoff {
+            return;
+        }
         while let Some(c) = self.closed.front() {
             if c.last_ts >= cutoff {
                 break;
@@ -210,6 +224,7 @@ impl RingBuffer {
             self.len -= c.count() as usize;
             self.closed.pop_front();
         }
+        self.sync_oldest();
     }
 
     /// Drops the oldest closed chunks until at most `max` samples (plus the open chunk's
@@ -221,6 +236,7 @@ impl RingBuffer {
             };
             self.len -= c.count() as usize;
         }
+        self.sync_oldest();
     }
 
     /// Newest sample, O(1).
@@ -354,6 +370,7 @@ impl RingBuffer {
                 data: data.into(),
             });
         }
+        rb.sync_oldest();
         if let Some((ts, bits)) = newest {
             rb.head.st = Codec::fresh(ts, bits);
         }
@@ -1227,6 +1244,31 @@ mod tests {
             "len {}",
             rb.len()
         );
+    }
+
+    #[test]
+    fn the_cached_oldest_chunk_bound_follows_every_change() {
+        let inv = |rb: &RingBuffer| {
+            assert_eq!(
+                rb.oldest_last,
+                rb.closed.front().map_or(i64::MAX, |c| c.last_ts)
+            )
+        };
+        let mut rb = RingBuffer::new();
+        inv(&rb);
+        for i in 0..(5 * MAX_CHUNK_SAMPLES as i64) {
+            rb.push(i * 15_000, i as f64, 3 * 3_600_000);
+            inv(&rb);
+        }
+        assert!(rb.closed.len() >= 2, "chunks closed and some retained");
+        let mut out = Vec::new();
+        rb.encode_into(&mut out);
+        let (back, _) = RingBuffer::decode_from(&out).unwrap();
+        inv(&back);
+        rb.keep_at_most(10);
+        inv(&rb);
+        rb.truncate_before(i64::MAX);
+        inv(&rb);
     }
 
     #[test]
