@@ -21,6 +21,7 @@ pub mod jsonl;
 pub mod logging;
 pub mod rca;
 pub mod report;
+pub mod rng;
 pub mod rules;
 pub mod server;
 pub mod stats;

@@ -277,7 +277,11 @@ fn decode_decompressed_matches_decode_and_checks_the_size_limit() {
         d.decode_decompressed(Protocol::V1, &msg, &small),
         Err(DecodeError::TooLarge { .. })
     ));
-    assert_eq!(d.batch().series.len(), 0, "a refused message leaves the batch empty");
+    assert_eq!(
+        d.batch().series.len(),
+        0,
+        "a refused message leaves the batch empty"
+    );
 }
 
 #[test]

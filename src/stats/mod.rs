@@ -109,46 +109,17 @@ pub(crate) fn ln_gamma(x: f64) -> f64 {
 /// calibration / power tests need (written here, no external crates).
 #[cfg(test)]
 pub(crate) mod sim {
-    /// xoshiro256** seeded through splitmix64.
-    pub struct Rng {
-        s: [u64; 4],
-    }
-
-    fn splitmix64(state: &mut u64) -> u64 {
-        *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = *state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
+    /// The shared generator (`crate::rng`), with the samplers these tests need.
+    pub struct Rng(crate::rng::Rng);
 
     impl Rng {
         pub fn new(seed: u64) -> Self {
-            let mut st = seed;
-            let s = [
-                splitmix64(&mut st),
-                splitmix64(&mut st),
-                splitmix64(&mut st),
-                splitmix64(&mut st),
-            ];
-            Rng { s }
-        }
-
-        pub fn next_u64(&mut self) -> u64 {
-            let result = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
-            let t = self.s[1] << 17;
-            self.s[2] ^= self.s[0];
-            self.s[3] ^= self.s[1];
-            self.s[1] ^= self.s[2];
-            self.s[0] ^= self.s[3];
-            self.s[2] ^= t;
-            self.s[3] = self.s[3].rotate_left(45);
-            result
+            Rng(crate::rng::Rng::new(seed))
         }
 
         /// Uniform on the open interval (0, 1).
         pub fn uniform(&mut self) -> f64 {
-            ((self.next_u64() >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)
+            self.0.open01()
         }
 
         /// Standard normal (Box–Muller, one of the pair).
