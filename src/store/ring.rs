@@ -1062,7 +1062,8 @@ impl<'a> BitReader<'a> {
 // Snapshot helpers
 // ---------------------------------------------------------------------------------------------
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+/// LEB128, as the snapshot file also writes its lengths.
+pub(super) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;

@@ -19,7 +19,7 @@ use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::ring::RingBuffer;
+use super::ring::{put_varint, RingBuffer};
 use super::Store;
 
 /// The newest complete snapshot under `--storage.path`.
@@ -80,20 +80,18 @@ impl Store {
             sections: 0,
         };
         let mut buf = Vec::with_capacity(SECTION_BYTES + 4096);
+        // One series' encoded ring, reused: its length goes before it.
+        let mut ring = Vec::new();
         let mut series = 0u64;
         for svc in self.services() {
             for s in svc.series() {
                 let bytes = s.labels.as_bytes();
                 put_varint(&mut buf, bytes.len() as u64);
                 buf.extend_from_slice(bytes);
-                let at = buf.len();
-                // Room for the ring's length, filled in once it is encoded.
-                buf.extend_from_slice(&[0; 5]);
-                s.data.lock().ring.encode_into(&mut buf);
-                let len = buf.len() - at - 5;
-                let mut prefix = Vec::with_capacity(5);
-                put_varint(&mut prefix, len as u64);
-                buf.splice(at..at + 5, prefix);
+                ring.clear();
+                s.data.lock().ring.encode_into(&mut ring);
+                put_varint(&mut buf, ring.len() as u64);
+                buf.extend_from_slice(&ring);
                 series += 1;
                 if buf.len() >= SECTION_BYTES {
                     w.section(SERIES, &buf).map_err(io)?;
@@ -268,15 +266,6 @@ fn take_prefixed<'a>(b: &mut &'a [u8]) -> Option<&'a [u8]> {
     let (head, tail) = rest.split_at(len);
     *b = tail;
     Some(head)
-}
-
-/// Minimal varint (LEB128), always at most 5 bytes for the lengths written here.
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
 }
 
 /// Moves a snapshot that failed to read aside (`<name>.corrupt`), so the next start does
