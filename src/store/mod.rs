@@ -3,14 +3,15 @@
 //! locks to resolve series, write locks only to create new ones, and one uncontended lock
 //! per series to append. No global lock on the write path.
 
+mod index;
 pub mod labels;
+mod prefetch;
 pub mod ring;
 pub mod snapshot;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use hashbrown::HashTable;
 use parking_lot::{Mutex, RwLock};
 
 use crate::ingest::Batch;
@@ -18,6 +19,11 @@ pub use labels::LabelSet;
 pub use ring::{Append, RingBuffer};
 
 const SHARDS: usize = 64;
+
+/// How many entries ahead of the one being worked on the write path prefetches its index
+/// slot (resolving) and its series (appending): enough to overlap several cache misses,
+/// few enough that the lines are still there when their turn comes.
+const PREFETCH_AHEAD: usize = 8;
 
 /// Why a decoded batch could not be stored. The batch was not applied at all.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -62,33 +68,6 @@ pub struct Series {
     pub seq: u64,
     /// Swept out of the index (no sample within retention); holders may still read it.
     removed: AtomicBool,
-}
-
-/// An index entry. A label set is identified by 128 bits computed from its canonical
-/// bytes: `hash` (fixed seeds; it also places the entry) and `fp`, a second 64-bit hash
-/// with independent seeds drawn at process start. A probe compares both in the slot itself
-/// and does not read the stored label bytes: at 100 k series those are three cache lines
-/// per sample that the lookup no longer misses on (see docs/performance.md).
-///
-/// This makes identity probabilistic, deliberately. Two different label sets are taken
-/// for one series only if both 64-bit hashes collide; modelling them as independent random
-/// functions, a lookup of a new set among `n` held ones errs with probability `n / 2^128`
-/// (10^7 series: 3·10^-32), and over `N` distinct label sets ever seen the odds of any
-/// collision are at most `N^2 / 2^129` (10^10 sets: 1.5·10^-19) — far below the odds of
-/// a memory bit flip. `fp`'s seeds are random per process, so a sender cannot craft a
-/// collision from the source code's constants. The consequence of a collision would be
-/// samples appended to the wrong series, never memory unsafety.
-struct Slot {
-    hash: u64,
-    fp: u64,
-    series: Arc<Series>,
-}
-
-impl Slot {
-    #[inline]
-    fn is(&self, hash: u64, fp: u64) -> bool {
-        self.hash == hash && self.fp == fp
-    }
 }
 
 /// The mutable part of a series, behind its own lock.
@@ -251,7 +230,7 @@ pub struct IngestScratch {
     /// Where each entry's key is: `(in the batch's body?, start, end)`.
     src: Vec<(bool, u32, u32)>,
     hashes: Vec<u64>,
-    /// Each entry's fingerprint (the second hash, see [`Slot`]).
+    /// Each entry's fingerprint (the second hash, see `index::Slot`).
     fps: Vec<u64>,
     /// The first entry of the push with the same label set (itself if none before it).
     first: Vec<u32>,
@@ -345,18 +324,24 @@ impl IngestScratch {
 /// resolve to `None`: an empty series would count against limits and could look like a new
 /// version.
 fn resolve<'g>(
-    guards: &'g [parking_lot::RwLockReadGuard<'_, HashTable<Slot>>],
+    guards: &'g [parking_lot::RwLockReadGuard<'_, index::Table>],
     scratch: &IngestScratch,
     refs: &mut Vec<Option<&'g Series>>,
 ) {
     // First the label sets (each first entry), then every entry from its set's result.
-    // Only index slots are read here (no series): independent loads the core overlaps.
-    for i in 0..scratch.first.len() {
+    // Only index slots are read here (no series); the slot of the entry `PREFETCH_AHEAD`
+    // further on is asked for before each probe.
+    let n = scratch.first.len();
+    for i in 0..n {
+        if i + PREFETCH_AHEAD < n {
+            let h = scratch.hashes[i + PREFETCH_AHEAD];
+            guards[h as usize % SHARDS].prefetch(h);
+        }
         let found = if scratch.first[i] as usize == i && scratch.group_samples(i) > 0 {
             let (hash, fp) = (scratch.hashes[i], scratch.fps[i]);
             guards[hash as usize % SHARDS]
-                .find(hash, |s| s.is(hash, fp))
-                .map(|s| &*s.series)
+                .find(hash, fp)
+                .map(|s| &**s)
         } else {
             None
         };
@@ -374,7 +359,7 @@ fn resolve<'g>(
 }
 
 /// The series index and the services they belong to.
-/// The two hashes of a label set's canonical bytes (see [`Slot`]).
+/// The two hashes of a label set's canonical bytes (see `index::Slot`).
 struct Hashers {
     hash: ahash::RandomState,
     fp: ahash::RandomState,
@@ -392,7 +377,7 @@ impl Hashers {
 pub struct Store {
     cfg: StoreConfig,
     hashers: Hashers,
-    shards: Box<[RwLock<HashTable<Slot>>]>,
+    shards: Box<[RwLock<index::Table>]>,
     services: RwLock<Services>,
     active: AtomicUsize,
     samples_held: AtomicU64,
@@ -413,10 +398,10 @@ impl Store {
                     0x94d0_49bb_1331_11eb,
                     0x2545_f491_4f6c_dd1d,
                 ),
-                // Random seeds (see `Slot`): the fingerprint is not predictable from outside.
+                // Random seeds (see `index::Slot`): the fingerprint is not predictable from outside.
                 fp: ahash::RandomState::new(),
             },
-            shards: (0..SHARDS).map(|_| RwLock::new(HashTable::new())).collect(),
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             services: RwLock::new(Services::default()),
             active: AtomicUsize::new(0),
             samples_held: AtomicU64::new(0),
@@ -467,9 +452,7 @@ impl Store {
     pub fn get(&self, labels: &LabelSet) -> Option<Arc<Series>> {
         let (hash, fp) = self.hashers.of(labels.as_bytes());
         let shard = self.shards[hash as usize % SHARDS].read();
-        shard
-            .find(hash, |s| s.is(hash, fp))
-            .map(|s| s.series.clone())
+        shard.find(hash, fp).cloned()
     }
 
     /// Applies a decoded push: resolves or creates each entry's series, then appends its
@@ -560,6 +543,9 @@ impl Store {
         let retention = self.cfg.retention_ms;
         let max_samples = self.max_samples_per_series.load(Ordering::Relaxed);
         for (i, entry) in batch.series.iter().enumerate() {
+            if let Some(Some(ahead)) = refs.get(i + PREFETCH_AHEAD) {
+                prefetch::lines(*ahead as *const Series, std::mem::size_of::<Series>());
+            }
             let Some(series) = refs[i] else {
                 continue;
             };
@@ -645,8 +631,8 @@ impl Store {
         out: &mut IngestOutcome,
     ) -> Option<Arc<Series>> {
         let mut shard = self.shards[hash as usize % SHARDS].write();
-        if let Some(s) = shard.find(hash, |s| s.is(hash, fp)) {
-            return Some(s.series.clone());
+        if let Some(s) = shard.find(hash, fp) {
+            return Some(s.clone());
         }
         let labels = LabelSet::from_encoded(key);
         let max_active = self.max_active_series.load(Ordering::Relaxed);
@@ -681,15 +667,7 @@ impl Store {
             removed: AtomicBool::new(false),
             data: Mutex::new(SeriesData::default()),
         });
-        shard.insert_unique(
-            hash,
-            Slot {
-                hash,
-                fp,
-                series: series.clone(),
-            },
-            |s| s.hash,
-        );
+        shard.insert(hash, fp, series.clone());
         drop(shard);
         list.push(series.clone());
         drop(list);
@@ -716,8 +694,7 @@ impl Store {
         let mut dropped = vec![0usize; services.len()];
         for shard in self.shards.iter() {
             let mut shard = shard.write();
-            shard.retain(|slot| {
-                let s = &slot.series;
+            shard.retain(|s| {
                 // An empty ring is a series created by a push that has not appended yet.
                 let keep = s
                     .data
