@@ -7,6 +7,7 @@
 //! B=$(ls -t target/release/deps/hotpath-* | grep -v '\.d$' | head -1)
 //! $B decode 200            # decode one 2,000-series RW 1.0 request 200 times
 //! $B ingest 200            # decode + ingest 200 requests into a store at 100 k series
+//! $B ingest 200 300        # the same with every series 300 scrapes old (closed chunks)
 //! $B memory [JITTER_MS]    # 100 k series × 2 h of 15 s samples: bytes per series / sample
 //! valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*hotpath*measured*' $B ingest 50
 //! ```
@@ -143,6 +144,23 @@ fn main() {
             let all: Vec<_> = (0..SERIES).map(labels).collect();
             let store = store(2 * 3_600_000);
             let mut scratch = IngestScratch::default();
+            // `ingest N AGE`: every series already holds AGE scrapes (15 s apart) before the
+            // measured ones, e.g. 300 = 75 min: a closed chunk and a part-filled open one.
+            let age: i64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(0);
+            if age > 0 {
+                let mut batches = hand_built_batches();
+                for k in 0..age {
+                    for b in &mut batches {
+                        for (j, s) in b.samples.iter_mut().enumerate() {
+                            *s = Sample {
+                                ts: 1_000_000 - (age - k) * 15_000,
+                                value: (k * (j as i64 % 7 + 1)) as f64,
+                            };
+                        }
+                        store.ingest(b, &mut scratch).unwrap();
+                    }
+                }
+            }
             let rounds = SERIES / PER_REQUEST;
             for r in 0..rounds {
                 let body = request(&all, r, 1_000_000);
@@ -168,16 +186,54 @@ fn main() {
                 iterations,
                 &limits,
             );
-            report("decode+ingest at 100k series", times, thread_cpu_ns() - cpu);
+            let what = if age > 0 {
+                format!("decode+ingest at 100k series aged {age} scrapes")
+            } else {
+                "decode+ingest at 100k series".to_string()
+            };
+            report(&what, times, thread_cpu_ns() - cpu);
         }
         "memory" => memory(args.get(1).and_then(|s| s.parse().ok()).unwrap_or(0)),
         other => {
             eprintln!(
-                "usage: hotpath decode|ingest [ITERATIONS] | hotpath memory  (got {other:?})"
+                "usage: hotpath decode|ingest [ITERATIONS [AGE]] | hotpath memory [JITTER_MS]  (got {other:?})"
             );
             std::process::exit(2);
         }
     }
+}
+
+/// One hand-built batch per block of 2,000 series (the labels above, parsed; one sample each
+/// to be filled in): a store is filled through `Store::ingest` without encoding requests.
+fn hand_built_batches() -> Vec<Batch> {
+    let mut batches: Vec<Batch> = Vec::new();
+    for block in 0..SERIES / PER_REQUEST {
+        let mut b = Batch::default();
+        for i in block * PER_REQUEST..(block + 1) * PER_REQUEST {
+            let start = b.labels.len() as u32;
+            for l in labels(i) {
+                let n0 = b.buf.len() as u32;
+                b.buf.extend_from_slice(l.name.as_bytes());
+                let n1 = b.buf.len() as u32;
+                b.buf.extend_from_slice(l.value.as_bytes());
+                let v1 = b.buf.len() as u32;
+                b.labels.push(LabelRef {
+                    name: (n0, n1),
+                    value: (n1, v1),
+                });
+            }
+            let k = b.samples.len() as u32;
+            b.samples.push(Sample { ts: 0, value: 0.0 });
+            b.series.push(SeriesEntry {
+                labels: start..b.labels.len() as u32,
+                samples: k..k + 1,
+                raw_labels: (0, 0),
+                deferred: false,
+            });
+        }
+        batches.push(b);
+    }
+    batches
 }
 
 /// A small deterministic generator (splitmix64).
@@ -206,34 +262,7 @@ fn memory(jitter_ms: u64) {
     let store = store(2 * 3_600_000);
     let mut scratch = IngestScratch::default();
 
-    // One hand-built batch per block of 2,000 series; only the samples change per scrape.
-    let mut batches: Vec<Batch> = Vec::new();
-    for block in 0..SERIES / PER_REQUEST {
-        let mut b = Batch::default();
-        for i in block * PER_REQUEST..(block + 1) * PER_REQUEST {
-            let start = b.labels.len() as u32;
-            for l in labels(i) {
-                let n0 = b.buf.len() as u32;
-                b.buf.extend_from_slice(l.name.as_bytes());
-                let n1 = b.buf.len() as u32;
-                b.buf.extend_from_slice(l.value.as_bytes());
-                let v1 = b.buf.len() as u32;
-                b.labels.push(LabelRef {
-                    name: (n0, n1),
-                    value: (n1, v1),
-                });
-            }
-            let k = b.samples.len() as u32;
-            b.samples.push(Sample { ts: 0, value: 0.0 });
-            b.series.push(SeriesEntry {
-                labels: start..b.labels.len() as u32,
-                samples: k..k + 1,
-                raw_labels: (0, 0),
-                deferred: false,
-            });
-        }
-        batches.push(b);
-    }
+    let mut batches = hand_built_batches();
     let batch_bytes: usize = batches
         .iter()
         .map(|b| {
