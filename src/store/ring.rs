@@ -67,8 +67,14 @@ const DECAY_SHIFT: u32 = 3;
 const TS_MEAN_START: u32 = 2 << DECAY_SHIFT;
 /// No XOR window established yet in this chunk.
 const NO_WINDOW: u8 = 0xff;
-/// Snapshot format tag (version 1).
-const FORMAT_TAG: u8 = 0xd1;
+/// Snapshot format tag (version 2: values may be decimal-scaled integers, see `as_scaled`).
+const FORMAT_TAG: u8 = 0xd2;
+/// Version 1, before decimal scaling: still read (and re-encoded) so that an upgrade keeps
+/// the snapshot it finds.
+const FORMAT_TAG_V1: u8 = 0xd1;
+/// Largest decimal scale tried: values that are exact multiples of 10^-3 take the integer path.
+const MAX_SCALE: u8 = 3;
+const POW10: [f64; MAX_SCALE as usize + 1] = [1.0, 10.0, 100.0, 1000.0];
 
 /// Outcome of an append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,7 +209,7 @@ impl RingBuffer {
             data: data.into_boxed_slice(),
         });
         h.w = BitWriter::default();
-        h.st = Codec::fresh(h.st.prev_ts, h.st.prev_val);
+        h.st = Codec::with_format(h.st.prev_ts, h.st.prev_val, h.st.decimal);
         self.sync_oldest();
     }
 
@@ -307,11 +313,16 @@ impl RingBuffer {
     /// Appends a self-describing encoding of the whole buffer to `out`:
     ///
     /// ```text
-    /// u8 0xd1 | varint n_closed | n_closed × (i64le first_ts, i64le last_ts, varint len, data)
+    /// u8 0xd2 | varint n_closed | n_closed × (i64le first_ts, i64le last_ts, varint len, data)
     ///         | varint head_samples | if > 0: i64le first_ts, varint len, bit stream bytes
     /// ```
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        out.push(FORMAT_TAG);
+        // Buffers are only ever built in the current format; version 1 exists for tests.
+        out.push(if self.head.st.decimal {
+            FORMAT_TAG
+        } else {
+            FORMAT_TAG_V1
+        });
         put_varint(out, self.closed.len() as u64);
         for c in &self.closed {
             out.extend_from_slice(&c.first_ts.to_le_bytes());
@@ -337,9 +348,12 @@ impl RingBuffer {
     /// a decoded buffer upholds the same invariants as one built by `push`.
     pub fn decode_from(bytes: &[u8]) -> Option<(RingBuffer, usize)> {
         let mut p = Parser { b: bytes, pos: 0 };
-        if p.byte()? != FORMAT_TAG {
-            return None;
-        }
+        // Version 1 chunks are decoded and their samples appended anew (re-encoded).
+        let decimal = match p.byte()? {
+            FORMAT_TAG => true,
+            FORMAT_TAG_V1 => false,
+            _ => return None,
+        };
         let n_closed = p.varint()?;
         // Each chunk takes ≥ 19 bytes, which bounds the allocation for hostile counts.
         if n_closed > (bytes.len() / 19) as u64 {
@@ -358,20 +372,29 @@ impl RingBuffer {
             }
             let count = u16::from_le_bytes([data[len - 2], data[len - 1]]) as u32;
             let rd = BitReader::new(&data[..len - 2], 0, 0);
-            let last = validate_chunk(rd, first_ts, count, newest.map(|s| s.0))?;
+            let last = validate_chunk(rd, first_ts, count, newest.map(|s| s.0), decimal)?;
             if last.0 != last_ts {
                 return None;
             }
             newest = Some(last);
-            rb.len += count as usize;
-            rb.closed.push_back(Chunk {
-                first_ts,
-                last_ts,
-                data: data.into(),
-            });
+            if decimal {
+                rb.len += count as usize;
+                rb.closed.push_back(Chunk {
+                    first_ts,
+                    last_ts,
+                    data: data.into(),
+                });
+            } else {
+                let mut rd = BitReader::new(&data[..len - 2], 0, 0);
+                let mut st = Codec::with_format(0, 0, false);
+                for _ in 0..count {
+                    let (ts, bits) = st.decode(&mut rd, first_ts)?;
+                    rb.append_unchecked(ts, bits);
+                }
+            }
         }
         rb.sync_oldest();
-        if let Some((ts, bits)) = newest {
+        if let (true, Some((ts, bits))) = (decimal, newest) {
             rb.head.st = Codec::fresh(ts, bits);
         }
         let n_head = p.varint()?;
@@ -387,9 +410,10 @@ impl RingBuffer {
                 first_ts,
                 n_head,
                 newest.map(|s| s.0),
+                decimal,
             )?;
             let mut rd = BitReader::new(data, 0, 0);
-            let mut st = Codec::fresh(0, 0);
+            let mut st = Codec::with_format(0, 0, decimal);
             for _ in 0..n_head {
                 let (ts, bits) = st.decode(&mut rd, first_ts)?;
                 rb.append_unchecked(ts, bits);
@@ -406,11 +430,12 @@ fn validate_chunk(
     first_ts: i64,
     count: u32,
     after: Option<i64>,
+    decimal: bool,
 ) -> Option<(i64, u64)> {
     if count == 0 || count > u16::MAX as u32 {
         return None;
     }
-    let mut st = Codec::fresh(0, 0);
+    let mut st = Codec::with_format(0, 0, decimal);
     let mut prev = after;
     let mut last = (0, 0);
     for _ in 0..count {
@@ -522,9 +547,16 @@ struct Codec {
     ts_base: i64,
     /// Previous value's bits.
     prev_val: u64,
-    /// `as_int(prev_val)` cached (the f64<->i64 round trip is on the decode critical path).
+    /// `as_scaled(prev_val, scale)` cached (the f64<->i64 round trip is on the decode
+    /// critical path).
     prev_int: i64,
     prev_is_int: bool,
+    /// Decimal scale of the integer path: a value `v` is the integer `v × 10^scale`. Starts
+    /// at 0 in every chunk; after a value that is no integer at the current scale, both sides
+    /// move to the smallest scale at which it is one (see `set_prev_val`).
+    scale: u8,
+    /// Scales other than 0 are used (format version 2); off only to read version 1.
+    decimal: bool,
     /// Previous integer delta (0 unless the last two values were both integers).
     int_delta: i64,
     /// Samples coded so far in this chunk.
@@ -608,6 +640,34 @@ fn as_int(bits: u64) -> Option<i64> {
     ((i as f64).to_bits() == bits && i.unsigned_abs() <= 1 << 53).then_some(i)
 }
 
+/// `Some(i)` if `bits` is exactly `i / 10^scale` as f64 division rounds it, |i| ≤ 2^53 (and
+/// not -0.0). Scale 0 is [`as_int`]. Counters kept in hundredths (`process_cpu_seconds_total`
+/// is clock ticks / 100) are such values: as integers their steps cost a few bits, as XOR of
+/// their floats ~40.
+#[inline]
+fn as_scaled(bits: u64, scale: u8) -> Option<i64> {
+    if scale == 0 {
+        return as_int(bits);
+    }
+    let p = POW10[scale as usize];
+    let x = (f64::from_bits(bits) * p).round();
+    if !(x.abs() <= (1u64 << 53) as f64) {
+        return None; // NaN, infinities, out of range
+    }
+    let i = x as i64;
+    (from_scaled(i, scale) == bits).then_some(i)
+}
+
+/// The value bits of the integer `i` at `scale` (inverse of [`as_scaled`]).
+#[inline]
+fn from_scaled(i: i64, scale: u8) -> u64 {
+    if scale == 0 {
+        (i as f64).to_bits()
+    } else {
+        (i as f64 / POW10[scale as usize]).to_bits()
+    }
+}
+
 #[inline]
 fn mask(n: u32) -> u64 {
     if n >= 64 {
@@ -645,6 +705,11 @@ fn write_rice(w: &mut BitWriter, u: u64, k: u32) -> bool {
 
 impl Codec {
     fn fresh(prev_ts: i64, prev_val: u64) -> Self {
+        Self::with_format(prev_ts, prev_val, true)
+    }
+
+    /// Fresh state for reading format version `1` (`decimal` false) or `2`.
+    fn with_format(prev_ts: i64, prev_val: u64, decimal: bool) -> Self {
         let int = as_int(prev_val);
         Codec {
             prev_ts,
@@ -661,6 +726,8 @@ impl Codec {
             c_xor: 0,
             xor_lead: NO_WINDOW,
             xor_trail: 0,
+            scale: 0,
+            decimal,
         }
     }
 
@@ -706,7 +773,7 @@ impl Codec {
     // ---- encoder ----
 
     fn encode(&mut self, w: &mut BitWriter, ts: i64, bits: u64) {
-        let new = as_int(bits);
+        let new = as_scaled(bits, self.scale);
         match self.n {
             0 => w.write(bits, 64),
             1 => {
@@ -731,11 +798,27 @@ impl Codec {
         self.n += 1;
     }
 
+    /// Records the newest value; `int` is `as_scaled(bits, self.scale)`. A value that is no
+    /// integer at the current scale moves the scale to the smallest one where it is (if any),
+    /// on both sides alike, so the next value is predicted in those units.
     #[inline]
     fn set_prev_val(&mut self, bits: u64, int: Option<i64>) {
         self.prev_val = bits;
+        let int = match int {
+            None if self.decimal => self.rescale(bits),
+            int => int,
+        };
         self.prev_int = int.unwrap_or(0);
         self.prev_is_int = int.is_some();
+    }
+
+    #[cold]
+    fn rescale(&mut self, bits: u64) -> Option<i64> {
+        (0..=MAX_SCALE).find_map(|s| {
+            let i = as_scaled(bits, s)?;
+            self.scale = s;
+            Some(i)
+        })
     }
 
     #[inline]
@@ -805,7 +888,7 @@ impl Codec {
         let (ts, (bits, int)) = match self.n {
             0 => {
                 let bits = r.read(64)?;
-                (first_ts, (bits, as_int(bits)))
+                (first_ts, (bits, as_scaled(bits, self.scale)))
             }
             1 => {
                 let delta = read_lp(r)? as i64;
@@ -832,19 +915,19 @@ impl Codec {
     }
 
     #[inline]
-    /// Decodes a value; returns its bits and `as_int` of them.
+    /// Decodes a value; returns its bits and `as_scaled` of them at the current scale.
     fn decode_value(&mut self, r: &mut BitReader<'_>) -> Option<(u64, Option<i64>)> {
         let prev = self.prev_val;
         if !self.prev_is_int {
             self.int_delta = 0;
             let bits = prev ^ self.decode_xor(r)?;
-            return Some((bits, as_int(bits)));
+            return Some((bits, as_scaled(bits, self.scale)));
         }
         let p = self.prev_int;
         let mode = self.int_mode();
         let (bits, new) = if mode == IntMode::Xor {
             let bits = prev ^ self.decode_xor(r)?;
-            (bits, as_int(bits))
+            (bits, as_scaled(bits, self.scale))
         } else {
             let k = rice_k(self.val_mean);
             let q = r.read_unary(RICE_LIMIT)?;
@@ -854,7 +937,7 @@ impl Codec {
                 read_lp(r)?
             } else {
                 let bits = prev ^ self.decode_xor(r)?;
-                if as_int(bits).is_some() {
+                if as_scaled(bits, self.scale).is_some() {
                     return None; // the encoder never escapes for an integer
                 }
                 self.int_delta = 0;
@@ -869,7 +952,13 @@ impl Codec {
             if x.unsigned_abs() > 1 << 53 {
                 return None;
             }
-            ((x as f64).to_bits(), Some(x))
+            let bits = from_scaled(x, self.scale);
+            if self.scale > 0 && as_scaled(bits, self.scale) != Some(x) {
+                // Two integers can divide to one float; the encoder only ever writes the one
+                // `as_scaled` gives back.
+                return None;
+            }
+            (bits, Some(x))
         };
         match new {
             Some(x) => self.after_int(p, x, prev ^ bits),
@@ -1461,6 +1550,55 @@ mod tests {
         roundtrip(&s);
     }
 
+    /// A snapshot written before decimal scaling (format 0xd1) is still read: its samples
+    /// come back bit for bit and are kept in the current encoding.
+    #[test]
+    fn version_1_encoding_is_read_and_re_encoded() {
+        let samples: Vec<(i64, u64)> = regular(700, |i| match i % 5 {
+            0 => i as f64,
+            1 => i as f64 / 100.0,
+            2 => 0.1 * i as f64,
+            3 => f64::NAN,
+            _ => -(i as f64) / 1000.0,
+        });
+        let mut v1 = RingBuffer::new();
+        v1.head.st = Codec::with_format(0, 0, false);
+        for &(t, b) in &samples {
+            v1.append_unchecked(t, b);
+        }
+        assert!(v1.closed.len() >= 2, "several closed chunks and an open one");
+        assert_eq!(collect_with(&v1, false), samples);
+        let mut old = Vec::new();
+        v1.encode_into(&mut old);
+        assert_eq!(old[0], FORMAT_TAG_V1);
+        let (rb, used) = RingBuffer::decode_from(&old).expect("version 1 decodes");
+        assert_eq!(used, old.len());
+        assert_eq!(collect(&rb), samples);
+        let (mut new, mut pushed) = (Vec::new(), Vec::new());
+        rb.encode_into(&mut new);
+        build(&samples).encode_into(&mut pushed);
+        assert_eq!(new, pushed, "re-encoded as if pushed now");
+        assert_eq!(new[0], FORMAT_TAG);
+        assert!(new.len() < old.len(), "hundredths and thousandths now cost less");
+    }
+
+    /// Samples of a buffer decoded with the given format's codec (`iter` reads the current one).
+    fn collect_with(rb: &RingBuffer, decimal: bool) -> Vec<(i64, u64)> {
+        let mut out = Vec::new();
+        let chunks = rb
+            .closed
+            .iter()
+            .map(|c| (c.first_ts, BitReader::new(c.bits(), 0, 0), c.count()))
+            .chain((rb.head.st.n > 0).then(|| (rb.head.first_ts, rb.head.reader(), rb.head.st.n)));
+        for (first_ts, mut rd, n) in chunks {
+            let mut st = Codec::with_format(0, 0, decimal);
+            for _ in 0..n {
+                out.push(st.decode(&mut rd, first_ts).unwrap());
+            }
+        }
+        out
+    }
+
     #[test]
     fn fixed_overhead_small() {
         let size = std::mem::size_of::<RingBuffer>();
@@ -1518,6 +1656,8 @@ mod tests {
             2 => any::<i64>().prop_map(|i| ((i >> 10) as f64).to_bits()),
             1 => Just(STALE_NAN),
             1 => any::<u32>().prop_map(|m| (m as f64 / 1024.0).to_bits()),
+            // Decimal values at every scale, so the codec's scale moves up and down.
+            2 => (-100_000i64..100_000, 1usize..=4).prop_map(|(i, s)| (i as f64 / [1.0, 10.0, 100.0, 1000.0, 1e4][s]).to_bits()),
         ];
         (any::<i64>(), prop::collection::vec((gap, val), 0..800)).prop_map(|(start, steps)| {
             let mut out = Vec::with_capacity(steps.len());
@@ -1726,6 +1866,20 @@ mod tests {
             .collect()]
     }
 
+    /// process_cpu_seconds_total: clock ticks / 100, ~0.3 s of CPU per 15 s with noise.
+    fn cpu_seconds(seed: u64) -> Vec<Vec<(i64, f64)>> {
+        let mut rng = SplitMix64(seed);
+        let ts = timestamps(&mut rng);
+        let mut ticks = rng.int(0, 10_000_000);
+        vec![ts
+            .iter()
+            .map(|&t| {
+                ticks += 30 + rng.int(-20, 20);
+                (t, ticks as f64 / 100.0)
+            })
+            .collect()]
+    }
+
     /// Constant gauges: up, a CPU count, a start time in seconds, a float config value.
     fn constant(seed: u64) -> Vec<Vec<(i64, f64)>> {
         let mut rng = SplitMix64(seed);
@@ -1762,11 +1916,12 @@ mod tests {
 
     #[test]
     fn realistic_bytes_per_sample() {
-        let kinds: [(&str, Gen); 4] = [
+        let kinds: [(&str, Gen); 5] = [
             ("counter (Poisson +150)", counter),
             ("histogram _bucket", histogram),
             ("gauge RSS ~2e8 (pages)", rss_gauge),
             ("constant gauge", constant),
+            ("cpu seconds (ticks/100)", cpu_seconds),
         ];
         let mut sum = 0.0;
         println!(
@@ -1783,6 +1938,11 @@ mod tests {
             sum += per;
         }
         let avg = sum / kinds.len() as f64;
+        let (_, cpu_heap, cpu_n) = measure(cpu_seconds);
+        assert!(
+            (cpu_heap as f64 / cpu_n as f64) < 2.0,
+            "hundredths take the integer path, not XOR"
+        );
         let fixed = std::mem::size_of::<RingBuffer>();
         println!("mixed average (heap) {avg:.3} B/sample; fixed overhead {fixed} B + 8 B heap for one sample");
         assert!(avg <= 2.0, "average {avg}");
