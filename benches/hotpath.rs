@@ -9,6 +9,7 @@
 //! $B ingest 200            # decode + ingest 200 requests into a store at 100 k series
 //! $B ingest 200 300        # the same with every series 300 scrapes old (closed chunks)
 //! $B memory [JITTER_MS]    # 100 k series × 2 h of 15 s samples: bytes per series / sample
+//! $B latency               # random 8-byte loads over 1–128 MiB: independent vs. dependent
 //! valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*hotpath*measured*' $B ingest 50
 //! ```
 //!
@@ -194,9 +195,10 @@ fn main() {
             report(&what, times, thread_cpu_ns() - cpu);
         }
         "memory" => memory(args.get(1).and_then(|s| s.parse().ok()).unwrap_or(0)),
+        "latency" => latency(),
         other => {
             eprintln!(
-                "usage: hotpath decode|ingest [ITERATIONS [AGE]] | hotpath memory [JITTER_MS]  (got {other:?})"
+                "usage: hotpath decode|ingest [ITERATIONS [AGE]] | hotpath memory [JITTER_MS] | hotpath latency  (got {other:?})"
             );
             std::process::exit(2);
         }
@@ -234,6 +236,36 @@ fn hand_built_batches() -> Vec<Batch> {
         batches.push(b);
     }
     batches
+}
+
+/// What a cache miss costs on this machine, and how much of it overlapping hides: 2 M random
+/// 8-byte loads over arrays of 1–128 MiB, once independent of each other (the core overlaps
+/// their misses) and once each address depending on the previous load (one miss at a time).
+/// The write path's design follows from the gap between the two (docs/performance.md).
+fn latency() {
+    let mut rng = Rng(7);
+    for mib in [1usize, 4, 16, 64, 128] {
+        let n = mib << 17; // u64s
+        let a: Vec<u64> = (0..n as u64).collect();
+        let idx: Vec<usize> = (0..2_000_000).map(|_| rng.below(n as u64) as usize).collect();
+        let t = Instant::now();
+        let mut sum = 0u64;
+        for &i in &idx {
+            sum = sum.wrapping_add(a[i]);
+        }
+        let independent = t.elapsed().as_nanos() as f64 / idx.len() as f64;
+        let t = Instant::now();
+        let mut j = 0usize;
+        for &i in &idx {
+            j = (a[(i + j) % n] & 1) as usize;
+        }
+        let dependent = t.elapsed().as_nanos() as f64 / idx.len() as f64;
+        black_box((sum, j));
+        println!(
+            "{mib:4} MiB: independent loads {independent:6.1} ns each, dependent {dependent:6.1} ns; loadavg {}",
+            loadavg()
+        );
+    }
 }
 
 /// A small deterministic generator (splitmix64).

@@ -36,6 +36,13 @@
 //                  | '11' + 6 bits leading zeros + 6 bits (significant bits - 1) + significant bits
 // ```
 //
+// "Integer" means an integer at the chunk's current decimal scale s (0..=3): the value is
+// exactly i / 10^s as f64 division rounds it, so counters kept in hundredths (CPU seconds are
+// clock ticks / 100) are coded by their integer steps, not by XOR. s starts at 0 in every chunk
+// and, after a value that is no integer at s, both sides move to the smallest scale at which it
+// is one (`Codec::set_prev_val`); no scale is ever written. Format version 1 (tag 0xd1) had
+// only s = 0 and is still read.
+//
 // Integer mode picks one of three codings per sample, from decaying cost estimates that both
 // sides compute after each integer→integer step: delta-of-delta (counters with a steady rate),
 // delta (gauges doing a random walk, histogram buckets that rarely move) or XOR (e.g. byte
