@@ -42,6 +42,8 @@ pub fn small_store() -> Store {
         retention_ms: 2 * 3600 * 1000,
         max_active_series: 12,
         max_series_per_service: 6,
+        // Small too, so that trimming a series to its bound is reached.
+        max_samples_per_series: 5,
     })
 }
 
