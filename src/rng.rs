@@ -2,7 +2,9 @@
 //! numbers on every platform and Rust version, for the demo's simulator and the tests'
 //! simulations. Not for anything secret.
 
-fn splitmix64(state: &mut u64) -> u64 {
+/// splitmix64: one step of the seeding generator, also used alone where a bench or test
+/// needs a plain stream of 64-bit numbers.
+pub fn splitmix64(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
     let mut z = *state;
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
