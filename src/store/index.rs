@@ -1,16 +1,16 @@
-//! The series index: one shard's table from a label set's 128-bit identity (`hash`, `fp`;
-//! see [`Slot`]) to its [`Series`]. Open addressing with
-//! linear probing over a flat slot array, so that the write path can compute where an
-//! entry's slot is and prefetch it several entries ahead ([`Table::prefetch`]) — the probe
-//! itself is then a cache hit. Removal ([`Table::retain`], the sweep) rebuilds the table,
-//! so there are no tombstones.
+//! The series index: a label set's 128-bit identity (`hash`, `fp`; see [`Slot`]) in, its
+//! [`Series`] out, one table per shard. Open addressing with linear probing over a flat slot
+//! array, so that the write path can compute where an entry's slot is and prefetch it
+//! several entries ahead ([`Table::prefetch`]): the probe itself is then a cache hit.
+//! Removal ([`Table::retain`], the sweep) rebuilds the table, so there are no tombstones.
 
 use std::sync::Arc;
 
 use super::{prefetch, Series};
 
-/// Grow when more than 5/8 of the slots are taken: short probe runs (≈ 1.4 slots read on a
-/// hit), and a run rarely leaves the prefetched line.
+/// Grow when more than 5/8 of the slots are taken: short probe runs (1.2–1.8 slots read on
+/// a hit on average, between half that load and the bound), which rarely leave the prefetched
+/// line. At 7/8 fresh series were measurably slower (docs/performance.md).
 const MAX_LOAD_NUM: usize = 5;
 const MAX_LOAD_DEN: usize = 8;
 const MIN_SLOTS: usize = 16;
