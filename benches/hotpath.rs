@@ -247,7 +247,9 @@ fn latency() {
     for mib in [1usize, 4, 16, 64, 128] {
         let n = mib << 17; // u64s
         let a: Vec<u64> = (0..n as u64).collect();
-        let idx: Vec<usize> = (0..2_000_000).map(|_| rng.below(n as u64) as usize).collect();
+        let idx: Vec<usize> = (0..2_000_000)
+            .map(|_| rng.below(n as u64) as usize)
+            .collect();
         let t = Instant::now();
         let mut sum = 0u64;
         for &i in &idx {

@@ -179,7 +179,7 @@ fn decode_series_as_sent(
 #[inline(always)]
 fn sample_as_sent(s: &[u8]) -> Option<Sample> {
     let (value, ts_bytes) = match s {
-        [0x09, v @ .., ] if v.len() >= 10 && v[8] == 0x10 => (
+        [0x09, v @ ..] if v.len() >= 10 && v[8] == 0x10 => (
             f64::from_bits(u64::from_le_bytes(v[..8].try_into().ok()?)),
             &v[9..],
         ),

@@ -154,7 +154,13 @@ mod tests {
         assert!(t.find(1, 1).is_none());
         // Keys whose probe starts collide (same bits above the shard bits), and spread ones.
         let keys: Vec<(u64, u64)> = (0..5_000u64)
-            .map(|i| if i % 3 == 0 { (7 << 6, i) } else { (i.wrapping_mul(0x9e37_79b9_7f4a_7c15), i) })
+            .map(|i| {
+                if i % 3 == 0 {
+                    (7 << 6, i)
+                } else {
+                    (i.wrapping_mul(0x9e37_79b9_7f4a_7c15), i)
+                }
+            })
             .collect();
         for (n, &(h, f)) in keys.iter().enumerate() {
             t.insert(h, f, s.clone());
@@ -163,7 +169,10 @@ mod tests {
         }
         for &(h, f) in &keys {
             assert!(t.find(h, f).is_some(), "{h} {f}");
-            assert!(t.find(h, f ^ 1 << 40).is_none(), "fp is part of the identity");
+            assert!(
+                t.find(h, f ^ 1 << 40).is_none(),
+                "fp is part of the identity"
+            );
         }
         // Retain keeps every other key, by fp; the rest are gone, the table shrinks.
         let mut seen = 0;
@@ -175,7 +184,10 @@ mod tests {
         });
         assert_eq!(seen, keys.len());
         assert_eq!(t.len, keys.len() / 2);
-        let found = keys.iter().filter(|&&(h, f)| t.find(h, f).is_some()).count();
+        let found = keys
+            .iter()
+            .filter(|&&(h, f)| t.find(h, f).is_some())
+            .count();
         assert_eq!(found, keys.len() / 2);
         t.retain(|_| false);
         assert_eq!((t.len, t.slots.len()), (0, MIN_SLOTS));

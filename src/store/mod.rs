@@ -339,9 +339,7 @@ fn resolve<'g>(
         }
         let found = if scratch.first[i] as usize == i && scratch.group_samples(i) > 0 {
             let (hash, fp) = (scratch.hashes[i], scratch.fps[i]);
-            guards[hash as usize % SHARDS]
-                .find(hash, fp)
-                .map(|s| &**s)
+            guards[hash as usize % SHARDS].find(hash, fp).map(|s| &**s)
         } else {
             None
         };

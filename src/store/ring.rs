@@ -1573,7 +1573,10 @@ mod tests {
         for &(t, b) in &samples {
             v1.append_unchecked(t, b);
         }
-        assert!(v1.closed.len() >= 2, "several closed chunks and an open one");
+        assert!(
+            v1.closed.len() >= 2,
+            "several closed chunks and an open one"
+        );
         assert_eq!(collect_with(&v1, false), samples);
         let mut old = Vec::new();
         v1.encode_into(&mut old);
@@ -1586,7 +1589,10 @@ mod tests {
         build(&samples).encode_into(&mut pushed);
         assert_eq!(new, pushed, "re-encoded as if pushed now");
         assert_eq!(new[0], FORMAT_TAG);
-        assert!(new.len() < old.len(), "hundredths and thousandths now cost less");
+        assert!(
+            new.len() < old.len(),
+            "hundredths and thousandths now cost less"
+        );
     }
 
     /// Samples of a buffer decoded with the given format's codec (`iter` reads the current one).
