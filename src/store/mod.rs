@@ -460,7 +460,9 @@ impl Store {
     /// Memory-level parallelism drives the cost at 100 k series: keys and hashes are
     /// computed first, then every shard's read lock is taken once for the whole push, so
     /// the per-entry probes carry no atomic operation (a locked instruction would serialise
-    /// their cache misses) and resolved series are borrowed, not reference-counted.
+    /// their cache misses) and resolved series are borrowed, not reference-counted; the
+    /// index slot and then the series of the entry `PREFETCH_AHEAD` further on are
+    /// prefetched, so that their misses overlap with the work on this one.
     pub fn ingest(
         &self,
         batch: &mut Batch,
