@@ -658,8 +658,9 @@ fn as_scaled(bits: u64, scale: u8) -> Option<i64> {
     }
     let p = POW10[scale as usize];
     let x = (f64::from_bits(bits) * p).round();
-    if !(x.abs() <= (1u64 << 53) as f64) {
-        return None; // NaN, infinities, out of range
+    // NaN, infinities and |x| > 2^53 are no such integers.
+    if x.is_nan() || x.abs() > (1u64 << 53) as f64 {
+        return None;
     }
     let i = x as i64;
     (from_scaled(i, scale) == bits).then_some(i)
