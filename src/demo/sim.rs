@@ -1063,12 +1063,12 @@ impl Feed {
 }
 
 /// Prometheus' staleness marker (a NaN with a fixed bit pattern).
-fn stale_nan() -> f64 {
+pub fn stale_nan() -> f64 {
     f64::from_bits(crate::store::STALE_NAN_BITS)
 }
 
 /// RW 1.0 labels, sorted by name as Prometheus sends them.
-fn labels(pairs: &[(&str, &str)]) -> Vec<rw1::Label> {
+pub fn labels(pairs: &[(&str, &str)]) -> Vec<rw1::Label> {
     let mut v: Vec<rw1::Label> = pairs
         .iter()
         .map(|(n, v)| rw1::Label {

@@ -672,23 +672,9 @@ pub fn snappy(data: &[u8]) -> Vec<u8> {
         .expect("snappy-compressing")
 }
 
-/// Prometheus' staleness marker.
-pub fn stale_nan() -> f64 {
-    f64::from_bits(0x7ff0_0000_0000_0002)
-}
-
-/// RW 1.0 labels, sorted by name as Prometheus sends them.
-pub fn labels(pairs: &[(&str, &str)]) -> Vec<rw1::Label> {
-    let mut v: Vec<rw1::Label> = pairs
-        .iter()
-        .map(|(n, v)| rw1::Label {
-            name: n.to_string(),
-            value: v.to_string(),
-        })
-        .collect();
-    v.sort_by(|a, b| a.name.cmp(&b.name));
-    v
-}
+/// Prometheus' stale marker and RW 1.0 labels sorted as Prometheus sends them: the demo's
+/// simulator builds its pushes with the same two.
+pub use deploywatch::demo::sim::{labels, stale_nan};
 
 /// An RW 1.0 series with float samples `(timestamp ms, value)`.
 pub fn series(pairs: &[(&str, &str)], samples: &[(i64, f64)]) -> rw1::TimeSeries {
