@@ -2,11 +2,13 @@
 //! a simulated service through its own remote-write endpoint, and a terminal that tells the
 //! story out (exit code 0 when every deploy ended with its expected verdict). [`sim`]
 //! simulates a Kubernetes service scraped by Prometheus; [`story`] says what happens to it;
-//! [`play`] sends it and reads the deploys back.
+//! [`play`] sends it and reads the deploys back; [`world`] draws randomized services and
+//! deploys for the detection benchmark (benches/detection.rs).
 
 pub mod play;
 pub mod sim;
 pub mod story;
+pub mod world;
 
 use std::io::Write;
 use std::net::SocketAddr;

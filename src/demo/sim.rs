@@ -139,6 +139,8 @@ pub struct Route {
     pub error_p: f64,
     /// Median latency in seconds, before effects.
     pub median_s: f64,
+    /// Probability that a request is answered 404 (a client's mistake, not an error).
+    pub not_found_p: f64,
 }
 
 /// The four routes every simulated service has: 1 % errors everywhere, medians 35–80 ms.
@@ -149,6 +151,7 @@ pub fn default_routes() -> Vec<Route> {
         share,
         error_p: 0.01,
         median_s,
+        not_found_p: 0.0,
     };
     vec![
         r("/products", "GET", 0.40, 0.040),
@@ -171,6 +174,13 @@ pub enum Signal {
     Cpu,
     /// Adds `factor` bytes per second of resident memory (reset when the process restarts).
     LeakBytesPerSec,
+    /// Adds `factor` to the error probability (an incident: a few % 5xx whatever the base).
+    ErrorsPlus,
+    /// Multiplies the latency of the slowest 3 % of requests only (a heavier tail: p99
+    /// times `factor`, the median unchanged).
+    LatencyTail,
+    /// Multiplies the CPU seconds each request costs (not the constant part).
+    CpuPerRequest,
 }
 
 /// Which pods an effect touches.
@@ -191,6 +201,9 @@ pub enum Shape {
     DriftPerHour,
     /// `factor` when a process starts, decaying linearly to 1 over `secs` of its uptime.
     ColdStart { secs: f64 },
+    /// 1 at `from`, rising linearly to `factor` over `secs`, then `factor` (a regression
+    /// that builds up: a queue filling, a cache expiring).
+    Ramp { secs: f64 },
 }
 
 #[derive(Debug, Clone)]
@@ -235,6 +248,27 @@ impl Effect {
                 let age = (t - process_start) as f64 / 1000.0;
                 1.0 + (self.factor - 1.0) * (1.0 - age / secs).max(0.0)
             }
+            Shape::Ramp { secs } => {
+                let x = ((t - self.from) as f64 / 1000.0 / secs).min(1.0);
+                1.0 + (self.factor - 1.0) * x
+            }
+        }
+    }
+
+    /// The amount an additive effect adds at `t` (its factor, ramped or decayed alike).
+    fn addend(&self, t: i64, process_start: i64) -> f64 {
+        if t < self.from || t >= self.until {
+            return 0.0;
+        }
+        match self.shape {
+            Shape::Step | Shape::DriftPerHour => self.factor,
+            Shape::ColdStart { secs } => {
+                let age = (t - process_start) as f64 / 1000.0;
+                self.factor * (1.0 - age / secs).max(0.0)
+            }
+            Shape::Ramp { secs } => {
+                self.factor * ((t - self.from) as f64 / 1000.0 / secs).min(1.0)
+            }
         }
     }
 }
@@ -271,9 +305,22 @@ pub struct Service {
     pub mem_base: f64,
     pub mem_pod_spread: f64,
     pub mem_noise: f64,
-    /// A process starts `mem_warmup` below its steady level and approaches it with a 15 s
-    /// time constant (caches and heaps filling).
+    /// A process starts `mem_warmup` below its steady level and approaches it with a
+    /// `mem_warmup_tau_s` time constant (caches and heaps filling).
     pub mem_warmup: f64,
+    pub mem_warmup_tau_s: f64,
+    /// A garbage collector's sawtooth on resident memory: ± this fraction of `mem_base`,
+    /// rising over `gc_period_s` and dropping at once (each pod at its own phase).
+    pub gc_amplitude: f64,
+    pub gc_period_s: f64,
+    /// Autocorrelated noise on the service's request rate: the log-space amplitude of a sum
+    /// of slow waves (periods of 1–10 minutes), the same for every pod. 0: none.
+    pub traffic_wobble: f64,
+    /// `process_cpu_seconds_total` in clock ticks (hundredths), as /proc reports it.
+    pub cpu_ticks: bool,
+    /// Planned restarts: (pod index, when); the process is down for 5–15 s, its counters
+    /// start again from 0 and kube-state-metrics counts a restart.
+    pub restarts: Vec<(usize, i64)>,
     pub pods: Vec<PodSpec>,
     pub effects: Vec<Effect>,
     /// Histograms per pod and route instead of per pod.
@@ -310,6 +357,12 @@ impl Service {
             mem_pod_spread: 4.0 * MIB,
             mem_noise: 1.0 * MIB,
             mem_warmup: 30.0 * MIB,
+            mem_warmup_tau_s: 15.0,
+            gc_amplitude: 0.0,
+            gc_period_s: 180.0,
+            traffic_wobble: 0.0,
+            cpu_ticks: false,
+            restarts: Vec::new(),
             pods: (0..pods)
                 .map(|_| PodSpec {
                     version: "v1".into(),
@@ -344,7 +397,13 @@ impl Service {
 
     /// A rolling update with surge 1: a new pod starts at `at + i*step`, and the i-th old pod
     /// goes away when the next new one starts; the last old pod at `at + n*step`.
-    pub fn rolling(mut self, version: &str, at: i64, step: i64) -> Service {
+    pub fn rolling(self, version: &str, at: i64, step: i64) -> Service {
+        self.rolling_with(version, at, step, true)
+    }
+
+    /// A rolling update; with `surge` as [`Service::rolling`], without it the i-th old pod
+    /// goes away when its replacement starts (one pod fewer serving while it starts).
+    pub fn rolling_with(mut self, version: &str, at: i64, step: i64, surge: bool) -> Service {
         let old: Vec<usize> = (0..self.pods.len())
             .filter(|&i| self.pods[i].end == i64::MAX && self.pods[i].version != version)
             .collect();
@@ -356,7 +415,7 @@ impl Service {
                 weight: 1.0,
                 crash_loop: false,
             });
-            self.pods[i].end = at + (k as i64 + 1) * step;
+            self.pods[i].end = at + (k as i64 + i64::from(surge)) * step;
         }
         self
     }
@@ -395,8 +454,8 @@ pub struct Out {
 #[derive(Debug, Clone, Default)]
 struct Process {
     start: i64,
-    /// Per route: [ok, errors].
-    requests: Vec<[u64; 2]>,
+    /// Per route: [ok, errors, not found].
+    requests: Vec<[u64; 3]>,
     /// Per histogram (one, or one per route): bucket counts (non-cumulative; last is +Inf
     /// overflow), sum, count.
     buckets: Vec<[u64; 12]>,
@@ -407,7 +466,8 @@ struct Process {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Key {
-    Requests { route: usize, error: bool },
+    /// `code`: 0 for 200, 1 for 500, 2 for 404.
+    Requests { route: usize, code: u8 },
     Bucket { hist: usize, le: usize },
     Sum { hist: usize },
     Count { hist: usize },
@@ -426,6 +486,8 @@ struct Pod {
     instance: String,
     offset: i64,
     mem_offset: f64,
+    /// Where in its garbage collector's cycle the pod starts, in [0, 1).
+    gc_phase: f64,
     rng: Rng,
     /// Down periods `[from, until)` of a crash-looping pod, ascending.
     downs: Vec<(i64, i64)>,
@@ -454,6 +516,8 @@ pub struct Sim {
     /// Where samples have been released up to (exclusive).
     released: i64,
     next_metadata: i64,
+    /// The traffic wobble's waves: (period in s, phase in radians, log amplitude).
+    waves: Vec<(f64, f64, f64)>,
 }
 
 impl Sim {
@@ -476,6 +540,12 @@ impl Sim {
             let offset = names.range(0, svc.scrape_interval - 2 * svc.jitter_ms - 1);
             let mem_offset = svc.mem_pod_spread * rng.normal();
             let mut downs = Vec::new();
+            let mut extra = Rng::stream(svc.seed, 7000 + i as u64);
+            let gc_phase = extra.f64();
+            for &(_, at) in svc.restarts.iter().filter(|r| r.0 == i) {
+                let at = at.div_euclid(SEC) * SEC;
+                downs.push((at, at + extra.range(5, 15) * SEC));
+            }
             if spec.crash_loop {
                 let mut crash_rng = Rng::stream(svc.seed, 5000 + i as u64);
                 let mut t = spec.start.div_euclid(SEC) * SEC;
@@ -491,6 +561,7 @@ impl Sim {
                 instance,
                 offset,
                 mem_offset,
+                gc_phase,
                 rng,
                 downs,
                 proc: Process::default(),
@@ -503,6 +574,18 @@ impl Sim {
             });
         }
         let start = svc.pods.iter().map(|p| p.start).min().unwrap_or(EPOCH);
+        let mut wave_rng = Rng::stream(svc.seed, 0xb0b);
+        let waves = if svc.traffic_wobble > 0.0 {
+            (0..4)
+                .map(|_| {
+                    let period = wave_rng.uniform(60.0, 600.0);
+                    let phase = wave_rng.uniform(0.0, std::f64::consts::TAU);
+                    (period, phase, svc.traffic_wobble * wave_rng.uniform(0.3, 1.0) / 2.0)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let first_slot = start.div_euclid(svc.scrape_interval);
         let mut sim = Sim {
             svc,
@@ -513,6 +596,7 @@ impl Sim {
             pending: VecDeque::new(),
             released: i64::MIN,
             next_metadata: start,
+            waves,
         };
         for i in 0..sim.pods.len() {
             let s = sim.svc.pods[i].start;
@@ -572,7 +656,7 @@ impl Sim {
         let h = self.hists();
         Process {
             start,
-            requests: vec![[0, 0]; r],
+            requests: vec![[0, 0, 0]; r],
             buckets: vec![[0; 12]; h],
             sum: vec![0.0; h],
             // What starting up costs.
@@ -625,14 +709,34 @@ impl Sim {
         who && route_ok
     }
 
-    fn leak_rate(&self, pod: usize, t: i64) -> f64 {
+    /// The sum of the additive effects of `signal` for a pod (and route) at `t`.
+    fn addend(
+        &self,
+        signal: Signal,
+        pod: usize,
+        route: Option<usize>,
+        t: i64,
+        process_start: i64,
+    ) -> f64 {
         self.svc
             .effects
             .iter()
-            .filter(|e| e.signal == Signal::LeakBytesPerSec && self.touches(e, pod, None))
-            .filter(|e| e.from <= t && t < e.until)
-            .map(|e| e.factor)
+            .filter(|e| e.signal == signal && self.touches(e, pod, route))
+            .map(|e| e.addend(t, process_start))
             .sum()
+    }
+
+    /// The service-wide traffic wobble's multiplier at `t`.
+    fn wobble(&self, t: i64) -> f64 {
+        if self.waves.is_empty() {
+            return 1.0;
+        }
+        let s = t as f64 / 1000.0;
+        self.waves
+            .iter()
+            .map(|(period, phase, amp)| amp * (std::f64::consts::TAU * s / period + phase).sin())
+            .sum::<f64>()
+            .exp()
     }
 
     /// Simulates pod `i` through the second ending at or before `t`.
@@ -669,7 +773,8 @@ impl Sim {
             return;
         }
         let rate = self.svc.rps * self.svc.pods[i].weight / serving
-            * self.multiplier(Signal::Traffic, i, None, s, process_start);
+            * self.multiplier(Signal::Traffic, i, None, s, process_start)
+            * self.wobble(s);
 
         let sigma = self.svc.latency_sigma;
         let per_route_h = self.svc.per_route_histograms;
@@ -680,27 +785,41 @@ impl Sim {
             if n == 0 {
                 continue;
             }
-            let p = (route.error_p * self.multiplier(Signal::Errors, i, Some(r), s, process_start))
-                .min(1.0);
+            let p = (route.error_p * self.multiplier(Signal::Errors, i, Some(r), s, process_start)
+                + self.addend(Signal::ErrorsPlus, i, Some(r), s, process_start))
+            .min(1.0);
             let median =
                 route.median_s * self.multiplier(Signal::Latency, i, Some(r), s, process_start);
+            let tail = self.multiplier(Signal::LatencyTail, i, Some(r), s, process_start);
+            let not_found_p = route.not_found_p;
             let pod = &mut self.pods[i];
             let errors = pod.rng.binomial(n, p);
-            pod.proc.requests[r][0] += n - errors;
+            // Only services with 404s draw for them: the others' random streams stay as they were.
+            let not_found = if not_found_p > 0.0 {
+                pod.rng.binomial(n - errors, not_found_p)
+            } else {
+                0
+            };
+            pod.proc.requests[r][0] += n - errors - not_found;
             pod.proc.requests[r][1] += errors;
+            pod.proc.requests[r][2] += not_found;
             let h = if per_route_h { r } else { 0 };
             for _ in 0..n {
-                let lat = pod.rng.lognormal(median, sigma);
+                // The slowest 3 % (z above 1.88) are the tail an effect can stretch.
+                let z = pod.rng.normal();
+                let lat = median * (sigma * z).exp() * if z > 1.881 { tail } else { 1.0 };
                 let b = BUCKETS.iter().position(|&le| lat <= le).unwrap_or(11);
                 pod.proc.buckets[h][b] += 1;
                 pod.proc.sum[h] += lat;
             }
             total += n;
         }
-        let cores = (self.svc.cpu_base + self.svc.cpu_per_request * total as f64)
+        let per_request = self.svc.cpu_per_request
+            * self.multiplier(Signal::CpuPerRequest, i, None, s, process_start);
+        let cores = (self.svc.cpu_base + per_request * total as f64)
             * self.multiplier(Signal::Cpu, i, None, s, process_start);
         let noise = self.svc.cpu_noise;
-        let leak = self.leak_rate(i, s);
+        let leak = self.addend(Signal::LeakBytesPerSec, i, None, s, process_start);
         let pod = &mut self.pods[i];
         pod.proc.cpu += (cores * (1.0 + noise * pod.rng.normal())).max(0.0);
         pod.proc.leaked += leak;
@@ -726,10 +845,10 @@ impl Sim {
                 .then(|| ("route".to_string(), self.svc.routes[h].path.clone()))
         };
         match key {
-            Key::Requests { route, error } => {
+            Key::Requests { route, code } => {
                 name("http_requests_total");
                 let r = &self.svc.routes[route];
-                l.push(("code".into(), if error { "500" } else { "200" }.into()));
+                l.push(("code".into(), ["200", "500", "404"][code as usize].into()));
                 l.push(("method".into(), r.method.clone()));
                 l.push(("route".into(), r.path.clone()));
                 if let Some((name, values)) = &self.svc.route_dependency {
@@ -828,21 +947,33 @@ impl Sim {
                 scraped.push((id, cum as f64));
             }
             for (r, counts) in proc.requests.iter().enumerate() {
-                for (error, &c) in [(false, &counts[0]), (true, &counts[1])] {
+                for (code, &c) in counts.iter().enumerate() {
                     // Client libraries create a labelled child on its first increment.
                     if c > 0 {
-                        let id = self.series_id(i, Key::Requests { route: r, error });
+                        let id = self.series_id(i, Key::Requests { route: r, code: code as u8 });
                         scraped.push((id, c as f64));
                     }
                 }
             }
             let id = self.series_id(i, Key::Cpu);
-            scraped.push((id, proc.cpu));
+            let cpu = if self.svc.cpu_ticks {
+                (proc.cpu * 100.0).floor() / 100.0
+            } else {
+                proc.cpu
+            };
+            scraped.push((id, cpu));
             let age = (ts - proc.start) as f64 / 1000.0;
+            let svc = &self.svc;
             let pod = &mut self.pods[i];
-            let mem = self.svc.mem_base + pod.mem_offset + proc.leaked
-                - self.svc.mem_warmup * (-age / 15.0).exp()
-                + self.svc.mem_noise * pod.rng.normal();
+            let gc = if svc.gc_amplitude > 0.0 {
+                let x = age / svc.gc_period_s + pod.gc_phase;
+                svc.gc_amplitude * svc.mem_base * (2.0 * (x - x.floor()) - 1.0)
+            } else {
+                0.0
+            };
+            let mem = svc.mem_base + pod.mem_offset + proc.leaked + gc
+                - svc.mem_warmup * (-age / svc.mem_warmup_tau_s).exp()
+                + svc.mem_noise * pod.rng.normal();
             let id = self.series_id(i, Key::Memory);
             scraped.push((id, mem.round()));
             added = self.labels.len() - before;

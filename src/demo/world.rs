@@ -1,0 +1,516 @@
+//! Randomized deploy scenarios for the detection benchmark: a family and a seed in; a
+//! [`Scenario`] out — a simulated service ([`sim::Service`]) with its history, its deploy
+//! (canary or rolling, registered or left to be detected) and, for a regression, what goes
+//! wrong on the new version and when.
+//!
+//! The world is drawn broadly and at random, from the ranges real services show, never from
+//! what the judge assumes: 0.2–250 requests/s over 3–9 pods and 3–5 routes of skewed weight,
+//! a slow drift of traffic (±20 % per hour) with autocorrelated noise, short error blips on
+//! every pod, 404s, per-route base 5xx ratios of 0.05–0.5 % and lognormal latencies (medians
+//! 15–120 ms) through classic buckets, CPU as a constant plus a per-request part in clock
+//! ticks, every new process warming up (memory 30–50 % low with a 2–6 minute time constant,
+//! latency ×2–×4 and CPU ×1.5 for its first 1–3 minutes) under a GC sawtooth, restarts,
+//! scrape jitter, stale markers, and error series created at their first error.
+//! docs/detection.md lists the families and what each draws.
+
+use super::sim::{Effect, PodSpec, Route, Service, Shape, Signal, Who, EPOCH, MIN, SEC};
+use crate::rng::Rng;
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// How long a deploy is watched in the benchmark, from its start.
+pub const OBSERVE_MS: i64 = 20 * MIN;
+
+/// What happens in a scenario: a regression of the new version, or something that is not one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    // Regressions: the new version (canary pod, or every new pod of a rollout) only.
+    Errors2x,
+    Errors3x,
+    Errors10x,
+    RouteErrors3x,
+    RouteErrors10x,
+    P99Tail1_5x,
+    P99Shift1_5x,
+    P99x3,
+    CpuPerRequest1_6x,
+    MemoryLeak,
+    CrashLoop,
+    DelayedErrors,
+    LowTrafficErrors10x,
+    // Not regressions.
+    CleanCanary,
+    CleanRolling,
+    ColdStart,
+    DependencyOutage,
+    TrafficSpike,
+    Improvement,
+    LowTrafficClean,
+    RestartDuringDeploy,
+    ErrorBlips,
+}
+
+impl Family {
+    pub const ALL: [Family; 22] = [
+        Family::Errors2x,
+        Family::Errors3x,
+        Family::Errors10x,
+        Family::RouteErrors3x,
+        Family::RouteErrors10x,
+        Family::P99Tail1_5x,
+        Family::P99Shift1_5x,
+        Family::P99x3,
+        Family::CpuPerRequest1_6x,
+        Family::MemoryLeak,
+        Family::CrashLoop,
+        Family::DelayedErrors,
+        Family::LowTrafficErrors10x,
+        Family::CleanCanary,
+        Family::CleanRolling,
+        Family::ColdStart,
+        Family::DependencyOutage,
+        Family::TrafficSpike,
+        Family::Improvement,
+        Family::LowTrafficClean,
+        Family::RestartDuringDeploy,
+        Family::ErrorBlips,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Errors2x => "errors_x2",
+            Family::Errors3x => "errors_x3",
+            Family::Errors10x => "errors_x10",
+            Family::RouteErrors3x => "route_errors_x3",
+            Family::RouteErrors10x => "route_errors_x10",
+            Family::P99Tail1_5x => "p99_tail_x1.5",
+            Family::P99Shift1_5x => "p99_shift_x1.5",
+            Family::P99x3 => "p99_x3",
+            Family::CpuPerRequest1_6x => "cpu_per_request_x1.6",
+            Family::MemoryLeak => "memory_leak",
+            Family::CrashLoop => "crash_loop",
+            Family::DelayedErrors => "delayed_errors",
+            Family::LowTrafficErrors10x => "low_traffic_errors_x10",
+            Family::CleanCanary => "clean_canary",
+            Family::CleanRolling => "clean_rolling",
+            Family::ColdStart => "cold_start",
+            Family::DependencyOutage => "dependency_outage",
+            Family::TrafficSpike => "traffic_spike_x3",
+            Family::Improvement => "improvement",
+            Family::LowTrafficClean => "low_traffic_clean",
+            Family::RestartDuringDeploy => "restart_during_deploy",
+            Family::ErrorBlips => "error_blips",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Family> {
+        Family::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    pub fn is_regression(self) -> bool {
+        (self as usize) <= Family::LowTrafficErrors10x as usize
+    }
+}
+
+/// How the new version replaces the old.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// One new pod beside the old ones for the whole observation.
+    Canary,
+    /// Pods replaced one by one; `surge`: the new pod starts before the old one goes.
+    Rolling { surge: bool, step_ms: i64 },
+}
+
+/// One generated deploy scenario.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub family: Family,
+    pub seed: u64,
+    pub service: Service,
+    pub old_version: String,
+    pub version: String,
+    pub kind: Kind,
+    /// Registered through the API at the deploy's start; otherwise left to detection.
+    pub registered: bool,
+    pub deploy_at: i64,
+    /// When the regression begins (the deploy's start, or later for a delayed one); `None`
+    /// for a non-regression.
+    pub onset: Option<i64>,
+    /// The last event time simulated.
+    pub end: i64,
+    /// Whether the regression is detectable in principle within the observation: enough
+    /// excess bad events that an ideal test knowing both rates would see it (see
+    /// [`detectable`]). Always true for a non-regression.
+    pub detectable: bool,
+    /// The parameters drawn, in a line, for the benchmark's worst cases.
+    pub summary: String,
+}
+
+impl Scenario {
+    pub fn name(&self) -> String {
+        format!("{}#{}", self.family.name(), self.seed)
+    }
+}
+
+fn log_uniform(rng: &mut Rng, lo: f64, hi: f64) -> f64 {
+    (rng.uniform(lo.ln(), hi.ln())).exp()
+}
+
+const ROUTES: [(&str, &str); 6] = [
+    ("/api/products", "GET"),
+    ("/api/cart", "GET"),
+    ("/api/checkout", "POST"),
+    ("/api/search", "GET"),
+    ("/api/users", "GET"),
+    ("/api/orders", "POST"),
+];
+
+/// Draws the scenario `seed` of `family`.
+pub fn generate(family: Family, seed: u64) -> Scenario {
+    let mut rng = Rng::stream(seed, 0x5ce0 + family as u64);
+    let name = format!("svc-{}-{seed}", family.name().replace(['_', '.'], "-"));
+
+    // The service.
+    let old_pods = rng.range(3, 9) as usize;
+    let history = rng.range(15, 40) * MIN;
+    let start = EPOCH;
+    let deploy_at = start + history;
+    let mut svc = Service::new_at(&name, seed ^ ((family as u64) << 32), old_pods, start);
+    svc.namespace = "prod".into();
+    svc.rps = match family {
+        Family::LowTrafficErrors10x | Family::LowTrafficClean => 0.5 * (old_pods as f64 + 1.0),
+        _ => log_uniform(&mut rng, 0.2, 250.0),
+    };
+    let n_routes = rng.range(3, 5) as usize;
+    let skew = rng.uniform(0.5, 1.5);
+    let weights: Vec<f64> = (1..=n_routes).map(|k| 1.0 / (k as f64).powf(skew)).collect();
+    let wsum: f64 = weights.iter().sum();
+    let first_route = rng.range(0, (ROUTES.len() - n_routes) as i64) as usize;
+    svc.routes = (0..n_routes)
+        .map(|k| {
+            let (path, method) = ROUTES[first_route + k];
+            Route {
+                path: path.into(),
+                method: method.into(),
+                share: weights[k] / wsum,
+                error_p: log_uniform(&mut rng, 0.0005, 0.005),
+                median_s: log_uniform(&mut rng, 0.015, 0.120),
+                not_found_p: if rng.f64() < 0.5 { rng.uniform(0.0, 0.03) } else { 0.0 },
+            }
+        })
+        .collect();
+    svc.latency_sigma = rng.uniform(0.3, 0.7);
+    svc.per_route_histograms = rng.f64() < 0.5;
+    svc.cpu_base = rng.uniform(0.02, 0.2);
+    svc.cpu_per_request = log_uniform(&mut rng, 0.001, 0.01);
+    svc.cpu_noise = rng.uniform(0.05, 0.2);
+    svc.cpu_ticks = true;
+    svc.mem_base = log_uniform(&mut rng, 80.0 * MIB, 600.0 * MIB);
+    svc.mem_pod_spread = svc.mem_base * rng.uniform(0.005, 0.03);
+    svc.mem_noise = svc.mem_base * rng.uniform(0.002, 0.01);
+    svc.mem_warmup = svc.mem_base * rng.uniform(0.3, 0.5);
+    svc.mem_warmup_tau_s = rng.uniform(120.0, 360.0);
+    svc.gc_amplitude = rng.uniform(0.03, 0.08);
+    svc.gc_period_s = rng.uniform(120.0, 300.0);
+    svc.traffic_wobble = rng.uniform(0.05, 0.2);
+    svc.jitter_ms = rng.range(2, 50);
+    // Time of day: a slow drift of the traffic, up or down.
+    svc.effects.push(Effect {
+        shape: Shape::DriftPerHour,
+        ..Effect::step(Who::All, Signal::Traffic, rng.uniform(-0.2, 0.2), start, i64::MAX)
+    });
+    // Every process warms up: slow and CPU-hungry for its first minutes.
+    let cold = rng.uniform(60.0, 180.0);
+    let cold_factor = rng.uniform(2.0, 4.0);
+    svc.effects.push(Effect {
+        shape: Shape::ColdStart { secs: cold },
+        ..Effect::step(Who::All, Signal::Latency, cold_factor, start, i64::MAX)
+    });
+    svc.effects.push(Effect {
+        shape: Shape::ColdStart { secs: cold },
+        ..Effect::step(Who::All, Signal::Cpu, 1.5, start, i64::MAX)
+    });
+
+    // The deploy.
+    let kind = match family {
+        Family::CleanCanary => Kind::Canary,
+        Family::CleanRolling => Kind::Rolling {
+            surge: rng.f64() < 0.5,
+            step_ms: 0,
+        },
+        _ if rng.f64() < 0.5 => Kind::Canary,
+        _ => Kind::Rolling {
+            surge: rng.f64() < 0.5,
+            step_ms: 0,
+        },
+    };
+    let kind = match kind {
+        Kind::Rolling { surge, .. } => {
+            // The whole rollout takes 1–3 minutes.
+            let total = rng.range(60, 180) * SEC;
+            Kind::Rolling {
+                surge,
+                step_ms: (total / old_pods as i64).max(5 * SEC),
+            }
+        }
+        k => k,
+    };
+    let registered = rng.f64() < 0.5;
+    let end = deploy_at + OBSERVE_MS;
+    let v2 = "v2";
+    let mut svc = match kind {
+        Kind::Canary => svc.canary(v2, deploy_at, 1),
+        Kind::Rolling { surge, step_ms } => svc.rolling_with(v2, deploy_at, step_ms, surge),
+    };
+
+    // Short error blips on every pod (a flaky dependency), anywhere in the run.
+    let blips = match family {
+        Family::ErrorBlips => rng.range(2, 4),
+        _ => rng.range(0, 2),
+    };
+    for _ in 0..blips {
+        let at = rng.range(start + 2 * MIN, end - MIN);
+        let len = rng.range(30, 60) * SEC;
+        let p = rng.uniform(0.01, 0.05);
+        svc.effects
+            .push(Effect::step(Who::All, Signal::ErrorsPlus, p, at, at + len));
+    }
+    // A pod restarts now and then (an OOM kill, a node drain).
+    if rng.f64() < 0.3 || family == Family::RestartDuringDeploy {
+        let old: Vec<usize> = svc.pods_of("v1");
+        let pod = old[rng.range(0, old.len() as i64 - 1) as usize];
+        let at = if family == Family::RestartDuringDeploy {
+            rng.range(deploy_at, deploy_at + 10 * MIN)
+        } else {
+            rng.range(start + 5 * MIN, end - 2 * MIN)
+        };
+        svc.restarts.push((pod, at));
+    }
+
+    // What goes wrong, or what happens that is not the deploy's fault.
+    let new = Who::Version(v2.into());
+    let mut onset = Some(deploy_at);
+    let route_k = rng.range(0, n_routes as i64 - 1) as usize;
+    let route = svc.routes[route_k].path.clone();
+    let mut summary = String::new();
+    let mut eff = |svc: &mut Service, e: Effect| svc.effects.push(e);
+    match family {
+        Family::Errors2x | Family::Errors3x | Family::Errors10x | Family::LowTrafficErrors10x => {
+            let f = match family {
+                Family::Errors2x => 2.0,
+                Family::Errors3x => 3.0,
+                _ => 10.0,
+            };
+            eff(&mut svc, Effect::step(new, Signal::Errors, f, deploy_at, i64::MAX));
+            summary = format!("5xx ×{f} on all routes");
+        }
+        Family::RouteErrors3x | Family::RouteErrors10x => {
+            let f = if family == Family::RouteErrors3x { 3.0 } else { 10.0 };
+            eff(
+                &mut svc,
+                Effect::step(new, Signal::Errors, f, deploy_at, i64::MAX).on_route(&route),
+            );
+            summary = format!("5xx ×{f} on {route}");
+        }
+        Family::P99Tail1_5x => {
+            eff(&mut svc, Effect::step(new, Signal::LatencyTail, 1.5, deploy_at, i64::MAX));
+            summary = "slowest 3 % ×1.5".into();
+        }
+        Family::P99Shift1_5x => {
+            eff(&mut svc, Effect::step(new, Signal::Latency, 1.5, deploy_at, i64::MAX));
+            summary = "latency ×1.5".into();
+        }
+        Family::P99x3 => {
+            eff(&mut svc, Effect::step(new, Signal::Latency, 3.0, deploy_at, i64::MAX));
+            summary = "latency ×3".into();
+        }
+        Family::CpuPerRequest1_6x => {
+            eff(
+                &mut svc,
+                Effect::step(new, Signal::CpuPerRequest, 1.6, deploy_at, i64::MAX),
+            );
+            summary = "CPU per request ×1.6".into();
+        }
+        Family::MemoryLeak => {
+            let mib_min = rng.uniform(2.0, 8.0);
+            eff(
+                &mut svc,
+                Effect::step(
+                    new,
+                    Signal::LeakBytesPerSec,
+                    mib_min * MIB / 60.0,
+                    deploy_at,
+                    i64::MAX,
+                ),
+            );
+            summary = format!("leak {mib_min:.1} MiB/min per pod");
+        }
+        Family::CrashLoop => {
+            for p in svc.pods.iter_mut().filter(|p| p.version == v2) {
+                p.crash_loop = true;
+            }
+            summary = "crash loop".into();
+        }
+        Family::DelayedErrors => {
+            let at = deploy_at + 10 * MIN;
+            let f = rng.uniform(5.0, 10.0);
+            let ramp = rng.uniform(60.0, 180.0);
+            eff(
+                &mut svc,
+                Effect {
+                    shape: Shape::Ramp { secs: ramp },
+                    ..Effect::step(new, Signal::Errors, f, at, i64::MAX)
+                },
+            );
+            onset = Some(at);
+            summary = format!("5xx ramping to ×{f:.1} over {ramp:.0} s from +10m");
+        }
+        Family::DependencyOutage => {
+            let at = rng.range(deploy_at + 2 * MIN, deploy_at + 10 * MIN);
+            let len = rng.range(2, 5) * MIN;
+            let p = rng.uniform(0.03, 0.2);
+            let slow = rng.uniform(1.5, 3.0);
+            eff(&mut svc, Effect::step(Who::All, Signal::ErrorsPlus, p, at, at + len));
+            eff(&mut svc, Effect::step(Who::All, Signal::Latency, slow, at, at + len));
+            onset = None;
+            summary = format!("outage +{:.0}% 5xx, latency ×{slow:.1} on all pods", p * 100.0);
+        }
+        Family::TrafficSpike => {
+            let at = rng.range(deploy_at + 2 * MIN, deploy_at + 10 * MIN);
+            let len = rng.range(3, 6) * MIN;
+            let slow = rng.uniform(1.1, 1.5);
+            eff(&mut svc, Effect::step(Who::All, Signal::Traffic, 3.0, at, at + len));
+            eff(&mut svc, Effect::step(Who::All, Signal::Latency, slow, at, at + len));
+            onset = None;
+            summary = format!("traffic ×3 and latency ×{slow:.1} on all pods");
+        }
+        Family::Improvement => {
+            let e = rng.uniform(0.3, 0.7);
+            let l = rng.uniform(0.7, 0.9);
+            eff(&mut svc, Effect::step(new.clone(), Signal::Errors, e, deploy_at, i64::MAX));
+            eff(&mut svc, Effect::step(new, Signal::Latency, l, deploy_at, i64::MAX));
+            onset = None;
+            summary = format!("5xx ×{e:.2}, latency ×{l:.2}");
+        }
+        Family::ColdStart => {
+            // A harder start than usual, fading within 1–3 minutes.
+            let secs = rng.uniform(60.0, 180.0);
+            eff(
+                &mut svc,
+                Effect {
+                    shape: Shape::ColdStart { secs },
+                    ..Effect::step(new.clone(), Signal::Latency, 2.0, deploy_at, i64::MAX)
+                },
+            );
+            eff(
+                &mut svc,
+                Effect {
+                    shape: Shape::ColdStart { secs },
+                    ..Effect::step(new, Signal::ErrorsPlus, 0.02, deploy_at, i64::MAX)
+                },
+            );
+            onset = None;
+            summary = format!("cold start ×{:.1} latency, +2% 5xx over {secs:.0} s", cold_factor * 2.0);
+        }
+        Family::CleanCanary
+        | Family::CleanRolling
+        | Family::LowTrafficClean
+        | Family::RestartDuringDeploy
+        | Family::ErrorBlips => onset = None,
+    }
+    let _ = &mut eff;
+    let detectable = detectable(family, &svc, kind, onset, end);
+    let kind_s = match kind {
+        Kind::Canary => "canary".to_string(),
+        Kind::Rolling { surge, step_ms } => format!(
+            "rolling ({} surge, a pod every {} s)",
+            if surge { "with" } else { "no" },
+            step_ms / SEC
+        ),
+    };
+    let summary = format!(
+        "{kind_s}, {}, {:.1} req/s over {old_pods} pods, {n_routes} routes; {summary}",
+        if registered { "registered" } else { "detected" },
+        svc.rps,
+    );
+    Scenario {
+        family,
+        seed,
+        service: svc,
+        old_version: "v1".into(),
+        version: v2.into(),
+        kind,
+        registered,
+        deploy_at,
+        onset,
+        end,
+        detectable,
+        summary,
+    }
+}
+
+/// Whether a regression could be seen at all within the observation: an oracle knowing
+/// both rates needs enough excess events. For errors: the new version's expected excess 5xx
+/// from the onset to the end at least 8 and 3 standard deviations of its base count; for
+/// latency: at least 1,000 requests of the new version (10 beyond the baseline's p99); for
+/// CPU per request: the per-request part at least a quarter of a pod's CPU (×1.6 of it is
+/// then a 15 % change, above the scrape noise). Leaks and crash loops always are.
+pub fn detectable(family: Family, svc: &Service, kind: Kind, onset: Option<i64>, end: i64) -> bool {
+    let Some(onset) = onset else { return true };
+    let old = svc.pods.iter().filter(|p: &&PodSpec| p.version == "v1").count() as f64;
+    // The new version's request rate once it serves.
+    let rate = match kind {
+        Kind::Canary => svc.rps / (old + 1.0),
+        Kind::Rolling { .. } => svc.rps,
+    };
+    // Half a minute of warm-up is lost to any judge that waits for cold starts.
+    let secs = ((end - onset) as f64 / 1000.0 - 30.0).max(0.0);
+    let requests = rate * secs;
+    let errors = |f: f64, share: f64, p: f64| {
+        let base = requests * share * p;
+        let excess = base * (f - 1.0);
+        excess >= 8.0 && excess >= 3.0 * base.max(1.0).sqrt()
+    };
+    let mean_p: f64 = svc.routes.iter().map(|r| r.share * r.error_p).sum();
+    match family {
+        Family::Errors2x => errors(2.0, 1.0, mean_p),
+        Family::Errors3x => errors(3.0, 1.0, mean_p),
+        Family::Errors10x | Family::LowTrafficErrors10x => errors(10.0, 1.0, mean_p),
+        Family::DelayedErrors => errors(5.0, 1.0, mean_p),
+        Family::RouteErrors3x | Family::RouteErrors10x => {
+            let f = if family == Family::RouteErrors3x { 3.0 } else { 10.0 };
+            let route = svc
+                .effects
+                .iter()
+                .find_map(|e| e.route.clone())
+                .and_then(|r| svc.routes.iter().find(|x| x.path == r));
+            route.is_some_and(|r| errors(f, r.share, r.error_p))
+        }
+        Family::P99Tail1_5x | Family::P99Shift1_5x | Family::P99x3 => requests >= 1000.0,
+        Family::CpuPerRequest1_6x => {
+            let per_pod = rate / if matches!(kind, Kind::Canary) { 1.0 } else { old };
+            let req = svc.cpu_per_request * per_pod;
+            req / (req + svc.cpu_base) >= 0.25
+        }
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_generates_and_is_reproducible() {
+        for f in Family::ALL {
+            let a = generate(f, 7);
+            let b = generate(f, 7);
+            assert_eq!(a.summary, b.summary);
+            assert_eq!(a.service.pods.len(), b.service.pods.len());
+            assert!(a.end > a.deploy_at && a.deploy_at > EPOCH);
+            assert_eq!(a.onset.is_some(), f.is_regression(), "{}", a.name());
+            assert!(a.service.pods.iter().any(|p| p.version == "v2"));
+        }
+        assert_eq!(Family::from_name("p99_x3"), Some(Family::P99x3));
+    }
+}
