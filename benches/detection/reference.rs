@@ -2,70 +2,63 @@
 //! descriptions of tools SREs already use, run beside deploywatch on the same recorded samples.
 //! Std-only and self-contained: the benchmark includes this file as a module.
 //!
-//! In: every recorded series ([`Series`]: labels and (ms, value) samples, NaN = Prometheus
-//! stale marker) and the deploy under judgement ([`Deploy`]). Only series whose `job` label is
-//! the deploy's job are looked at. Out: an [`Outcome`], the evaluation time (ms) at which a
-//! judge first asked for a pause (or worse) and first asked for a rollback. Every judge
-//! evaluates on the minute, at `start + k·1m` for `k ≥ 1` while `≤ end`.
+//! In: all recorded series ([`Series`]; NaN = Prometheus stale marker) and the deploy
+//! ([`Deploy`]); only series whose `job` is the deploy's are read. Out: an [`Outcome`], the
+//! evaluation times (ms) at which a judge first asked for a pause (or worse) and a rollback.
+//! Every judge evaluates on the minute, at `start + k·1m`, `k ≥ 1`, up to `end`.
 //!
-//! PromQL, as far as the judges need it (helpers below, no query language):
+//! PromQL, as far as needed (helpers, no query language):
 //! - `increase(sel[w])` over the samples in `(t-w, t]` (stale markers dropped, as range
-//!   selectors do), with Prometheus' counter-reset handling (a drop adds the previous value) and
-//!   Prometheus' `extrapolatedRate` extrapolation (to the window edges when the gap is under
-//!   1.1× the mean sample spacing, else by half a spacing; never before the counter's zero).
-//!   `rate` = `increase / w`. A series with fewer than 2 samples in the window drops out.
-//! - Lazily created counter children: an `http_requests_total` series that appears after its
-//!   pod was already scraped (a `code="500"` child at the pod's first error) gets a 0 at the
-//!   pod's previous scrape, so its first value counts as an increase (Prometheus itself would
-//!   miss it; the brief asks for it).
-//! - `sum`, `avg`, selection by exact `version` and by `code` starting with "5" (`=~"5.."`).
-//! - `histogram_quantile(q, sum by (le) (increase(..._bucket[w])))` with Prometheus' linear
-//!   interpolation inside the bucket (lower bound 0 for the first bucket; the `+Inf` bucket
-//!   answers with the highest finite bound).
-//! - Instant gauges: the last sample within 5 m (lookback), absent when it is a stale marker.
+//!   selectors do), with Prometheus' counter-reset handling and its `extrapolatedRate`
+//!   extrapolation (to a window edge when the gap is under 1.1× the mean sample spacing, else
+//!   by half a spacing; never before the counter's zero); `rate = increase / w`. A series with
+//!   fewer than 2 samples in the window drops out.
+//! - A lazily created `http_requests_total` child (`code="500"` at a pod's first error) gets a
+//!   0 at the pod's previous scrape, so its first value counts as an increase (Prometheus
+//!   itself would miss it).
+//! - `sum`, `avg`; selection by exact `version` and by `code` starting with "5" (`=~"5.."`).
+//! - `histogram_quantile(q, sum by (le) (increase(bucket[w])))` with Prometheus' linear
+//!   interpolation (first bucket from 0; a rank in `+Inf` answers the highest finite bound).
+//! - Gauges: the last sample within the 5 m lookback, absent if it is a stale marker.
 //!
-//! 1. `kayenta` — Spinnaker Kayenta, judge `NetflixACAJudge-v1.0` with its Mann-Whitney
-//!    classifier (kayenta docs/canary-config.md; facts checked in the kayenta source:
-//!    `confLevel = 0.98`, `tolerance = 0.25`, effect size `meanRatio`, defaults 1.0). Four
-//!    metrics, 1-minute intervals (the metric store's step), all direction `increase`,
-//!    nanStrategy `remove`, outliers `none` (the default): error ratio (5xx / all, 0 when
-//!    there is traffic but no 5xx series: the `or vector(0)` idiom), p99 latency, CPU per pod
-//!    (`avg(rate(process_cpu_seconds_total[1m]))`), memory per pod (`avg(rss)`). Canary
-//!    deploys: experiment = new pods, control = old pods, the same intervals since start;
-//!    rolling deploys: experiment = new version since start, control = the old version's 30
-//!    intervals before start. Per metric: the 98 % confidence interval of the location shift
-//!    (experiment − control) from the Mann-Whitney U / Wilcoxon rank-sum test (normal
-//!    approximation with tie and continuity corrections, inverted as R's `wilcox.test` does);
-//!    High when its lower end exceeds 0.25 × |Hodges-Lehmann estimate| AND the ratio of means
-//!    is ≥ `allowedIncrease` (ratio ignored when a mean is 0). `allowedIncrease` 1.1 for all
-//!    four and `critical: true, criticalIncrease 5.0` for the error ratio (the values of the
-//!    docs' example): a critical High scores the run 0. Fewer than 3 values on a side: Nodata.
-//!    Score as Kayenta's weighted-sum scorer, one group of weight 25 per metric, a Nodata
-//!    group counting 100 (so Nodata counts as pass); an evaluation where every metric is Nodata
-//!    decides nothing (warm-up). Not applied: Kayenta's "≥ 50 % Nodata fails" and "critical
-//!    metric without data fails" rules (in a replay, missing data means "too early"). Score
-//!    thresholds `marginal 75`, `pass 95`: score < 95 → pause, < 75 → rollback. Each minute
-//!    judges all intervals so far (the lifetime of a Spinnaker/Argo Kayenta canary stage).
-//! 2. `argo` — Argo Rollouts AnalysisTemplate, Prometheus provider (argo-rollouts
-//!    docs/features/analysis.md and the AnalysisTemplate spec), `interval: 1m`, first
-//!    measurement at start + 1m, `failureLimit: 2` per metric. Metric `success-rate`:
-//!    `sum(rate(http_requests_total{version=new,code!~"5.."}[5m])) /
-//!    sum(rate(http_requests_total{version=new}[5m]))`, `successCondition: result >= 0.99`;
-//!    metric `latency-p99`: `histogram_quantile(0.99, sum by (le) (rate(..._bucket{version=new}
-//!    [5m])))`, `successCondition: result < 0.5`. A NaN/empty result is not counted (the brief's
-//!    choice; Argo would record an Error and fail the run after `consecutiveErrorLimit` (4)).
-//!    As Argo does, failures are counted per metric, not consecutively: the first Failed
-//!    measurement → pause (a human looks); a metric's 3rd failure (> failureLimit) fails the
-//!    AnalysisRun → abort → rollback.
-//! 3. `static_rules` — Prometheus alerting rules (Prometheus docs "Alerting rules": `for`
-//!    keeps an alert pending until its condition held at every evaluation for that long),
-//!    service-wide (all versions: the alerts teams already have, not deploy-aware), evaluated
-//!    every 1m with 5m rate windows, `for: 5m`: warning `HighErrorRate` error ratio > 1 % →
-//!    pause; warning `HighLatency` p99 > 0.5 s → pause; warning `PodCrashLooping` (per pod)
-//!    `increase(kube_pod_container_status_restarts_total[5m]) > 2` → pause; critical
-//!    `VeryHighErrorRate` error ratio > 5 % → rollback. Rules are evaluated from start − 10m so
-//!    that the `for` clock may begin before the deploy; an alert counts at the first evaluation
-//!    `t ≥ start` at which it is firing (one firing already at start is reported at start).
+//! 1. `kayenta`: Spinnaker Kayenta's `NetflixACAJudge-v1.0` with its Mann-Whitney classifier
+//!    (kayenta docs/canary-config.md; checked in the kayenta source: `confLevel = 0.98`,
+//!    `tolerance = 0.25`, effect size `meanRatio`, effect-size defaults 1.0, outliers `none`).
+//!    Four metrics on 1-minute intervals, direction `increase`, nanStrategy `remove`: error
+//!    ratio (5xx / all; 0 with traffic but no 5xx series, the `or vector(0)` idiom), p99
+//!    latency, CPU per pod (`avg(rate(process_cpu_seconds_total[1m]))`), memory per pod.
+//!    Canary: experiment = new pods, control = old pods, the same intervals since start;
+//!    rolling: experiment = new version since start, control = old version's 30 intervals
+//!    before start. Per metric: the 98 % confidence interval of the shift experiment − control
+//!    from the Mann-Whitney U / Wilcoxon rank-sum test (normal approximation, tie and
+//!    continuity corrections, inverted as R's `wilcox.test` does); High if its lower end
+//!    exceeds 0.25 × |estimate| and the ratio of means is ≥ `allowedIncrease` 1.1 (ratio
+//!    ignored when a mean is 0). The error ratio is `critical` with `criticalIncrease` 5.0 (the
+//!    docs' example values): a critical High scores 0. Under 3 values on a side: Nodata. Score
+//!    as Kayenta's weighted-sum scorer with one group of weight 25 per metric, a Nodata group
+//!    counting 100; an evaluation with every metric Nodata decides nothing (warm-up). Not
+//!    applied: "≥ 50 % Nodata fails" and "a critical metric without data fails" (in a replay,
+//!    missing data means "too early"). `marginal 75`, `pass 95`: score < 95 → pause, < 75 →
+//!    rollback. Each minute judges all intervals so far (a canary stage's lifetime). Note: with
+//!    3 points a side the 98 % level is unattainable and, as in R and Kayenta, the interval's
+//!    lower end becomes min(exp) − max(ctl): 3 canary values all above the baseline's are High.
+//! 2. `argo`: an Argo Rollouts AnalysisTemplate with the Prometheus provider (argo-rollouts
+//!    docs/features/analysis.md, AnalysisTemplate spec), `interval: 1m` from start + 1m,
+//!    `failureLimit: 2` per metric. `success-rate`: `sum(rate(http_requests_total{version=new,
+//!    code!~"5.."}[5m])) / sum(rate(http_requests_total{version=new}[5m]))`, `successCondition:
+//!    result >= 0.99`; `latency-p99`: `histogram_quantile(0.99, sum by (le) (rate(bucket
+//!    {version=new}[5m])))`, `successCondition: result < 0.5`. A NaN/empty result is not
+//!    counted (Argo would record an Error, failing the run after `consecutiveErrorLimit` 4).
+//!    Failures count per metric, not consecutively (as Argo): the first Failed measurement →
+//!    pause (a human looks); a metric's 3rd (> failureLimit) fails the run → abort → rollback.
+//! 3. `static_rules`: Prometheus alerting rules with `for: 5m` (pending until the condition
+//!    held at every evaluation for 5 m, then firing), service-wide (all versions: the alerts
+//!    teams already have), every 1m, 5m windows. Warnings → pause: `HighErrorRate` error ratio
+//!    > 1 %, `HighLatency` p99 > 0.5 s, `PodCrashLooping` (per pod) `increase(
+//!    kube_pod_container_status_restarts_total[5m]) > 2`; critical → rollback:
+//!    `VeryHighErrorRate` error ratio > 5 %. Evaluated from start − 10m, so the `for` clock may
+//!    begin before the deploy; an alert counts at the first evaluation `t ≥ start` at which it
+//!    fires (one already firing is reported at start).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -114,29 +107,21 @@ const MEM: &str = "process_resident_memory_bytes";
 const RESTARTS: &str = "kube_pod_container_status_restarts_total";
 
 impl Outcome {
-    fn pause(&mut self, t: i64) {
+    /// A pause at t, or with `rollback` a rollback (which is also a pause).
+    fn decide(&mut self, t: i64, rollback: bool) {
         self.first_pause.get_or_insert(t);
-    }
-    fn rollback(&mut self, t: i64) {
-        self.pause(t);
-        self.first_rollback.get_or_insert(t);
-    }
-    fn done(&self) -> bool {
-        self.first_rollback.is_some()
+        if rollback {
+            self.first_rollback.get_or_insert(t);
+        }
     }
 }
 
 /// The evaluation times `start + k·1m`, `k ≥ 1`, up to `end`.
 fn minutes(d: &Deploy) -> impl Iterator<Item = i64> {
-    let (start, end) = (d.start, d.end);
-    (1..)
-        .map(move |k| start + k * MIN)
-        .take_while(move |&t| t <= end)
+    (d.start + MIN..=d.end).step_by(MIN as usize)
 }
 
-// ---------------------------------------------------------------------------------------
-// PromQL-like evaluation
-// ---------------------------------------------------------------------------------------
+// ---- PromQL-like evaluation ----
 
 fn label<'a>(labels: &'a [(String, String)], key: &str) -> Option<&'a str> {
     labels
@@ -167,131 +152,72 @@ impl<'a> View<'a> {
     fn new(data: &'a [Series], job: &str) -> View<'a> {
         let mut by_name: HashMap<&'a str, Vec<S<'a>>> = HashMap::new();
         for s in data.iter().filter(|s| label(&s.labels, "job") == Some(job)) {
-            if let Some(name) = label(&s.labels, "__name__") {
-                let points = Cow::Borrowed(s.points.as_slice());
-                by_name.entry(name).or_default().push(S {
-                    labels: &s.labels,
-                    points,
-                });
+            let (labels, points) = (&s.labels[..], Cow::Borrowed(&s.points[..]));
+            if let Some(name) = label(labels, "__name__") {
+                by_name.entry(name).or_default().push(S { labels, points });
             }
         }
         if let Some(reqs) = by_name.get_mut(REQS) {
             // Each pod's scrape times, from all its request counters.
             let mut scrapes: HashMap<&'a str, Vec<i64>> = HashMap::new();
             for s in reqs.iter() {
-                if let Some(pod) = label(s.labels, "pod") {
-                    scrapes
-                        .entry(pod)
-                        .or_default()
-                        .extend(s.points.iter().map(|p| p.0));
-                }
+                let pod = scrapes
+                    .entry(label(s.labels, "pod").unwrap_or(""))
+                    .or_default();
+                pod.extend(s.points.iter().map(|p| p.0));
             }
-            scrapes.values_mut().for_each(|v| {
-                v.sort_unstable();
-                v.dedup();
-            });
+            for ts in scrapes.values_mut() {
+                ts.sort_unstable();
+                ts.dedup();
+            }
             for s in reqs.iter_mut() {
-                let (Some(pod), Some(&(first, _))) = (label(s.labels, "pod"), s.points.first())
-                else {
-                    continue;
-                };
-                let ts = &scrapes[pod];
+                let ts = &scrapes[label(s.labels, "pod").unwrap_or("")];
+                let first = s.points.first().map_or(i64::MIN, |p| p.0);
                 let i = ts.partition_point(|&x| x < first);
                 if i > 0 {
-                    let mut p = Vec::with_capacity(s.points.len() + 1);
-                    p.push((ts[i - 1], 0.0));
-                    p.extend_from_slice(&s.points);
-                    s.points = Cow::Owned(p);
+                    s.points = Cow::Owned([&[(ts[i - 1], 0.0)], &s.points[..]].concat());
                 }
             }
         }
         View { by_name }
     }
 
-    /// The series `name{version=..., code...}`.
-    fn select(&self, name: &str, version: Option<&str>, code: Code) -> Vec<&S<'a>> {
-        let Some(all) = self.by_name.get(name) else {
-            return Vec::new();
-        };
-        all.iter()
-            .filter(|s| version.map_or(true, |v| label(s.labels, "version") == Some(v)))
-            .filter(|s| {
-                let five = label(s.labels, "code").map_or(false, |c| c.starts_with('5'));
-                match code {
-                    Code::Any => true,
-                    Code::Is5xx => five,
-                    Code::Not5xx => !five,
-                }
-            })
+    /// `f` of each series `name{version=ver, code...}`, where it has a value.
+    fn each<F>(&self, name: &str, ver: Option<&str>, code: Code, f: F) -> Vec<f64>
+    where
+        F: FnMut(&S<'a>) -> Option<f64>,
+    {
+        let five = |s: &S| label(s.labels, "code").map_or(false, |c| c.starts_with('5'));
+        let code_ok = |s: &S| code == Code::Any || (code == Code::Is5xx) == five(s);
+        let ver_ok = |s: &S| ver.map_or(true, |v| label(s.labels, "version") == Some(v));
+        let all = self.by_name.get(name).into_iter().flatten();
+        all.filter(|s| ver_ok(s) && code_ok(s))
+            .filter_map(f)
             .collect()
     }
 
-    /// `sum(increase(name{...}[w]))` at t; None when no series has a value.
-    fn sum_increase(
-        &self,
-        name: &str,
-        ver: Option<&str>,
-        code: Code,
-        t: i64,
-        w: i64,
-    ) -> Option<f64> {
-        let vals: Vec<f64> = self
-            .select(name, ver, code)
-            .iter()
-            .filter_map(|s| increase(&s.points, t, w))
-            .collect();
-        (!vals.is_empty()).then(|| vals.iter().sum())
+    /// `sum(increase(http_requests_total{...}[w]))` at t; None when no series has a value.
+    fn requests(&self, ver: Option<&str>, code: Code, t: i64, w: i64) -> Option<f64> {
+        let v = self.each(REQS, ver, code, |s| increase(&s.points, t, w));
+        (!v.is_empty()).then(|| v.iter().sum())
     }
 
     /// 5xx / all requests over `(t-w, t]`; None without traffic.
     fn error_ratio(&self, ver: Option<&str>, t: i64, w: i64) -> Option<f64> {
-        let total = self
-            .sum_increase(REQS, ver, Code::Any, t, w)
-            .filter(|&x| x > 0.0)?;
-        Some(
-            self.sum_increase(REQS, ver, Code::Is5xx, t, w)
-                .unwrap_or(0.0)
-                / total,
-        )
+        let total = self.requests(ver, Code::Any, t, w).filter(|&x| x > 0.0)?;
+        Some(self.requests(ver, Code::Is5xx, t, w).unwrap_or(0.0) / total)
     }
 
     /// `histogram_quantile(q, sum by (le) (increase(bucket{...}[w])))`.
     fn quantile(&self, q: f64, ver: Option<&str>, t: i64, w: i64) -> Option<f64> {
         let mut by_le: HashMap<u64, f64> = HashMap::new();
-        for s in self.select(BUCKET, ver, Code::Any) {
-            let Some(le) = label(s.labels, "le").and_then(parse_le) else {
-                continue;
-            };
-            if let Some(inc) = increase(&s.points, t, w) {
-                *by_le.entry(le.to_bits()).or_insert(0.0) += inc;
-            }
-        }
-        let buckets = by_le
-            .into_iter()
-            .map(|(le, c)| (f64::from_bits(le), c))
-            .collect();
-        Some(histogram_quantile(q, buckets)).filter(|v| !v.is_nan())
-    }
-
-    /// `avg(rate(name{version}[w]))` (per second).
-    fn avg_rate(&self, name: &str, ver: Option<&str>, t: i64, w: i64) -> Option<f64> {
-        let r: Vec<f64> = self
-            .select(name, ver, Code::Any)
-            .iter()
-            .filter_map(|s| increase(&s.points, t, w))
-            .map(|inc| inc / (w as f64 / 1000.0))
-            .collect();
-        mean_opt(&r)
-    }
-
-    /// `avg(name{version})` at t (instant vector, 5 m lookback).
-    fn avg_last(&self, name: &str, ver: Option<&str>, t: i64) -> Option<f64> {
-        let v: Vec<f64> = self
-            .select(name, ver, Code::Any)
-            .iter()
-            .filter_map(|s| last_value(&s.points, t))
-            .collect();
-        mean_opt(&v)
+        self.each(BUCKET, ver, Code::Any, |s| {
+            let le = label(s.labels, "le")?.parse::<f64>().ok()?;
+            *by_le.entry(le.to_bits()).or_insert(0.0) += increase(&s.points, t, w)?;
+            None
+        });
+        let buckets = by_le.into_iter().map(|(le, c)| (f64::from_bits(le), c));
+        Some(histogram_quantile(q, buckets.collect())).filter(|v| !v.is_nan())
     }
 }
 
@@ -299,25 +225,11 @@ fn mean_opt(v: &[f64]) -> Option<f64> {
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
 
-fn parse_le(s: &str) -> Option<f64> {
-    if s.eq_ignore_ascii_case("+inf") {
-        Some(f64::INFINITY)
-    } else {
-        s.parse().ok()
-    }
-}
-
 /// `increase(series[w])` at t, as Prometheus computes it (see the module doc).
 fn increase(points: &[(i64, f64)], t: i64, w: i64) -> Option<f64> {
-    let (lo, hi) = (
-        points.partition_point(|p| p.0 <= t - w),
-        points.partition_point(|p| p.0 <= t),
-    );
-    let s: Vec<(i64, f64)> = points[lo..hi]
-        .iter()
-        .filter(|p| !p.1.is_nan())
-        .copied()
-        .collect();
+    let at = |x: i64| points.partition_point(|p| p.0 <= x);
+    let mut s = points[at(t - w)..at(t)].to_vec();
+    s.retain(|p| !p.1.is_nan());
     if s.len() < 2 {
         return None;
     }
@@ -330,14 +242,9 @@ fn increase(points: &[(i64, f64)], t: i64, w: i64) -> Option<f64> {
     }
     let sampled = (last.0 - first.0) as f64;
     let avg = sampled / (s.len() - 1) as f64;
-    let mut to_start = (first.0 - (t - w)) as f64;
-    let mut to_end = (t - last.0) as f64;
-    if to_start >= 1.1 * avg {
-        to_start = avg / 2.0;
-    }
-    if to_end >= 1.1 * avg {
-        to_end = avg / 2.0;
-    }
+    let edge = |gap: f64| if gap < 1.1 * avg { gap } else { avg / 2.0 };
+    let (gap_start, gap_end) = ((first.0 - (t - w)) as f64, (t - last.0) as f64);
+    let (mut to_start, to_end) = (edge(gap_start), edge(gap_end));
     if inc > 0.0 && first.1 >= 0.0 {
         to_start = to_start.min(sampled * first.1 / inc); // not before the counter's zero
     }
@@ -366,11 +273,7 @@ fn histogram_quantile(q: f64, mut b: Vec<(f64, f64)>) -> f64 {
         return f64::NAN;
     }
     if !(0.0..=1.0).contains(&q) {
-        return if q < 0.0 {
-            f64::NEG_INFINITY
-        } else {
-            f64::INFINITY
-        };
+        return q.signum() * f64::INFINITY;
     }
     let rank = q * total;
     let i = b[..n - 1].iter().position(|x| x.1 >= rank).unwrap_or(n - 1);
@@ -380,31 +283,29 @@ fn histogram_quantile(q: f64, mut b: Vec<(f64, f64)>) -> f64 {
     if i == 0 && b[0].0 <= 0.0 {
         return b[0].0;
     }
-    let (lo, below) = if i == 0 {
-        (0.0, 0.0)
-    } else {
-        (b[i - 1].0, b[i - 1].1)
-    };
+    let (lo, below) = if i == 0 { (0.0, 0.0) } else { b[i - 1] };
     lo + (b[i].0 - lo) * (rank - below) / (b[i].1 - below)
 }
 
-// ---------------------------------------------------------------------------------------
-// Statistics: the normal distribution and the Mann-Whitney U / Wilcoxon rank-sum test
-// ---------------------------------------------------------------------------------------
+// ---- Statistics: the normal distribution and the Mann-Whitney U / Wilcoxon rank-sum test ----
 
 /// Standard normal CDF (Abramowitz & Stegun 7.1.26 for erfc; absolute error < 1.5e-7).
 fn phi(z: f64) -> f64 {
     let x = z.abs() / std::f64::consts::SQRT_2;
     let t = 1.0 / (1.0 + 0.327_591_1 * x);
-    let poly = t
-        * (0.254_829_592
-            + t * (-0.284_496_736
-                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
-    let erfc = poly * (-x * x).exp();
+    let a = [
+        1.061_405_429,
+        -1.453_152_027,
+        1.421_413_741,
+        -0.284_496_736,
+        0.254_829_592,
+    ];
+    let erfc = t * a.iter().fold(0.0, |acc, c| acc * t + c) * (-x * x).exp();
+    let half = 0.5 * erfc;
     if z >= 0.0 {
-        1.0 - 0.5 * erfc
+        1.0 - half
     } else {
-        0.5 * erfc
+        half
     }
 }
 
@@ -413,11 +314,7 @@ fn z_quantile(p: f64) -> f64 {
     let (mut lo, mut hi) = (-10.0, 10.0);
     for _ in 0..100 {
         let mid = 0.5 * (lo + hi);
-        if phi(mid) < p {
-            lo = mid
-        } else {
-            hi = mid
-        }
+        (lo, hi) = if phi(mid) < p { (mid, hi) } else { (lo, mid) };
     }
     0.5 * (lo + hi)
 }
@@ -426,11 +323,8 @@ fn z_quantile(p: f64) -> f64 {
 /// corrections (0 when every observation is tied).
 fn wilcoxon(x: &[f64], y: &[f64], mu: f64) -> (f64, f64) {
     let (m, n) = (x.len() as f64, y.len() as f64);
-    let mut all: Vec<(f64, bool)> = x
-        .iter()
-        .map(|v| (v - mu, true))
-        .chain(y.iter().map(|&v| (v, false)))
-        .collect();
+    let mut all: Vec<(f64, bool)> = x.iter().map(|v| (v - mu, true)).collect();
+    all.extend(y.iter().map(|&v| (v, false)));
     all.sort_by(|a, b| a.0.total_cmp(&b.0));
     let (mut rank_x, mut ties, mut i) = (0.0, 0.0, 0);
     while i < all.len() {
@@ -450,13 +344,7 @@ fn wilcoxon(x: &[f64], y: &[f64], mu: f64) -> (f64, f64) {
     if !(var > 0.0) {
         return (u, 0.0);
     }
-    let corr = if dz > 0.0 {
-        0.5
-    } else if dz < 0.0 {
-        -0.5
-    } else {
-        0.0
-    };
+    let corr = if dz == 0.0 { 0.0 } else { 0.5 * dz.signum() };
     (u, (dz - corr) / var.sqrt())
 }
 
@@ -484,11 +372,7 @@ pub fn shift_ci(x: &[f64], y: &[f64], conf: f64) -> (f64, f64, f64) {
         let (mut a, mut b) = (lo, hi);
         for _ in 0..80 {
             let mid = 0.5 * (a + b);
-            if f(mid) > 0.0 {
-                a = mid
-            } else {
-                b = mid
-            }
+            (a, b) = if f(mid) > 0.0 { (mid, b) } else { (a, mid) };
         }
         0.5 * (a + b)
     };
@@ -496,36 +380,15 @@ pub fn shift_ci(x: &[f64], y: &[f64], conf: f64) -> (f64, f64, f64) {
     (root(q), root(-q), root(0.0))
 }
 
-// ---------------------------------------------------------------------------------------
-// 1. Kayenta: NetflixACAJudge-v1.0, Mann-Whitney classifier, lifetime analysis
-// ---------------------------------------------------------------------------------------
+// ---- 1. Kayenta: NetflixACAJudge-v1.0, Mann-Whitney classifier, lifetime analysis ----
 
 pub struct Kayenta;
 
-/// A Kayenta metric's `analysisConfigurations.canary` (direction `increase` for all).
-struct KMetric {
-    allowed_increase: f64,
-    critical_increase: Option<f64>,
-}
-
-const K_METRICS: [KMetric; 4] = [
-    KMetric {
-        allowed_increase: 1.1,
-        critical_increase: Some(5.0),
-    }, // error ratio (critical)
-    KMetric {
-        allowed_increase: 1.1,
-        critical_increase: None,
-    }, // p99 latency
-    KMetric {
-        allowed_increase: 1.1,
-        critical_increase: None,
-    }, // cpu per pod
-    KMetric {
-        allowed_increase: 1.1,
-        critical_increase: None,
-    }, // memory per pod
-];
+// `analysisConfigurations.canary` of error ratio, p99, cpu/pod, memory/pod: direction
+// `increase`, nanStrategy `remove`, `effectSize.allowedIncrease` 1.1; the error ratio is
+// `critical` with `criticalIncrease` 5.0.
+const K_ALLOWED_INCREASE: f64 = 1.1;
+const K_CRITICAL_INCREASE: [Option<f64>; 4] = [Some(5.0), None, None, None];
 const K_CONFIDENCE: f64 = 0.98;
 const K_TOLERANCE: f64 = 0.25;
 const K_MIN_POINTS: usize = 3;
@@ -538,41 +401,41 @@ enum Class {
     Nodata,
 }
 
-/// The four metrics of one version over the minute ending at t (NaN: no data).
-fn k_interval(v: &View, ver: &str, t: i64) -> [f64; 4] {
-    let nan = f64::NAN;
-    [
-        v.error_ratio(Some(ver), t, MIN).unwrap_or(nan),
-        v.quantile(0.99, Some(ver), t, MIN).unwrap_or(nan),
-        v.avg_rate(CPU, Some(ver), t, MIN).unwrap_or(nan),
-        v.avg_last(MEM, Some(ver), t).unwrap_or(nan),
-    ]
+/// The four metrics of one version, one value per minute ending at each of `times` (NaN: no
+/// data), as columns.
+fn k_columns(v: &View, ver: &str, times: impl Iterator<Item = i64>) -> [Vec<f64>; 4] {
+    let mut cols: [Vec<f64>; 4] = Default::default();
+    for t in times {
+        let (ver, nan) = (Some(ver), f64::NAN);
+        let cpu = v.each(CPU, ver, Code::Any, |s| increase(&s.points, t, MIN));
+        let mem = v.each(MEM, ver, Code::Any, |s| last_value(&s.points, t));
+        cols[0].push(v.error_ratio(ver, t, MIN).unwrap_or(nan));
+        cols[1].push(v.quantile(0.99, ver, t, MIN).unwrap_or(nan));
+        cols[2].push(mean_opt(&cpu).map_or(nan, |c| c / 60.0));
+        cols[3].push(mean_opt(&mem).unwrap_or(nan));
+    }
+    cols
 }
 
-fn k_classify(control: &[f64], experiment: &[f64], m: &KMetric) -> Class {
+fn k_classify(control: &[f64], experiment: &[f64], critical: Option<f64>) -> Class {
     let keep = |v: &[f64]| -> Vec<f64> { v.iter().copied().filter(|x| x.is_finite()).collect() };
     let (c, e) = (keep(control), keep(experiment));
     if c.len() < K_MIN_POINTS || e.len() < K_MIN_POINTS {
         return Class::Nodata;
     }
-    let sorted = |mut v: Vec<f64>| {
-        v.sort_by(|a, b| a.total_cmp(b));
-        v
-    };
-    if sorted(c.clone()) == sorted(e.clone()) || c.iter().chain(&e).all(|&x| x == c[0]) {
+    let (mut cs, mut es) = (c.clone(), e.clone());
+    cs.sort_by(f64::total_cmp);
+    es.sort_by(f64::total_cmp);
+    if cs == es || c.iter().chain(&e).all(|&x| x == c[0]) {
         return Class::Pass; // identical data, or one value throughout
     }
     let (lower, _, estimate) = shift_ci(&e, &c, K_CONFIDENCE);
     let (mc, me) = (mean_opt(&c).unwrap(), mean_opt(&e).unwrap());
-    let ratio = if mc == 0.0 || me == 0.0 {
-        f64::NAN
-    } else {
-        me / mc
-    };
+    let ratio = if mc * me == 0.0 { f64::NAN } else { me / mc };
     let beyond = |limit: f64| ratio.is_nan() || ratio >= limit; // no ratio: not checked
-    if !(lower > K_TOLERANCE * estimate.abs() && beyond(m.allowed_increase)) {
+    if !(lower > K_TOLERANCE * estimate.abs() && beyond(K_ALLOWED_INCREASE)) {
         Class::Pass
-    } else if m.critical_increase.map_or(false, beyond) {
+    } else if critical.map_or(false, beyond) {
         Class::CriticalHigh
     } else {
         Class::High
@@ -588,11 +451,8 @@ fn k_score(classes: &[Class]) -> Option<f64> {
     if classes.contains(&Class::CriticalHigh) {
         return Some(0.0);
     }
-    let ok = classes
-        .iter()
-        .filter(|&&c| c == Class::Pass || c == Class::Nodata)
-        .count();
-    Some(100.0 * ok as f64 / classes.len() as f64)
+    let high = classes.iter().filter(|&&c| c == Class::High).count();
+    Some(100.0 * (classes.len() - high) as f64 / classes.len() as f64)
 }
 
 impl Judge for Kayenta {
@@ -602,41 +462,20 @@ impl Judge for Kayenta {
 
     fn judge(&self, data: &[Series], d: &Deploy) -> Outcome {
         let v = View::new(data, &d.job);
-        let times: Vec<i64> = minutes(d).collect();
-        let experiment: Vec<[f64; 4]> = times
-            .iter()
-            .map(|&t| k_interval(&v, &d.new_version, t))
-            .collect();
-        let control: Vec<[f64; 4]> = if d.canary {
-            times
-                .iter()
-                .map(|&t| k_interval(&v, &d.old_version, t))
-                .collect()
-        } else {
-            (0..30)
-                .map(|k| k_interval(&v, &d.old_version, d.start - k * MIN))
-                .collect()
+        let exp = k_columns(&v, &d.new_version, minutes(d));
+        let ctl = match d.canary {
+            true => k_columns(&v, &d.old_version, minutes(d)),
+            false => k_columns(&v, &d.old_version, (0..30).map(|k| d.start - k * MIN)),
         };
         let mut out = Outcome::default();
-        for (k, &t) in times.iter().enumerate() {
-            let exp = &experiment[..=k];
-            let ctl = if d.canary {
-                &control[..=k]
-            } else {
-                &control[..]
-            };
-            let classes: Vec<Class> = (0..4)
-                .map(|i| {
-                    let col = |rows: &[[f64; 4]]| rows.iter().map(|r| r[i]).collect::<Vec<_>>();
-                    k_classify(&col(ctl), &col(exp), &K_METRICS[i])
-                })
-                .collect();
-            match k_score(&classes) {
-                Some(s) if s < 75.0 => out.rollback(t),
-                Some(s) if s < 95.0 => out.pause(t),
+        for (k, t) in minutes(d).enumerate() {
+            let m = if d.canary { k + 1 } else { ctl[0].len() };
+            let class = |i: usize| k_classify(&ctl[i][..m], &exp[i][..=k], K_CRITICAL_INCREASE[i]);
+            match k_score(&(0..4).map(class).collect::<Vec<_>>()) {
+                Some(s) if s < 95.0 => out.decide(t, s < 75.0),
                 _ => {}
             }
-            if out.done() {
+            if out.first_rollback.is_some() {
                 break;
             }
         }
@@ -644,9 +483,7 @@ impl Judge for Kayenta {
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// 2. Argo Rollouts: AnalysisTemplate, Prometheus provider, absolute thresholds
-// ---------------------------------------------------------------------------------------
+// ---- 2. Argo Rollouts: AnalysisTemplate, Prometheus provider, absolute thresholds ----
 
 pub struct Argo;
 
@@ -664,23 +501,18 @@ impl Judge for Argo {
         let mut failures = [0u32; 2]; // success-rate, latency-p99
         let mut out = Outcome::default();
         for t in minutes(d) {
-            let ok = v.sum_increase(REQS, new, Code::Not5xx, t, w);
-            let all = v
-                .sum_increase(REQS, new, Code::Any, t, w)
-                .filter(|&x| x > 0.0);
+            let ok = v.requests(new, Code::Not5xx, t, w);
+            let all = v.requests(new, Code::Any, t, w).filter(|&x| x > 0.0);
             let success = ok.zip(all).map(|(ok, all)| ok / all);
             let p99 = v.quantile(0.99, new, t, w);
             let measured = [success.map(|s| s >= 0.99), p99.map(|p| p < 0.5)];
             for (i, m) in measured.iter().enumerate() {
                 if *m == Some(false) {
                     failures[i] += 1;
-                    out.pause(t);
-                    if failures[i] > ARGO_FAILURE_LIMIT {
-                        out.rollback(t);
-                    }
+                    out.decide(t, failures[i] > ARGO_FAILURE_LIMIT);
                 }
             }
-            if out.done() {
+            if out.first_rollback.is_some() {
                 break;
             }
         }
@@ -688,9 +520,7 @@ impl Judge for Argo {
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// 3. Static Prometheus alerting rules with `for: 5m`, service-wide
-// ---------------------------------------------------------------------------------------
+// ---- 3. Static Prometheus alerting rules with `for: 5m`, service-wide ----
 
 pub struct StaticRules;
 
@@ -702,7 +532,6 @@ impl Judge for StaticRules {
     fn judge(&self, data: &[Series], d: &Deploy) -> Outcome {
         let v = View::new(data, &d.job);
         let (w, hold) = (5 * MIN, 5 * MIN);
-        let restarts = v.select(RESTARTS, None, Code::Any);
         let mut active: HashMap<String, i64> = HashMap::new(); // alert → activeAt
         let mut out = Outcome::default();
         let mut t = d.start - 10 * MIN;
@@ -715,10 +544,11 @@ impl Judge for StaticRules {
                 ("VeryHighErrorRate".to_string(), true, err > 0.05),
                 ("HighLatency".to_string(), false, p99 > 0.5),
             ];
-            for s in &restarts {
-                let pod = label(s.labels, "pod").unwrap_or("");
-                let inc = increase(&s.points, t, w).unwrap_or(0.0);
-                conds.push((format!("PodCrashLooping{{pod={pod}}}"), false, inc > 2.0));
+            let restarts = v.each(RESTARTS, None, Code::Any, |s| {
+                Some(increase(&s.points, t, w).unwrap_or(0.0))
+            });
+            for (i, inc) in restarts.into_iter().enumerate() {
+                conds.push((format!("PodCrashLooping#{i}"), false, inc > 2.0));
             }
             for (alert, critical, holds) in conds {
                 if !holds {
@@ -727,14 +557,10 @@ impl Judge for StaticRules {
                 }
                 let since = *active.entry(alert).or_insert(t);
                 if t >= d.start && t - since >= hold {
-                    if critical {
-                        out.rollback(t)
-                    } else {
-                        out.pause(t)
-                    }
+                    out.decide(t, critical);
                 }
             }
-            if out.done() {
+            if out.first_rollback.is_some() {
                 break;
             }
             t += MIN;
@@ -743,9 +569,7 @@ impl Judge for StaticRules {
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// Tests
-// ---------------------------------------------------------------------------------------
+// ---- Tests ----
 
 #[cfg(test)]
 mod tests {
@@ -753,6 +577,7 @@ mod tests {
 
     const SEC: i64 = 1000;
     const T0: i64 = 1_764_000_000_000;
+    const START: i64 = T0 + 30 * MIN;
     const LES: [&str; 12] = [
         "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf",
     ];
@@ -771,87 +596,53 @@ mod tests {
         }
     }
 
-    struct Pod {
-        version: &'static str,
-        from: i64,
-        to: i64,
-        err_p: f64,
-    }
+    /// A pod: version, first and last scrape (ms), probability of a 5xx.
+    struct Pod(&'static str, i64, i64, f64);
 
-    fn labels(
-        name: &str,
-        pod: usize,
-        version: &str,
-        extra: &[(&str, &str)],
-    ) -> Vec<(String, String)> {
-        let mut l: Vec<(String, String)> = [
-            ("__name__", name.to_string()),
-            ("job", "shop".into()),
-            ("instance", format!("10.0.0.{pod}:8080")),
-            ("pod", format!("shop-{version}-{pod}")),
-            ("namespace", "prod".into()),
-            ("version", version.into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .chain(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
-        .collect();
+    fn labels(name: &str, pod: usize, ver: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let (pod, inst) = (format!("shop-{ver}-{pod}"), format!("10.0.0.{pod}:8080"));
+        let base = [("__name__", name), ("job", "shop"), ("namespace", "prod")];
+        let more = [("pod", pod.as_str()), ("instance", &inst), ("version", ver)];
+        let all = base.iter().chain(&more).chain(extra);
+        let mut l: Vec<_> = all.map(|(k, v)| (k.to_string(), v.to_string())).collect();
         l.sort();
         l
     }
 
     /// Pods scraped every 15 s (own offsets) with ~20 req/s each, lognormal latencies
-    /// (median 50 ms), the 500 series created at a pod's first error, stale markers at `to`.
+    /// (median 50 ms), the 500 series created at a pod's first error, stale markers at the end.
     fn synth(pods: &[Pod], end: i64, seed: u64) -> Vec<Series> {
         let mut rng = Rng(seed);
         let mut out = Vec::new();
-        for (i, p) in pods.iter().enumerate() {
+        for (i, &Pod(ver, from, to, err_p)) in pods.iter().enumerate() {
             let series = |name: &str, extra: &[(&str, &str)]| Series {
-                labels: labels(name, i, p.version, extra),
+                labels: labels(name, i, ver, extra),
                 points: Vec::new(),
             };
-            let mut ok = series(REQS, &[("code", "200"), ("method", "GET"), ("route", "/")]);
-            let mut err = series(REQS, &[("code", "500"), ("method", "GET"), ("route", "/")]);
-            let mut buckets: Vec<Series> =
-                LES.iter().map(|le| series(BUCKET, &[("le", le)])).collect();
-            let (mut cpu, mut mem, mut rst) =
-                (series(CPU, &[]), series(MEM, &[]), series(RESTARTS, &[]));
-            let (mut n_ok, mut n_err, mut cpu_s) = (0.0, 0.0, 0.0);
-            let mut counts = [0.0; 12];
-            let mut ts = p.from + 1_000 + 3_700 * i as i64 % 15_000;
-            while ts <= end.min(p.to) {
+            let mut all: Vec<Series> = LES.iter().map(|le| series(BUCKET, &[("le", le)])).collect();
+            all.extend([CPU, MEM, RESTARTS].map(|n| series(n, &[])));
+            all.extend(["200", "500"].map(|c| series(REQS, &[("code", c), ("route", "/")])));
+            let mut c = [0.0; 17]; // buckets, cpu, (memory), restarts, 200s, 500s
+            let mut ts = from + 1_000 + 3_700 * i as i64 % 15_000;
+            while ts <= end.min(to) {
                 for _ in 0..(280 + (rng.next() * 41.0) as usize) {
-                    if rng.next() < p.err_p {
-                        n_err += 1.0
-                    } else {
-                        n_ok += 1.0
-                    }
+                    c[if rng.next() < err_p { 16 } else { 15 }] += 1.0;
                     let lat = (0.05f64.ln() + 0.5 * rng.normal()).exp();
                     for (j, le) in LES.iter().enumerate() {
-                        if lat <= parse_le(le).unwrap() {
-                            counts[j] += 1.0;
-                        }
+                        c[j] += (lat <= le.parse::<f64>().unwrap()) as u8 as f64;
                     }
                 }
-                cpu_s += 15.0 * 0.05 * (1.0 + 0.1 * rng.normal());
-                ok.points.push((ts, n_ok));
-                if n_err > 0.0 {
-                    err.points.push((ts, n_err));
+                c[12] += 15.0 * 0.05 * (1.0 + 0.1 * rng.normal());
+                c[13] = 2e8 * (1.0 + 0.01 * rng.normal());
+                for (j, s) in all.iter_mut().enumerate() {
+                    if j != 16 || c[16] > 0.0 {
+                        s.points.push((ts, c[j])); // the 500 series from the first error on
+                    }
                 }
-                for (b, c) in buckets.iter_mut().zip(counts) {
-                    b.points.push((ts, c));
-                }
-                cpu.points.push((ts, cpu_s));
-                mem.points.push((ts, 2e8 * (1.0 + 0.01 * rng.normal())));
-                rst.points.push((ts, 0.0));
                 ts += 15 * SEC;
             }
-            let mut all = vec![ok, err, cpu, mem, rst];
-            all.extend(buckets);
-            for s in all.iter_mut().filter(|s| !s.points.is_empty()) {
-                if p.to < end {
-                    s.points.push((ts, f64::NAN));
-                }
+            for s in all.iter_mut().filter(|s| !s.points.is_empty() && to < end) {
+                s.points.push((ts, f64::NAN));
             }
             out.extend(all.into_iter().filter(|s| !s.points.is_empty()));
         }
@@ -859,12 +650,13 @@ mod tests {
     }
 
     fn deploy(canary: bool, end: i64) -> Deploy {
+        let (job, new_version, old_version) = ("shop".into(), "v2".into(), "v1".into());
         Deploy {
-            job: "shop".into(),
-            new_version: "v2".into(),
-            old_version: "v1".into(),
+            job,
+            new_version,
+            old_version,
             canary,
-            start: T0 + 30 * MIN,
+            start: START,
             end,
         }
     }
@@ -873,114 +665,81 @@ mod tests {
         all().iter().map(|j| (j.name(), j.judge(data, d))).collect()
     }
 
-    fn canary_pods(old: usize, new_err: f64) -> Vec<Pod> {
-        let start = T0 + 30 * MIN;
-        let mut pods: Vec<Pod> = (0..old)
-            .map(|_| Pod {
-                version: "v1",
-                from: T0,
-                to: i64::MAX,
-                err_p: 0.001,
-            })
-            .collect();
-        pods.push(Pod {
-            version: "v2",
-            from: start,
-            to: i64::MAX,
-            err_p: new_err,
-        });
+    /// `old` v1 pods throughout and one v2 pod from the start with 5xx probability `err`.
+    fn canary_pods(old: usize, err: f64) -> Vec<Pod> {
+        let mut pods: Vec<Pod> = (0..old).map(|_| Pod("v1", T0, i64::MAX, 0.001)).collect();
+        pods.push(Pod("v2", START, i64::MAX, err));
         pods
     }
 
-    #[test]
-    fn names_in_order() {
-        let names: Vec<_> = all().iter().map(|j| j.name()).collect();
-        assert_eq!(names, ["kayenta", "argo", "static_rules"]);
+    fn assert_rollback_within(o: &Outcome, name: &str, minutes: i64) {
+        let rb = o.first_rollback.unwrap_or_else(|| panic!("{name}: {o:?}"));
+        assert!(rb <= START + minutes * MIN, "{name}: {o:?}");
     }
 
     #[test]
     fn clean_canary_passes_all_three() {
         let end = T0 + 40 * MIN;
-        let data = synth(&canary_pods(3, 0.001), end, 7);
-        for (name, o) in run(&data, &deploy(true, end)) {
+        let outcomes = run(&synth(&canary_pods(3, 0.001), end, 7), &deploy(true, end));
+        let names: Vec<_> = outcomes.iter().map(|o| o.0).collect();
+        assert_eq!(names, ["kayenta", "argo", "static_rules"]);
+        for (name, o) in outcomes {
             assert_eq!(o, Outcome::default(), "{name}");
         }
     }
 
     #[test]
     fn canary_with_20pct_5xx_is_rolled_back() {
-        // 3 old + 1 new: the canary takes 1/4 of the traffic.
-        let end = T0 + 40 * MIN;
-        let d = deploy(true, end);
-        let data = synth(&canary_pods(3, 0.2), end, 11);
-        let by: HashMap<_, _> = run(&data, &d).into_iter().collect();
-        for name in ["kayenta", "argo"] {
-            let rb = by[name].first_rollback.expect(name);
-            assert!(rb <= d.start + 8 * MIN, "{name}: {}", (rb - d.start) / MIN);
-        }
-        // Service-wide the error ratio is 1/4 × 20 % ≈ 5.07 %: right at VeryHighErrorRate's
-        // 5 %. HighErrorRate (1 %) pauses once `for: 5m` has passed.
-        let p = by["static_rules"].first_pause.expect("static pause");
+        let (end, d) = (T0 + 40 * MIN, deploy(true, T0 + 40 * MIN));
+        // 3 old + 1 new: the canary takes 1/4 of the traffic, service-wide 1/4 × 20 % ≈ 5.07 %
+        // is right at VeryHighErrorRate's 5 %: the static rules only promise a pause
+        // (HighErrorRate, 1 %, once `for: 5m` has passed).
+        let by: HashMap<_, _> = run(&synth(&canary_pods(3, 0.2), end, 11), &d)
+            .into_iter()
+            .collect();
+        assert_rollback_within(&by["kayenta"], "kayenta", 8);
+        assert_rollback_within(&by["argo"], "argo", 8);
+        let p = by["static_rules"].first_pause.expect("static_rules pause");
         assert!(
-            p <= d.start + 8 * MIN,
-            "static pause at {}",
-            (p - d.start) / MIN
+            p <= START + 8 * MIN,
+            "static_rules: {:?}",
+            by["static_rules"]
         );
-
         // 1 old + 1 new: the canary takes half of the traffic (10 % service-wide).
-        let data = synth(&canary_pods(1, 0.2), end, 11);
-        for (name, o) in run(&data, &d) {
-            let rb = o.first_rollback.unwrap_or_else(|| panic!("{name}: {o:?}"));
-            assert!(rb <= d.start + 8 * MIN, "{name}: {}", (rb - d.start) / MIN);
+        for (name, o) in run(&synth(&canary_pods(1, 0.2), end, 11), &d) {
+            assert_rollback_within(&o, name, 8);
         }
     }
 
     #[test]
     fn rolling_deploy_uses_the_before_window() {
-        // 3 v1 pods replaced by 3 v2 pods one per 40 s from start.
-        let start = T0 + 30 * MIN;
+        // 3 v1 pods replaced by 3 v2 pods, one every 40 s from the start.
         let end = T0 + 45 * MIN;
-        let mk = |err_p| -> Vec<Pod> {
-            let mut pods: Vec<Pod> = (0..3)
-                .map(|i| Pod {
-                    version: "v1",
-                    from: T0,
-                    to: start + (i + 1) * 40 * SEC,
-                    err_p: 0.001,
-                })
-                .collect();
-            pods.extend((0..3).map(|i| Pod {
-                version: "v2",
-                from: start + i * 40 * SEC,
-                to: i64::MAX,
-                err_p,
-            }));
-            pods
+        let pods = |err| -> Vec<Pod> {
+            let step = |i: i64| START + i * 40 * SEC;
+            let old = (0..3).map(|i| Pod("v1", T0, step(i + 1), 0.001));
+            old.chain((0..3).map(|i| Pod("v2", step(i), i64::MAX, err)))
+                .collect()
         };
         let d = deploy(false, end);
-        for (name, o) in run(&synth(&mk(0.001), end, 3), &d) {
+        for (name, o) in run(&synth(&pods(0.001), end, 3), &d) {
             assert_eq!(o, Outcome::default(), "clean rolling: {name}");
         }
-        for (name, o) in run(&synth(&mk(0.2), end, 3), &d) {
-            let rb = o.first_rollback.unwrap_or_else(|| panic!("{name}: {o:?}"));
-            assert!(rb <= start + 10 * MIN, "{name}");
+        for (name, o) in run(&synth(&pods(0.2), end, 3), &d) {
+            assert_rollback_within(&o, name, 10);
         }
     }
 
     #[test]
     fn mann_whitney_small_example() {
         // x = 1..5 vs y = 6..10: U = 0; z = (0 − 12.5 + 0.5) / sqrt(5·5·11/12) = −2.5067,
-        // p = 2·Φ(−2.5067) = 0.01219 (R: wilcox.test(1:5, 6:10, exact = FALSE) gives 0.01219).
-        let x = [1.0, 2.0, 3.0, 4.0, 5.0];
-        let y = [6.0, 7.0, 8.0, 9.0, 10.0];
-        let (u, p) = mann_whitney(&x, &y);
-        assert_eq!(u, 0.0);
-        assert!((p - 0.01219).abs() < 5e-5, "{p}");
+        // p = 2·Φ(−2.5067) = 0.01219 (as R's wilcox.test(1:5, 6:10, exact = FALSE)).
+        let (u, p) = mann_whitney(&[1.0, 2.0, 3.0, 4.0, 5.0], &[6.0, 7.0, 8.0, 9.0, 10.0]);
+        assert!(u == 0.0 && (p - 0.01219).abs() < 5e-5, "{u} {p}");
         // Ties: x = [1, 2, 2], y = [2, 3, 4]: ranks 1, 3, 3 | 3, 5, 6 → U = 1, tie term 24,
         // σ² = 9/12·(7 − 24/30) = 4.65, z = (1 − 4.5 + 0.5)/2.1564 = −1.3912, p = 0.1642.
         let (u, p) = mann_whitney(&[1.0, 2.0, 2.0], &[2.0, 3.0, 4.0]);
-        assert_eq!(u, 1.0);
-        assert!((p - 0.1642).abs() < 5e-4, "{p}");
+        assert!(u == 1.0 && (p - 0.1642).abs() < 5e-4, "{u} {p}");
         assert!((z_quantile(0.99) - 2.326_348).abs() < 1e-4);
         // A pure shift of 10 is estimated as 10 and its 98 % interval excludes 0.
         let y: Vec<f64> = (0..20).map(|i| (i * 7 % 20) as f64).collect();
@@ -1019,31 +778,26 @@ mod tests {
         };
         // Window (0, 60 s]: 20, 30, 5, 15 → 15 − 20 + 30 (the reset) = 25 over 45 s sampled,
         // extrapolated 15 s to the start (< 1.1 × 15 s): 25 · 60/45.
-        let p = s(&[10.0, 20.0, 30.0, 5.0, 15.0]);
-        let inc = increase(&p, 60 * SEC, 60 * SEC).unwrap();
+        let inc = increase(&s(&[10.0, 20.0, 30.0, 5.0, 15.0]), 60 * SEC, 60 * SEC).unwrap();
         assert!((inc - 25.0 * 60.0 / 45.0).abs() < 1e-9, "{inc}");
         // Not extrapolated before the counter's zero: 1, 5, 9, 13 from t = 15 s reach 0
         // 3.75 s before the first sample (45 · 1/12), not 15 s: 12 · 48.75/45 = 13.
-        let p = s(&[f64::NAN, 1.0, 5.0, 9.0, 13.0]);
-        let inc = increase(&p, 60 * SEC, 60 * SEC).unwrap();
+        let inc = increase(&s(&[f64::NAN, 1.0, 5.0, 9.0, 13.0]), 60 * SEC, 60 * SEC).unwrap();
         assert!((inc - 13.0).abs() < 1e-9, "{inc}");
         assert_eq!(increase(&s(&[1.0]), 60 * SEC, 60 * SEC), None);
     }
 
     #[test]
     fn lazily_created_counter_counts_from_zero() {
-        let mk = |code: &str, pts: Vec<(i64, f64)>| Series {
+        let mk = |code: &str, points: Vec<(i64, f64)>| Series {
             labels: labels(REQS, 0, "v1", &[("code", code)]),
-            points: pts,
+            points,
         };
         let ok: Vec<(i64, f64)> = (0..9).map(|i| (i * 15 * SEC, 100.0 * i as f64)).collect();
         let err = vec![(90 * SEC, 3.0), (105 * SEC, 3.0), (120 * SEC, 4.0)];
         let data = vec![mk("200", ok), mk("500", err)];
-        let v = View::new(&data, "shop");
         // 500s: 0 at 75 s (the pod's previous scrape), then 3, 3, 4: 4 in (60 s, 120 s].
-        let e = v
-            .sum_increase(REQS, Some("v1"), Code::Is5xx, 120 * SEC, 60 * SEC)
-            .unwrap();
-        assert!((e - 4.0).abs() < 1e-9, "{e}");
+        let e = View::new(&data, "shop").requests(Some("v1"), Code::Is5xx, 120 * SEC, MIN);
+        assert!((e.unwrap() - 4.0).abs() < 1e-9, "{e:?}");
     }
 }
