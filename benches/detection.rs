@@ -12,7 +12,8 @@
 //! cargo bench --bench detection -- --tsv /tmp/detection.tsv   # one line per scenario and judge
 //! ```
 //!
-//! Seeds: tuning 1–4 of every family, held out 1001–1014 (never looked at while tuning).
+//! Seeds: tuning 1–4 and 1001–1014 of every family, held out 2001–2014 (never looked at
+//! while tuning).
 //! docs/detection.md explains the families, the scoring and the latest scorecard.
 
 #[path = "detection/reference.rs"]
@@ -35,8 +36,10 @@ use deploywatch::deploy::{Registration, Strategy, Verdict};
 use deploywatch::ingest::Protocol;
 use deploywatch::rules::RuleSet;
 
-const TUNING: std::ops::RangeInclusive<u64> = 1..=4;
-const HELD_OUT: std::ops::RangeInclusive<u64> = 1001..=1014;
+/// Seeds looked at while tuning: 1–4 from the start, 1001–1014 since the first held-out
+/// scorecard (docs/detection.md) was read.
+const TUNING: [std::ops::RangeInclusive<u64>; 2] = [1..=4, 1001..=1014];
+const HELD_OUT: std::ops::RangeInclusive<u64> = 2001..=2014;
 
 /// The metrics the reference judges read (the others are not recorded).
 const RECORDED: [&str; 6] = [
@@ -74,12 +77,12 @@ fn args() -> Args {
         match arg.as_str() {
             "--set" => match it.next().as_deref() {
                 Some("tuning") => {
-                    a.seeds = TUNING.collect();
+                    a.seeds = TUNING.into_iter().flatten().collect();
                     a.set = "tuning";
                 }
                 Some("held-out") => {}
                 Some("all") => {
-                    a.seeds = TUNING.chain(HELD_OUT).collect();
+                    a.seeds = TUNING.into_iter().flatten().chain(HELD_OUT).collect();
                     a.set = "tuning + held-out";
                 }
                 other => panic!("--set tuning|held-out|all, not {other:?}"),

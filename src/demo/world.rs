@@ -406,11 +406,11 @@ pub fn generate(family: Family, seed: u64) -> Scenario {
                 &mut svc,
                 Effect {
                     shape: Shape::ColdStart { secs },
-                    ..Effect::step(new, Signal::ErrorsPlus, 0.02, deploy_at, i64::MAX)
+                    ..Effect::step(new, Signal::Cpu, 1.3, deploy_at, i64::MAX)
                 },
             );
             onset = None;
-            summary = format!("cold start ×{:.1} latency, +2% 5xx over {secs:.0} s", cold_factor * 2.0);
+            summary = format!("cold start: latency ×{:.1}, CPU ×1.95 fading over {secs:.0} s", cold_factor * 2.0);
         }
         Family::CleanCanary
         | Family::CleanRolling
