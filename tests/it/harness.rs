@@ -201,7 +201,7 @@ pub fn free_port() -> u16 {
 }
 
 /// A child process with its output going to a log file; killed on drop.
-struct Proc {
+pub struct Proc {
     name: &'static str,
     child: Child,
     log: PathBuf,
@@ -275,7 +275,7 @@ impl Drop for Proc {
 
 /// Starts a server on a fresh port, retrying a few times when another process took the
 /// port between our probe and the child's bind.
-fn start_on_free_port(
+pub fn start_on_free_port(
     name: &'static str,
     dir: &Path,
     ready_path: &str,

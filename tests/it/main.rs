@@ -21,6 +21,9 @@ mod gates;
 mod ingest;
 mod k8s;
 mod prometheus_e2e;
+/// A real Prometheus scraping real instrumented pods through file-based discovery: a bad
+/// canary rolled back, a clean one left alone.
+mod real_stack;
 mod reload;
 mod sharding;
 
