@@ -802,9 +802,7 @@ impl Deploys {
                 }
             } else if v == Verdict::Pass {
                 any_pass = true;
-            } else if r.has_data() && r.applicable() && !r.rule.slow() {
-                // Slow rules (trends need many minutes) do not hold a pass back; they go on
-                // judging after it and can still escalate it.
+            } else if r.has_data() && r.applicable() {
                 all_pass = false;
             }
         }
