@@ -89,9 +89,8 @@ fn args() -> Args {
             },
             "--family" => {
                 let name = it.next().unwrap_or_default();
-                families.push(
-                    Family::from_name(&name).unwrap_or_else(|| panic!("no family {name:?}")),
-                );
+                families
+                    .push(Family::from_name(&name).unwrap_or_else(|| panic!("no family {name:?}")));
             }
             "--seeds" => {
                 let s = it.next().unwrap_or_default();
@@ -390,7 +389,11 @@ fn main() {
                     sc.onset.is_some(),
                     sc.detectable,
                     sc.registered,
-                    if matches!(sc.kind, Kind::Canary) { "canary" } else { "rolling" },
+                    if matches!(sc.kind, Kind::Canary) {
+                        "canary"
+                    } else {
+                        "rolling"
+                    },
                     rel(o.pause),
                     rel(o.rollback),
                     sc.summary,
@@ -437,7 +440,11 @@ fn main() {
                 total[0].add(&p.scenario, &p.outcomes[j]);
                 let k = if p.scenario.registered { 1 } else { 2 };
                 total[k].add(&p.scenario, &p.outcomes[j]);
-                let k = if matches!(p.scenario.kind, Kind::Canary) { 3 } else { 4 };
+                let k = if matches!(p.scenario.kind, Kind::Canary) {
+                    3
+                } else {
+                    4
+                };
                 total[k].add(&p.scenario, &p.outcomes[j]);
             }
             print!(" | {}", s.cell());

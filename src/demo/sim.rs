@@ -266,9 +266,7 @@ impl Effect {
                 let age = (t - process_start) as f64 / 1000.0;
                 self.factor * (1.0 - age / secs).max(0.0)
             }
-            Shape::Ramp { secs } => {
-                self.factor * ((t - self.from) as f64 / 1000.0 / secs).min(1.0)
-            }
+            Shape::Ramp { secs } => self.factor * ((t - self.from) as f64 / 1000.0 / secs).min(1.0),
         }
     }
 }
@@ -467,10 +465,20 @@ struct Process {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Key {
     /// `code`: 0 for 200, 1 for 500, 2 for 404.
-    Requests { route: usize, code: u8 },
-    Bucket { hist: usize, le: usize },
-    Sum { hist: usize },
-    Count { hist: usize },
+    Requests {
+        route: usize,
+        code: u8,
+    },
+    Bucket {
+        hist: usize,
+        le: usize,
+    },
+    Sum {
+        hist: usize,
+    },
+    Count {
+        hist: usize,
+    },
     Cpu,
     Memory,
     Restarts,
@@ -580,7 +588,11 @@ impl Sim {
                 .map(|_| {
                     let period = wave_rng.uniform(60.0, 600.0);
                     let phase = wave_rng.uniform(0.0, std::f64::consts::TAU);
-                    (period, phase, svc.traffic_wobble * wave_rng.uniform(0.3, 1.0) / 2.0)
+                    (
+                        period,
+                        phase,
+                        svc.traffic_wobble * wave_rng.uniform(0.3, 1.0) / 2.0,
+                    )
                 })
                 .collect()
         } else {
@@ -950,7 +962,13 @@ impl Sim {
                 for (code, &c) in counts.iter().enumerate() {
                     // Client libraries create a labelled child on its first increment.
                     if c > 0 {
-                        let id = self.series_id(i, Key::Requests { route: r, code: code as u8 });
+                        let id = self.series_id(
+                            i,
+                            Key::Requests {
+                                route: r,
+                                code: code as u8,
+                            },
+                        );
                         scraped.push((id, c as f64));
                     }
                 }

@@ -183,7 +183,9 @@ pub fn generate(family: Family, seed: u64) -> Scenario {
     };
     let n_routes = rng.range(3, 5) as usize;
     let skew = rng.uniform(0.5, 1.5);
-    let weights: Vec<f64> = (1..=n_routes).map(|k| 1.0 / (k as f64).powf(skew)).collect();
+    let weights: Vec<f64> = (1..=n_routes)
+        .map(|k| 1.0 / (k as f64).powf(skew))
+        .collect();
     let wsum: f64 = weights.iter().sum();
     let first_route = rng.range(0, (ROUTES.len() - n_routes) as i64) as usize;
     svc.routes = (0..n_routes)
@@ -195,7 +197,11 @@ pub fn generate(family: Family, seed: u64) -> Scenario {
                 share: weights[k] / wsum,
                 error_p: log_uniform(&mut rng, 0.0005, 0.005),
                 median_s: log_uniform(&mut rng, 0.015, 0.120),
-                not_found_p: if rng.f64() < 0.5 { rng.uniform(0.0, 0.03) } else { 0.0 },
+                not_found_p: if rng.f64() < 0.5 {
+                    rng.uniform(0.0, 0.03)
+                } else {
+                    0.0
+                },
             }
         })
         .collect();
@@ -217,7 +223,13 @@ pub fn generate(family: Family, seed: u64) -> Scenario {
     // Time of day: a slow drift of the traffic, up or down.
     svc.effects.push(Effect {
         shape: Shape::DriftPerHour,
-        ..Effect::step(Who::All, Signal::Traffic, rng.uniform(-0.2, 0.2), start, i64::MAX)
+        ..Effect::step(
+            Who::All,
+            Signal::Traffic,
+            rng.uniform(-0.2, 0.2),
+            start,
+            i64::MAX,
+        )
     });
     // Every process warms up: slow and CPU-hungry for its first minutes.
     let cold = rng.uniform(60.0, 180.0);
@@ -301,11 +313,18 @@ pub fn generate(family: Family, seed: u64) -> Scenario {
                 Family::Errors3x => 3.0,
                 _ => 10.0,
             };
-            eff(&mut svc, Effect::step(new, Signal::Errors, f, deploy_at, i64::MAX));
+            eff(
+                &mut svc,
+                Effect::step(new, Signal::Errors, f, deploy_at, i64::MAX),
+            );
             summary = format!("5xx ×{f} on all routes");
         }
         Family::RouteErrors3x | Family::RouteErrors10x => {
-            let f = if family == Family::RouteErrors3x { 3.0 } else { 10.0 };
+            let f = if family == Family::RouteErrors3x {
+                3.0
+            } else {
+                10.0
+            };
             eff(
                 &mut svc,
                 Effect::step(new, Signal::Errors, f, deploy_at, i64::MAX).on_route(&route),
@@ -313,15 +332,24 @@ pub fn generate(family: Family, seed: u64) -> Scenario {
             summary = format!("5xx ×{f} on {route}");
         }
         Family::P99Tail1_5x => {
-            eff(&mut svc, Effect::step(new, Signal::LatencyTail, 1.5, deploy_at, i64::MAX));
+            eff(
+                &mut svc,
+                Effect::step(new, Signal::LatencyTail, 1.5, deploy_at, i64::MAX),
+            );
             summary = "slowest 3 % ×1.5".into();
         }
         Family::P99Shift1_5x => {
-            eff(&mut svc, Effect::step(new, Signal::Latency, 1.5, deploy_at, i64::MAX));
+            eff(
+                &mut svc,
+                Effect::step(new, Signal::Latency, 1.5, deploy_at, i64::MAX),
+            );
             summary = "latency ×1.5".into();
         }
         Family::P99x3 => {
-            eff(&mut svc, Effect::step(new, Signal::Latency, 3.0, deploy_at, i64::MAX));
+            eff(
+                &mut svc,
+                Effect::step(new, Signal::Latency, 3.0, deploy_at, i64::MAX),
+            );
             summary = "latency ×3".into();
         }
         Family::CpuPerRequest1_6x => {
@@ -370,25 +398,46 @@ pub fn generate(family: Family, seed: u64) -> Scenario {
             let len = rng.range(2, 5) * MIN;
             let p = rng.uniform(0.03, 0.2);
             let slow = rng.uniform(1.5, 3.0);
-            eff(&mut svc, Effect::step(Who::All, Signal::ErrorsPlus, p, at, at + len));
-            eff(&mut svc, Effect::step(Who::All, Signal::Latency, slow, at, at + len));
+            eff(
+                &mut svc,
+                Effect::step(Who::All, Signal::ErrorsPlus, p, at, at + len),
+            );
+            eff(
+                &mut svc,
+                Effect::step(Who::All, Signal::Latency, slow, at, at + len),
+            );
             onset = None;
-            summary = format!("outage +{:.0}% 5xx, latency ×{slow:.1} on all pods", p * 100.0);
+            summary = format!(
+                "outage +{:.0}% 5xx, latency ×{slow:.1} on all pods",
+                p * 100.0
+            );
         }
         Family::TrafficSpike => {
             let at = rng.range(deploy_at + 2 * MIN, deploy_at + 10 * MIN);
             let len = rng.range(3, 6) * MIN;
             let slow = rng.uniform(1.1, 1.5);
-            eff(&mut svc, Effect::step(Who::All, Signal::Traffic, 3.0, at, at + len));
-            eff(&mut svc, Effect::step(Who::All, Signal::Latency, slow, at, at + len));
+            eff(
+                &mut svc,
+                Effect::step(Who::All, Signal::Traffic, 3.0, at, at + len),
+            );
+            eff(
+                &mut svc,
+                Effect::step(Who::All, Signal::Latency, slow, at, at + len),
+            );
             onset = None;
             summary = format!("traffic ×3 and latency ×{slow:.1} on all pods");
         }
         Family::Improvement => {
             let e = rng.uniform(0.3, 0.7);
             let l = rng.uniform(0.7, 0.9);
-            eff(&mut svc, Effect::step(new.clone(), Signal::Errors, e, deploy_at, i64::MAX));
-            eff(&mut svc, Effect::step(new, Signal::Latency, l, deploy_at, i64::MAX));
+            eff(
+                &mut svc,
+                Effect::step(new.clone(), Signal::Errors, e, deploy_at, i64::MAX),
+            );
+            eff(
+                &mut svc,
+                Effect::step(new, Signal::Latency, l, deploy_at, i64::MAX),
+            );
             onset = None;
             summary = format!("5xx ×{e:.2}, latency ×{l:.2}");
         }
@@ -410,7 +459,10 @@ pub fn generate(family: Family, seed: u64) -> Scenario {
                 },
             );
             onset = None;
-            summary = format!("cold start: latency ×{:.1}, CPU ×1.95 fading over {secs:.0} s", cold_factor * 2.0);
+            summary = format!(
+                "cold start: latency ×{:.1}, CPU ×1.95 fading over {secs:.0} s",
+                cold_factor * 2.0
+            );
         }
         Family::CleanCanary
         | Family::CleanRolling
@@ -457,7 +509,11 @@ pub fn generate(family: Family, seed: u64) -> Scenario {
 /// then a 15 % change, above the scrape noise). Leaks and crash loops always are.
 pub fn detectable(family: Family, svc: &Service, kind: Kind, onset: Option<i64>, end: i64) -> bool {
     let Some(onset) = onset else { return true };
-    let old = svc.pods.iter().filter(|p: &&PodSpec| p.version == "v1").count() as f64;
+    let old = svc
+        .pods
+        .iter()
+        .filter(|p: &&PodSpec| p.version == "v1")
+        .count() as f64;
     // The new version's request rate once it serves.
     let rate = match kind {
         Kind::Canary => svc.rps / (old + 1.0),
@@ -478,7 +534,11 @@ pub fn detectable(family: Family, svc: &Service, kind: Kind, onset: Option<i64>,
         Family::Errors10x | Family::LowTrafficErrors10x => errors(10.0, 1.0, mean_p),
         Family::DelayedErrors => errors(5.0, 1.0, mean_p),
         Family::RouteErrors3x | Family::RouteErrors10x => {
-            let f = if family == Family::RouteErrors3x { 3.0 } else { 10.0 };
+            let f = if family == Family::RouteErrors3x {
+                3.0
+            } else {
+                10.0
+            };
             let route = svc
                 .effects
                 .iter()
@@ -488,7 +548,12 @@ pub fn detectable(family: Family, svc: &Service, kind: Kind, onset: Option<i64>,
         }
         Family::P99Tail1_5x | Family::P99Shift1_5x | Family::P99x3 => requests >= 1000.0,
         Family::CpuPerRequest1_6x => {
-            let per_pod = rate / if matches!(kind, Kind::Canary) { 1.0 } else { old };
+            let per_pod = rate
+                / if matches!(kind, Kind::Canary) {
+                    1.0
+                } else {
+                    old
+                };
             let req = svc.cpu_per_request * per_pod;
             req / (req + svc.cpu_base) >= 0.25
         }
