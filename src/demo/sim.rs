@@ -688,6 +688,19 @@ impl Sim {
             .any(|&(from, until)| from <= t && t < until)
     }
 
+    /// The effects of `signal` that touch a pod (and route).
+    fn effects_on(
+        &self,
+        signal: Signal,
+        pod: usize,
+        route: Option<usize>,
+    ) -> impl Iterator<Item = &Effect> {
+        self.svc
+            .effects
+            .iter()
+            .filter(move |e| e.signal == signal && self.touches(e, pod, route))
+    }
+
     /// The product of the multipliers of `signal` for a pod (and route) at `t`.
     fn multiplier(
         &self,
@@ -697,14 +710,9 @@ impl Sim {
         t: i64,
         process_start: i64,
     ) -> f64 {
-        let mut m = 1.0;
-        for e in &self.svc.effects {
-            if e.signal != signal || !self.touches(e, pod, route) {
-                continue;
-            }
-            m *= e.multiplier(t, process_start);
-        }
-        m
+        self.effects_on(signal, pod, route)
+            .map(|e| e.multiplier(t, process_start))
+            .product()
     }
 
     fn touches(&self, e: &Effect, pod: usize, route: Option<usize>) -> bool {
@@ -730,10 +738,7 @@ impl Sim {
         t: i64,
         process_start: i64,
     ) -> f64 {
-        self.svc
-            .effects
-            .iter()
-            .filter(|e| e.signal == signal && self.touches(e, pod, route))
+        self.effects_on(signal, pod, route)
             .map(|e| e.addend(t, process_start))
             .sum()
     }

@@ -193,6 +193,20 @@ pub fn sample_value(
 // ---------------------------------------------------------------------------------------
 
 /// A port that was free a moment ago. The child may lose a race for it; starters retry.
+/// The `remote_write` section of a test Prometheus sending to `deploywatch` (its base URL):
+/// a batch at least every second and quick retries, so tests wait seconds, not minutes.
+pub fn remote_write_to(deploywatch: &str) -> String {
+    format!(
+        r#"remote_write:
+  - url: {deploywatch}/api/v1/write
+    queue_config:
+      batch_send_deadline: 1s
+      min_backoff: 100ms
+      max_backoff: 1s
+"#
+    )
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

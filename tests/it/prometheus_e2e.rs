@@ -69,13 +69,8 @@ scrape_configs:
   - job_name: checkout
     static_configs:
       - targets: ["{target}"]
-remote_write:
-  - url: {deploywatch}/api/v1/write
-    queue_config:
-      batch_send_deadline: 1s
-      min_backoff: 100ms
-      max_backoff: 1s
-"#
+{remote_write}"#,
+        remote_write = crate::harness::remote_write_to(deploywatch)
     )
 }
 

@@ -207,14 +207,9 @@ scrape_configs:
     file_sd_configs:
       - files: ["{targets}"]
         refresh_interval: 5s
-remote_write:
-  - url: {deploywatch}/api/v1/write
-    queue_config:
-      batch_send_deadline: 1s
-      min_backoff: 100ms
-      max_backoff: 1s
-"#,
-        targets = targets_file.display()
+{remote_write}"#,
+        targets = targets_file.display(),
+        remote_write = crate::harness::remote_write_to(deploywatch)
     )
 }
 
