@@ -802,7 +802,9 @@ impl Deploys {
                 }
             } else if v == Verdict::Pass {
                 any_pass = true;
-            } else if r.has_data() && r.applicable() {
+            } else if r.has_data() && r.applicable() && !r.rule.slow() {
+                // Slow rules (trends need many minutes) do not hold a pass back; they go on
+                // judging after it and can still escalate it.
                 all_pass = false;
             }
         }

@@ -68,6 +68,9 @@ struct Matched {
     /// Bucket slot (quantile) or instance slot (per-instance signals).
     slot: usize,
     prev: Option<(i64, f64)>,
+    /// Samples before this time are its instance's own start-up: not judged. A new process
+    /// is not compared with old processes' steady state as if they were the same age.
+    warm_from: i64,
 }
 
 /// An instance (by `instance`, else `pod`, label) of one side, for per-instance exposure.
@@ -148,10 +151,19 @@ pub struct RuleState {
     pub history: std::collections::VecDeque<StepPoint>,
     /// The last steps' raw data per side, for cheap recent levels (no ring reads).
     recent: std::collections::VecDeque<[SideStep; 2]>,
+    /// What the rule showed when it reached its regression verdict.
+    frozen: Option<Frozen>,
+    /// Each side's instances and when each first showed a series of this rule.
+    joined: Vec<(Side, String, i64)>,
+    /// Since when the last steps have been beyond the first tier's threshold without a
+    /// break (the current deviation's start).
+    deviating_since: Option<i64>,
 }
 
-/// Steps of raw data kept for recent levels: 2 min at 15 s.
+/// Steps of raw data for recent levels: 2 min at 15 s.
 pub const RECENT_STEPS: usize = 8;
+/// Steps of raw data kept: 3 min, each minute of which a rollback's deviation must hold.
+const KEPT_STEPS: usize = 12;
 
 /// One step's statistic on each side, for charts: `None` where a side had no data.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -196,6 +208,9 @@ impl RuleState {
             observed_since: None,
             history: std::collections::VecDeque::new(),
             recent: std::collections::VecDeque::new(),
+            frozen: None,
+            joined: Vec::new(),
+            deviating_since: None,
         }
     }
 
@@ -239,18 +254,48 @@ impl RuleState {
             }
             // Its value at the step it joins, not its newest: a push may already hold later
             // samples, and counting from those would lose their increments.
-            let prev = series
-                .data
-                .lock()
-                .at_or_before(t)
-                .filter(|(_, v)| !v.is_nan());
+            let (mut prev, first) = {
+                let data = series.data.lock();
+                let prev = data.at_or_before(t).filter(|(_, v)| !v.is_nan());
+                (prev, data.ring.first_ts())
+            };
+            let joined = self.instance_joined(side, &series.labels, t);
+            // A counter that appears while its instance already reported (a client library
+            // creates `code="500"` at the first error) started from zero: its first value is
+            // an increase, not a baseline to count from.
+            if self.rule.signal.counters() {
+                if let Some(first) = first.filter(|f| *f > joined + NEW_SERIES_AFTER_MS) {
+                    prev = Some((first - 1, 0.0));
+                }
+            }
+            let warm_from = match side {
+                Side::Canary => joined + self.rule.warmup.as_millis() as i64,
+                Side::Baseline => i64::MIN,
+            };
             self.matched.push(Matched {
                 series: series.clone(),
                 side,
                 component,
                 slot,
                 prev,
+                warm_from,
             });
+        }
+    }
+
+    /// When the instance of these labels first showed a series of this rule (for the new
+    /// version: its start).
+    fn instance_joined(&mut self, side: Side, labels: &LabelSet, t: i64) -> i64 {
+        let name = labels
+            .get("instance")
+            .or_else(|| labels.get("pod"))
+            .unwrap_or("");
+        match self.joined.iter().find(|(s, n, _)| *s == side && n == name) {
+            Some((_, _, at)) => *at,
+            None => {
+                self.joined.push((side, name.to_string(), t));
+                t
+            }
         }
     }
 
@@ -330,6 +375,11 @@ impl RuleState {
                 continue; // a stale marker: the series went away
             }
             let step = &mut self.step[m.side as usize];
+            if ts < m.warm_from {
+                // The instance's own start-up: its value moves on, nothing is judged.
+                m.prev = Some((ts, v));
+                continue;
+            }
             if !counters {
                 step.value_sum += v;
                 step.value_n += 1.0;
@@ -452,7 +502,7 @@ impl RuleState {
             canary,
             baseline,
         });
-        if self.recent.len() == RECENT_STEPS {
+        if self.recent.len() == KEPT_STEPS {
             self.recent.pop_front();
         }
         self.recent.push_back(self.step.clone());
@@ -464,7 +514,7 @@ impl RuleState {
     pub fn recent_level(&self, side: Side, latency: Option<f64>) -> Option<(f64, f64)> {
         let mut events = 0.0;
         let mut exposure = 0.0;
-        for step in &self.recent {
+        for step in self.recent.iter().skip(self.recent.len().saturating_sub(RECENT_STEPS)) {
             let s = &step[side as usize];
             match self.rule.signal {
                 Signal::Ratio { .. } => {
@@ -643,10 +693,10 @@ impl RuleState {
                 else {
                     return;
                 };
-                let n = t.len() as f64;
-                t.push(n);
+                let hours = t.len() as f64 * STEP_SECONDS / 3600.0;
+                t.push(hours);
                 // With a known baseline, its own drift before the deploy is subtracted.
-                d.push(cl - bl - slope * n * STEP_SECONDS / 3600.0);
+                d.push(cl - bl - slope * hours);
                 *c_level = cl;
                 *b_level = bl;
             }
@@ -689,6 +739,7 @@ impl RuleState {
         let mut reached: Option<Tier> = None;
         let mut pass = false;
         let mut deviates = false;
+        let mut growth: Option<f64> = None;
         let enough;
         match ev {
             Evidence::Ratio { ev, canary } => {
@@ -888,39 +939,50 @@ impl RuleState {
                 c_level,
                 b_level,
             } => {
-                // Least-squares slope of (canary − baseline) per step, in units per hour.
+                // The growth of (canary − baseline) left once a start-up's approach to its
+                // steady level is fitted (stats::trend), in units per hour.
                 let n = t.len() as f64;
                 self.canary_value = Some(*c_level);
                 self.baseline_value = Some(*b_level);
                 self.canary_samples = n;
                 self.baseline_samples = n;
-                enough = n >= rule.min_evidence.max(3.0);
-                let (slope, se) = ols_slope(t, d);
-                let per_hour = 3600.0 / STEP_SECONDS;
-                let (slope, se) = (slope * per_hour, se * per_hour);
+                use crate::stats::trend;
+                let fits = trend::fits(t, d);
+                enough = n >= rule.min_evidence.max(3.0) && !fits.is_empty();
                 let level = b_level.abs().max(1.0);
-                self.effect = Some(1.0 + slope / level);
                 // Not anytime-valid by construction: conservative z per tier (docs/statistics.md).
                 let z = |a: f64| normal_quantile(1.0 - a / 20.0);
                 let limit =
                     |th: crate::rules::Threshold| (level * (th.relative - 1.0)).max(th.absolute);
-                let signed = if up { slope } else { -slope };
+                let sign = if up { 1.0 } else { -1.0 };
+                let signed: Vec<trend::Growth> = fits
+                    .iter()
+                    .map(|g| trend::Growth {
+                        slope: sign * g.slope,
+                        ..*g
+                    })
+                    .collect();
+                // The growth shown is the one every start-up hypothesis leaves over.
+                let shown = trend::lower_bound(&signed, z(alphas.warn)).map(|(_, g)| g);
+                let slope = shown.map_or(0.0, |g| sign * g.slope);
+                growth = Some(slope);
+                self.effect = Some(1.0 + slope / level);
                 for tier in Tier::ALL {
                     let Some(th) = rule.threshold(tier) else {
                         continue;
                     };
-                    if enough && signed - z(alphas.for_tier(tier)) * se > limit(th) {
+                    let lo = trend::lower_bound(&signed, z(alphas.for_tier(tier)));
+                    if enough && lo.is_some_and(|(lo, _)| lo > limit(th)) {
                         reached = Some(tier);
                     }
                 }
-                self.confidence = if se > 0.0 {
-                    normal_cdf(signed / se)
-                } else {
-                    0.0
-                };
+                self.confidence = shown
+                    .filter(|g| g.se > 0.0 && g.se.is_finite())
+                    .map_or(0.0, |g| normal_cdf(g.slope / g.se));
                 if let (Some(w), Some(p)) = (first_threshold(rule), pass_threshold(rule)) {
-                    pass = enough && signed + z(alphas.pass) * se < limit(p);
-                    deviates = enough && signed > limit(w);
+                    pass = enough
+                        && trend::upper_bound(&signed, z(alphas.pass)).is_some_and(|u| u < limit(p));
+                    deviates = enough && shown.is_some_and(|g| g.slope > limit(w));
                 }
             }
             Evidence::Count { ec, nc, eb, nb } => {
@@ -951,6 +1013,45 @@ impl RuleState {
             self.first_deviation = Some(t);
             out.first_deviation = true;
         }
+        // Pause and rollback ask that the deviation still hold now (the last two minutes),
+        // not only in the evidence summed since the deploy: a start-up that faded, a blip
+        // that passed, does not stop a rollout.
+        while let Some(tier) = reached.filter(|t| *t >= Tier::Pause) {
+            if self.holds_now(tier) {
+                break;
+            }
+            reached = Tier::ALL[..tier as usize]
+                .iter()
+                .rev()
+                .find(|t| rule_has(&self.rule, **t))
+                .copied();
+        }
+        // After against before, a deviation that begins minutes after the last new instance
+        // started may be the world (a dependency's outage), not the deploy: nothing beside
+        // it runs the old version to tell. It pauses the rollout for a human; it does not
+        // roll back on its own.
+        let warn_now = first_threshold(&self.rule)
+            .map(|w| {
+                let tier = Tier::ALL.into_iter().find(|x| rule_has(&self.rule, *x) && self.rule.threshold(*x) == Some(w));
+                tier.is_some_and(|tier| {
+                    let n = self.recent.len();
+                    self.holds_over(tier, n.saturating_sub(RECENT_STEPS)..n)
+                })
+            })
+            .unwrap_or(false);
+        if !warn_now {
+            self.deviating_since = None;
+        } else if self.deviating_since.is_none() {
+            self.deviating_since = Some(t);
+        }
+        if self.known.is_some() && reached == Some(Tier::Rollback) {
+            let settled = self.joined.iter().map(|j| j.2).max().unwrap_or(t)
+                + self.rule.warmup.as_millis() as i64
+                + ATTRIBUTABLE_AFTER_START_MS;
+            if self.deviating_since.unwrap_or(t) > settled {
+                reached = Some(Tier::Pause).filter(|p| rule_has(&self.rule, *p));
+            }
+        }
         let observed_long = self
             .observed_since
             .is_some_and(|s| t - s >= self.rule.observe.as_millis() as i64);
@@ -959,7 +1060,7 @@ impl RuleState {
             None if pass && observed_long && enough => Verdict::Pass,
             None => Verdict::Pending,
         };
-        self.reason = describe(
+        let reason = describe(
             &self.rule,
             reached,
             pass,
@@ -968,15 +1069,141 @@ impl RuleState {
             self.effect,
             self.canary_value,
             self.baseline_value,
+            growth,
         );
         if new > self.verdict {
             self.verdict = new;
             self.verdict_at = Some(t);
             out.verdict_changed = true;
+            self.reason = reason;
+            if new.is_regression() {
+                self.frozen = Some(Frozen {
+                    reason: self.reason.clone(),
+                    effect: self.effect,
+                    canary_value: self.canary_value,
+                    baseline_value: self.baseline_value,
+                    confidence: self.confidence,
+                });
+            }
+        } else if let Some(f) = self.frozen.as_ref().filter(|_| self.verdict.is_regression()) {
+            // A regression verdict stands (verdicts only escalate): what is shown is what
+            // earned it, never a later step's "ruled out" beside a rollback.
+            self.reason = f.reason.clone();
+            self.effect = f.effect;
+            self.canary_value = f.canary_value;
+            self.baseline_value = f.baseline_value;
+            self.confidence = f.confidence;
+        } else {
+            self.reason = reason;
         }
         out
     }
+
+    /// Whether the canary's last [`RECENT_STEPS`] steps alone are beyond `tier`'s threshold
+    /// (point estimates): the deviation holds now. A rollback asks it of each of the last
+    /// three minutes, so a blip of a minute (a flaky dependency) can pause a rollout but
+    /// not undo it.
+    fn holds_now(&self, tier: Tier) -> bool {
+        let n = self.recent.len();
+        if tier == Tier::Rollback {
+            let third = KEPT_STEPS / 3;
+            return n == KEPT_STEPS
+                && (0..3).all(|k| self.holds_over(tier, k * third..(k + 1) * third));
+        }
+        self.holds_over(tier, n.saturating_sub(RECENT_STEPS)..n)
+    }
+
+    /// [`RuleState::holds_now`] over the recent steps in `steps`.
+    fn holds_over(&self, tier: Tier, steps: std::ops::Range<usize>) -> bool {
+        let Some(th) = self.rule.threshold(tier) else {
+            return false;
+        };
+        let up = self.rule.bad == Bad::Up;
+        let beyond = |c: f64, b: f64| {
+            if up {
+                c >= b * th.relative && c - b >= th.absolute
+            } else {
+                c * th.relative <= b && b - c >= th.absolute
+            }
+        };
+        let recent = || self.recent.range(steps.clone());
+        let sum = |side: Side, f: &dyn Fn(&SideStep) -> (f64, f64)| -> (f64, f64) {
+            recent().fold((0.0, 0.0), |(a, n), s| {
+                let (x, m) = f(&s[side as usize]);
+                (a + x, n + m)
+            })
+        };
+        let known = self.known.as_ref();
+        match (&self.rule.signal, &self.evidence) {
+            (Signal::Ratio { .. }, _) => {
+                let (ec, nc) = sum(Side::Canary, &|s| (s.events, s.exposure));
+                let (eb, nb) = match known {
+                    Some(k) => (k.total.events, k.total.exposure),
+                    None => sum(Side::Baseline, &|s| (s.events, s.exposure)),
+                };
+                nc > 0.0 && nb > 0.0 && beyond(ec / nc, eb / nb)
+            }
+            (Signal::Quantile { quantile, .. }, Some(Evidence::Quantile { tiers, .. })) => {
+                // The tier's latency threshold: the canary's recent quantile lies above it.
+                let Some(Some((le, _, _))) = tiers.get(tier as usize) else {
+                    return false;
+                };
+                let (slow, n) = sum(Side::Canary, &|s| {
+                    let total: f64 = self
+                        .bounds
+                        .iter()
+                        .zip(&s.buckets)
+                        .filter(|(b, _)| b.is_infinite())
+                        .map(|(_, c)| *c)
+                        .sum();
+                    let below = cumulative_at(&self.bounds, &s.buckets, *le);
+                    ((total - below).max(0.0), total)
+                });
+                n > 0.0 && slow / n > 1.0 - quantile
+            }
+            (Signal::Rate { .. }, _) => {
+                let (ec, nc) = sum(Side::Canary, &|s| (s.events, s.exposure));
+                let (eb, nb) = match known {
+                    Some(k) => (k.total.events, k.total.exposure),
+                    None => sum(Side::Baseline, &|s| (s.events, s.exposure)),
+                };
+                nc > 0.0 && nb > 0.0 && beyond(ec / nc, eb / nb)
+            }
+            (Signal::Level { .. }, _) => {
+                let (vc, nc) = sum(Side::Canary, &|s| (s.value_sum, s.value_n));
+                let (vb, nb) = match known {
+                    Some(k) => (k.total.value_sum, k.total.value_n),
+                    None => sum(Side::Baseline, &|s| (s.value_sum, s.value_n)),
+                };
+                nc > 0.0 && nb > 0.0 && beyond(vc / nc, vb / nb)
+            }
+            // Trends are fitted on the whole window already; counts (restarts) are events.
+            _ => true,
+        }
+    }
 }
+
+fn rule_has(rule: &Rule, t: Tier) -> bool {
+    rule.threshold(t).is_some()
+}
+
+/// What a rule showed when it reached a regression verdict.
+#[derive(Debug, Clone)]
+struct Frozen {
+    reason: String,
+    effect: Option<f64>,
+    canary_value: Option<f64>,
+    baseline_value: Option<f64>,
+    confidence: f64,
+}
+
+/// A counter series first seen this long after its instance's other series was created
+/// after the instance started: it counts from zero.
+const NEW_SERIES_AFTER_MS: i64 = 20_000;
+
+/// After against before: how long after the last new instance's warm-up a deviation may
+/// begin and still be the deploy's for a rollback.
+const ATTRIBUTABLE_AFTER_START_MS: i64 = 3 * 60_000;
 
 /// Seconds per evaluation step (see `deploy::STEP_MS`).
 pub const STEP_SECONDS: f64 = 15.0;
@@ -1071,17 +1298,25 @@ fn describe(
     effect: Option<f64>,
     canary: Option<f64>,
     baseline: Option<f64>,
+    growth: Option<f64>,
 ) -> String {
     let unit = crate::rules::units::Unit::of(rule);
     let fmt = |v: Option<f64>| v.map(|x| unit.format(x)).unwrap_or_else(|| "n/a".into());
-    let nums = format!(
-        "canary {} vs baseline {} (×{})",
-        fmt(canary),
-        fmt(baseline),
-        effect
-            .map(|e| format!("{e:.2}"))
-            .unwrap_or_else(|| "n/a".into())
-    );
+    let factor = effect
+        .map(|e| format!("{e:.2}"))
+        .unwrap_or_else(|| "n/a".into());
+    let nums = match growth {
+        // A trend's effect is its growth per hour over the baseline's level, not the levels'
+        // ratio: say so.
+        Some(g) => format!(
+            "canary {} vs baseline {}, growing {}{}/h beyond the baseline after start-up (×{factor} of its level per hour)",
+            fmt(canary),
+            fmt(baseline),
+            if g < 0.0 { "-" } else { "" },
+            unit.format(g.abs()),
+        ),
+        None => format!("canary {} vs baseline {} (×{factor})", fmt(canary), fmt(baseline)),
+    };
     match reached {
         Some(t) => {
             let tier = format!("{t:?}").to_lowercase();
@@ -1236,9 +1471,34 @@ pub fn known_baseline(rule: &Rule, series: &[Arc<Series>], from: i64, to: i64) -
     };
     let mut inst_span: Vec<(i64, i64)> = vec![(i64::MAX, i64::MIN); probe.instances.len()];
     let mut slopes = Vec::new();
+    // When each instance first reported any matched series: a counter created later (at
+    // its first error) counts from zero.
+    let instance_of = |m: &Matched| -> String {
+        m.series
+            .labels
+            .get("instance")
+            .or_else(|| m.series.labels.get("pod"))
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut inst_first: std::collections::HashMap<String, i64> = Default::default();
+    for m in &probe.matched {
+        if let Some(f) = m.series.data.lock().ring.first_ts() {
+            let e = inst_first.entry(instance_of(m)).or_insert(f);
+            *e = (*e).min(f);
+        }
+    }
     for m in &probe.matched {
         let data = m.series.data.lock();
-        let mut prev: Option<(i64, f64)> = None;
+        let first = data.ring.first_ts();
+        let created_late = counters
+            && first.is_some_and(|f| {
+                f >= from
+                    && inst_first
+                        .get(&instance_of(m))
+                        .is_some_and(|i| f > i + NEW_SERIES_AFTER_MS)
+            });
+        let mut prev: Option<(i64, f64)> = created_late.then(|| (first.unwrap() - 1, 0.0));
         let (mut xs, mut ys) = (Vec::new(), Vec::new());
         for (ts, v) in data.ring.range(from, to) {
             if v.is_nan() {

@@ -149,6 +149,12 @@ impl Rule {
     pub fn threshold(&self, t: Tier) -> Option<Threshold> {
         self.tiers[t as usize]
     }
+
+    /// Rules that need far longer than the others to rule a regression out (trends): a
+    /// deploy passes without waiting for them, and they can still escalate the pass.
+    pub fn slow(&self) -> bool {
+        matches!(self.signal, Signal::Trend { .. })
+    }
 }
 
 /// Error rates the sequential tests are run at, per tier (see docs/statistics.md).

@@ -9,6 +9,7 @@
 pub mod mean;
 pub mod rate;
 pub mod ratio;
+pub mod trend;
 
 /// Numerically stable `ln(1 + e^x)`.
 #[inline]
