@@ -10,6 +10,7 @@
 //! cargo bench --bench detection -- --set tuning       # the seeds the judge was tuned on
 //! cargo bench --bench detection -- --family errors_x2 --seeds 1001..1003 --verbose
 //! cargo bench --bench detection -- --tsv /tmp/detection.tsv   # one line per scenario and judge
+//! cargo bench --bench detection -- --family crash_loop --seeds 1..1 --timeline
 //! ```
 //!
 //! Seeds: tuning 1–4 and 1001–1014 of every family, held out 2001–2014 (never looked at
@@ -58,6 +59,8 @@ struct Args {
     reference: bool,
     threads: usize,
     verbose: bool,
+    /// With --verbose: each deploy's timeline too.
+    timeline: bool,
     tsv: Option<String>,
 }
 
@@ -69,6 +72,7 @@ fn args() -> Args {
         reference: true,
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         verbose: false,
+        timeline: false,
         tsv: None,
     };
     let mut families = Vec::new();
@@ -101,6 +105,10 @@ fn args() -> Args {
             "--no-reference" => a.reference = false,
             "--threads" => a.threads = it.next().unwrap().parse().unwrap(),
             "--verbose" => a.verbose = true,
+            "--timeline" => {
+                a.verbose = true;
+                a.timeline = true;
+            }
             "--tsv" => a.tsv = it.next(),
             _ => {} // cargo's --bench and the like
         }
@@ -127,7 +135,7 @@ struct Played {
 }
 
 /// Plays one scenario through deploywatch; returns its outcome and the recorded series.
-fn play(sc: &Scenario, record: bool) -> (Outcome, String, Vec<reference::Series>) {
+fn play(sc: &Scenario, record: bool, timeline: bool) -> (Outcome, String, Vec<reference::Series>) {
     let dir = tempfile::tempdir().unwrap();
     let app = App::new(
         Runtime {
@@ -147,6 +155,7 @@ fn play(sc: &Scenario, record: bool) -> (Outcome, String, Vec<reference::Series>
     let mut series: Vec<reference::Series> = Vec::new();
     let mut index: HashMap<Vec<(String, String)>, usize> = HashMap::new();
     let mut last = String::new();
+    let mut tl = String::new();
     let mut body = Vec::new();
     let mut encoder = snap::raw::Encoder::new();
     while feed.t < sc.end {
@@ -214,13 +223,31 @@ fn play(sc: &Scenario, record: bool) -> (Outcome, String, Vec<reference::Series>
                 out.rollback = Some(push.end);
             }
             last = format!("{}: {}", d.verdict, d.reason());
+            if timeline {
+                tl = d
+                    .timeline
+                    .iter()
+                    .map(|e| {
+                        format!(
+                            "    {:+5}s {} {} {}\n",
+                            (e.at - sc.deploy_at) / 1000,
+                            e.event,
+                            e.rule.as_deref().unwrap_or(""),
+                            e.detail
+                        )
+                    })
+                    .collect();
+            }
         });
+    }
+    if timeline {
+        last = format!("{last}\n{tl}");
     }
     (out, last, series)
 }
 
-fn run(sc: Scenario, with_reference: bool) -> Played {
-    let (dw, last, series) = play(&sc, with_reference);
+fn run(sc: Scenario, with_reference: bool, timeline: bool) -> Played {
+    let (dw, last, series) = play(&sc, with_reference, timeline);
     let mut outcomes = vec![dw];
     if with_reference {
         let d = reference::Deploy {
@@ -346,7 +373,7 @@ fn main() {
                 let Some(&(family, seed)) = jobs.get(i) else {
                     break;
                 };
-                let p = run(generate(family, seed), a.reference);
+                let p = run(generate(family, seed), a.reference, a.timeline);
                 if a.verbose {
                     let o = &p.outcomes[0];
                     let rel = |t: Option<i64>| {

@@ -340,18 +340,31 @@ fn recommend(d: &DeployState, rep: &Report) -> Vec<String> {
                 .iter()
                 .filter(|r| r.verdict == Verdict::Pass)
                 .count();
-            let idle: Vec<&str> = d
+            // Slow rules (trends) with data go on judging after the pass; the others that
+            // did not pass had no data to judge.
+            let (observing, idle): (Vec<_>, Vec<_>) = d
                 .rules
                 .iter()
                 .filter(|r| r.verdict != Verdict::Pass)
-                .map(|r| r.rule.name.as_str())
-                .collect();
+                .partition(|r| r.rule.slow() && r.has_data());
+            let names = |v: &[&crate::rules::eval::RuleState]| {
+                v.iter()
+                    .map(|r| r.rule.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
             let mut s = format!(
                 "Safe to promote {}: {passed} rules passed, none regressed",
                 d.version
             );
+            if !observing.is_empty() {
+                s += &format!(
+                    "; still observing (a later regression can still escalate the pass): {}",
+                    names(&observing)
+                );
+            }
             if !idle.is_empty() {
-                s += &format!("; not judged for lack of data: {}", idle.join(", "));
+                s += &format!("; not judged for lack of data: {}", names(&idle));
             }
             s.push('.');
             out.push(s);

@@ -286,10 +286,7 @@ impl RuleState {
     /// When the instance of these labels first showed a series of this rule (for the new
     /// version: its start).
     fn instance_joined(&mut self, side: Side, labels: &LabelSet, t: i64) -> i64 {
-        let name = labels
-            .get("instance")
-            .or_else(|| labels.get("pod"))
-            .unwrap_or("");
+        let name = instance_of(labels).unwrap_or("");
         match self.joined.iter().find(|(s, n, _)| *s == side && n == name) {
             Some((_, _, at)) => *at,
             None => {
@@ -310,9 +307,7 @@ impl RuleState {
     }
 
     fn instance_slot(&mut self, labels: &LabelSet, side: Side) -> usize {
-        let name = labels
-            .get("instance")
-            .or_else(|| labels.get("pod"))
+        let name = instance_of(labels)
             .map(str::to_string)
             .unwrap_or_else(|| labels.to_string());
         match self
@@ -376,8 +371,13 @@ impl RuleState {
             }
             let step = &mut self.step[m.side as usize];
             if ts < m.warm_from {
-                // The instance's own start-up: its value moves on, nothing is judged.
+                // The instance's own start-up: its value and its clock move on, nothing is
+                // judged.
                 m.prev = Some((ts, v));
+                if counters && m.component == Component::Value {
+                    let inst = &mut self.instances[m.slot];
+                    inst.last_ts = Some(inst.last_ts.map_or(ts, |l| l.max(ts)));
+                }
                 continue;
             }
             if !counters {
@@ -512,31 +512,38 @@ impl RuleState {
     /// already read: errors over requests for ratio rules, requests slower than `latency`
     /// over all requests for quantile rules. `None` for other signals or without data.
     pub fn recent_level(&self, side: Side, latency: Option<f64>) -> Option<(f64, f64)> {
-        let mut events = 0.0;
-        let mut exposure = 0.0;
-        for step in self.recent.iter().skip(self.recent.len().saturating_sub(RECENT_STEPS)) {
-            let s = &step[side as usize];
-            match self.rule.signal {
-                Signal::Ratio { .. } => {
-                    events += s.events;
-                    exposure += s.exposure;
-                }
-                Signal::Quantile { .. } => {
-                    let total: f64 = self
-                        .bounds
-                        .iter()
-                        .zip(&s.buckets)
-                        .filter(|(b, _)| b.is_infinite())
-                        .map(|(_, c)| *c)
-                        .sum();
-                    let below = cumulative_at(&self.bounds, &s.buckets, latency?);
-                    events += (total - below).max(0.0);
-                    exposure += total;
-                }
-                _ => return None,
-            }
+        if !matches!(
+            self.rule.signal,
+            Signal::Ratio { .. } | Signal::Quantile { .. }
+        ) {
+            return None;
         }
+        if matches!(self.rule.signal, Signal::Quantile { .. }) && latency.is_none() {
+            return None;
+        }
+        let n = self.recent.len();
+        let (events, exposure) = self.sums(side, n.saturating_sub(RECENT_STEPS)..n, latency);
         (exposure > 0.0).then_some((events, exposure))
+    }
+
+    /// One side's statistic over the kept steps in `steps`, as (numerator, denominator):
+    /// events and exposure (ratio, rate, share, increase), the sum and count of gauge values
+    /// (level, trend), requests slower than `latency` and all requests (quantile).
+    fn sums(&self, side: Side, steps: std::ops::Range<usize>, latency: Option<f64>) -> (f64, f64) {
+        self.recent.range(steps).fold((0.0, 0.0), |(a, n), step| {
+            let s = &step[side as usize];
+            let (x, m) = match self.rule.signal {
+                Signal::Quantile { .. } => {
+                    let total = bucket_total(&self.bounds, &s.buckets);
+                    let below =
+                        latency.map_or(total, |le| cumulative_at(&self.bounds, &s.buckets, le));
+                    ((total - below).max(0.0), total)
+                }
+                Signal::Level { .. } | Signal::Trend { .. } => (s.value_sum, s.value_n),
+                _ => (s.events, s.exposure),
+            };
+            (a + x, n + m)
+        })
     }
 
     /// Folds one step's data into the evidence.
@@ -962,11 +969,10 @@ impl RuleState {
                         ..*g
                     })
                     .collect();
-                // The growth shown is the one every start-up hypothesis leaves over.
-                let shown = trend::lower_bound(&signed, z(alphas.warn)).map(|(_, g)| g);
-                let slope = shown.map_or(0.0, |g| sign * g.slope);
-                growth = Some(slope);
-                self.effect = Some(1.0 + slope / level);
+                // Shown: the growth every start-up hypothesis leaves over once a tier is
+                // reached (what earned it), else the best-fitting hypothesis's.
+                let conservative = trend::lower_bound(&signed, z(alphas.warn)).map(|(_, g)| g);
+                let best = trend::best(&signed);
                 for tier in Tier::ALL {
                     let Some(th) = rule.threshold(tier) else {
                         continue;
@@ -976,13 +982,22 @@ impl RuleState {
                         reached = Some(tier);
                     }
                 }
+                // Too few steps: a fit says nothing worth showing yet.
+                let shown = match (enough, reached) {
+                    (false, _) => None,
+                    (true, Some(_)) => conservative,
+                    (true, None) => best,
+                };
+                growth = shown.map(|g| sign * g.slope);
+                self.effect = growth.map(|g| 1.0 + g / level);
                 self.confidence = shown
                     .filter(|g| g.se > 0.0 && g.se.is_finite())
                     .map_or(0.0, |g| normal_cdf(g.slope / g.se));
                 if let (Some(w), Some(p)) = (first_threshold(rule), pass_threshold(rule)) {
                     pass = enough
-                        && trend::upper_bound(&signed, z(alphas.pass)).is_some_and(|u| u < limit(p));
-                    deviates = enough && shown.is_some_and(|g| g.slope > limit(w));
+                        && trend::upper_bound(&signed, z(alphas.pass))
+                            .is_some_and(|u| u < limit(p));
+                    deviates = enough && conservative.is_some_and(|g| g.slope > limit(w));
                 }
             }
             Evidence::Count { ec, nc, eb, nb } => {
@@ -1023,22 +1038,17 @@ impl RuleState {
             reached = Tier::ALL[..tier as usize]
                 .iter()
                 .rev()
-                .find(|t| rule_has(&self.rule, **t))
+                .find(|t| self.rule.threshold(**t).is_some())
                 .copied();
         }
         // After against before, a deviation that begins minutes after the last new instance
         // started may be the world (a dependency's outage), not the deploy: nothing beside
         // it runs the old version to tell. It pauses the rollout for a human; it does not
         // roll back on its own.
-        let warn_now = first_threshold(&self.rule)
-            .map(|w| {
-                let tier = Tier::ALL.into_iter().find(|x| rule_has(&self.rule, *x) && self.rule.threshold(*x) == Some(w));
-                tier.is_some_and(|tier| {
-                    let n = self.recent.len();
-                    self.holds_over(tier, n.saturating_sub(RECENT_STEPS)..n)
-                })
-            })
-            .unwrap_or(false);
+        let warn_now = first_tier(&self.rule).is_some_and(|tier| {
+            let n = self.recent.len();
+            self.holds_over(tier, n.saturating_sub(RECENT_STEPS)..n)
+        });
         if !warn_now {
             self.deviating_since = None;
         } else if self.deviating_since.is_none() {
@@ -1049,7 +1059,7 @@ impl RuleState {
                 + self.rule.warmup.as_millis() as i64
                 + ATTRIBUTABLE_AFTER_START_MS;
             if self.deviating_since.unwrap_or(t) > settled {
-                reached = Some(Tier::Pause).filter(|p| rule_has(&self.rule, *p));
+                reached = Some(Tier::Pause).filter(|p| self.rule.threshold(*p).is_some());
             }
         }
         let observed_long = self
@@ -1085,7 +1095,11 @@ impl RuleState {
                     confidence: self.confidence,
                 });
             }
-        } else if let Some(f) = self.frozen.as_ref().filter(|_| self.verdict.is_regression()) {
+        } else if let Some(f) = self
+            .frozen
+            .as_ref()
+            .filter(|_| self.verdict.is_regression())
+        {
             // A regression verdict stands (verdicts only escalate): what is shown is what
             // earned it, never a later step's "ruled out" beside a rollback.
             self.reason = f.reason.clone();
@@ -1100,12 +1114,13 @@ impl RuleState {
     }
 
     /// Whether the canary's last [`RECENT_STEPS`] steps alone are beyond `tier`'s threshold
-    /// (point estimates): the deviation holds now. A rollback asks it of each of the last
-    /// three minutes, so a blip of a minute (a flaky dependency) can pause a rollout but
-    /// not undo it.
+    /// (point estimates): the deviation holds now. After against before, pause and rollback
+    /// ask it of each of the last three minutes, so a blip of a minute (a flaky dependency,
+    /// seen by no old version beside the new one) does not stop a rollout; side by side,
+    /// such a blip hits both versions and cancels out.
     fn holds_now(&self, tier: Tier) -> bool {
         let n = self.recent.len();
-        if tier == Tier::Rollback {
+        if self.known.is_some() {
             let third = KEPT_STEPS / 3;
             return n == KEPT_STEPS
                 && (0..3).all(|k| self.holds_over(tier, k * third..(k + 1) * third));
@@ -1126,65 +1141,30 @@ impl RuleState {
                 c * th.relative <= b && b - c >= th.absolute
             }
         };
-        let recent = || self.recent.range(steps.clone());
-        let sum = |side: Side, f: &dyn Fn(&SideStep) -> (f64, f64)| -> (f64, f64) {
-            recent().fold((0.0, 0.0), |(a, n), s| {
-                let (x, m) = f(&s[side as usize]);
-                (a + x, n + m)
-            })
-        };
-        let known = self.known.as_ref();
         match (&self.rule.signal, &self.evidence) {
-            (Signal::Ratio { .. }, _) => {
-                let (ec, nc) = sum(Side::Canary, &|s| (s.events, s.exposure));
-                let (eb, nb) = match known {
-                    Some(k) => (k.total.events, k.total.exposure),
-                    None => sum(Side::Baseline, &|s| (s.events, s.exposure)),
-                };
-                nc > 0.0 && nb > 0.0 && beyond(ec / nc, eb / nb)
-            }
             (Signal::Quantile { quantile, .. }, Some(Evidence::Quantile { tiers, .. })) => {
                 // The tier's latency threshold: the canary's recent quantile lies above it.
                 let Some(Some((le, _, _))) = tiers.get(tier as usize) else {
                     return false;
                 };
-                let (slow, n) = sum(Side::Canary, &|s| {
-                    let total: f64 = self
-                        .bounds
-                        .iter()
-                        .zip(&s.buckets)
-                        .filter(|(b, _)| b.is_infinite())
-                        .map(|(_, c)| *c)
-                        .sum();
-                    let below = cumulative_at(&self.bounds, &s.buckets, *le);
-                    ((total - below).max(0.0), total)
-                });
+                let (slow, n) = self.sums(Side::Canary, steps, Some(*le));
                 n > 0.0 && slow / n > 1.0 - quantile
             }
-            (Signal::Rate { .. }, _) => {
-                let (ec, nc) = sum(Side::Canary, &|s| (s.events, s.exposure));
-                let (eb, nb) = match known {
+            (Signal::Ratio { .. } | Signal::Rate { .. } | Signal::Level { .. }, _) => {
+                let (c, nc) = self.sums(Side::Canary, steps.clone(), None);
+                let (b, nb) = match &self.known {
+                    Some(k) if matches!(self.rule.signal, Signal::Level { .. }) => {
+                        (k.total.value_sum, k.total.value_n)
+                    }
                     Some(k) => (k.total.events, k.total.exposure),
-                    None => sum(Side::Baseline, &|s| (s.events, s.exposure)),
+                    None => self.sums(Side::Baseline, steps, None),
                 };
-                nc > 0.0 && nb > 0.0 && beyond(ec / nc, eb / nb)
-            }
-            (Signal::Level { .. }, _) => {
-                let (vc, nc) = sum(Side::Canary, &|s| (s.value_sum, s.value_n));
-                let (vb, nb) = match known {
-                    Some(k) => (k.total.value_sum, k.total.value_n),
-                    None => sum(Side::Baseline, &|s| (s.value_sum, s.value_n)),
-                };
-                nc > 0.0 && nb > 0.0 && beyond(vc / nc, vb / nb)
+                nc > 0.0 && nb > 0.0 && beyond(c / nc, b / nb)
             }
             // Trends are fitted on the whole window already; counts (restarts) are events.
             _ => true,
         }
     }
-}
-
-fn rule_has(rule: &Rule, t: Tier) -> bool {
-    rule.threshold(t).is_some()
 }
 
 /// What a rule showed when it reached a regression verdict.
@@ -1227,8 +1207,12 @@ fn thresholds(rule: &Rule) -> Vec<f64> {
     v
 }
 
+fn first_tier(rule: &Rule) -> Option<Tier> {
+    Tier::ALL.into_iter().find(|t| rule.threshold(*t).is_some())
+}
+
 fn first_threshold(rule: &Rule) -> Option<crate::rules::Threshold> {
-    Tier::ALL.iter().find_map(|t| rule.threshold(*t))
+    first_tier(rule).and_then(|t| rule.threshold(t))
 }
 
 /// The tier a pass must rule out: the most severe configured (rollback, usually). Smaller
@@ -1262,6 +1246,16 @@ fn exceeds(effect: Option<f64>, relative: f64, up: bool) -> bool {
             e <= 1.0 / relative
         }
     })
+}
+
+/// All observations of per-slot bucket increases: the `+Inf` bucket's.
+fn bucket_total(bounds: &[f64], buckets: &[f64]) -> f64 {
+    bounds
+        .iter()
+        .zip(buckets)
+        .filter(|(b, _)| b.is_infinite())
+        .map(|(_, c)| *c)
+        .sum()
 }
 
 /// [`cumulative_at`] over `(le, cumulative count)` pairs already sorted by `le`.
@@ -1335,6 +1329,11 @@ fn describe(
         ),
         None => format!("{nums}: undecided"),
     }
+}
+
+/// Which instance a series comes from: its `instance` label, else its `pod`.
+fn instance_of(labels: &LabelSet) -> Option<&str> {
+    labels.get("instance").or_else(|| labels.get("pod"))
 }
 
 /// The `le` label of a `_bucket` series, parsed.
@@ -1473,18 +1472,12 @@ pub fn known_baseline(rule: &Rule, series: &[Arc<Series>], from: i64, to: i64) -
     let mut slopes = Vec::new();
     // When each instance first reported any matched series: a counter created later (at
     // its first error) counts from zero.
-    let instance_of = |m: &Matched| -> String {
-        m.series
-            .labels
-            .get("instance")
-            .or_else(|| m.series.labels.get("pod"))
-            .unwrap_or("")
-            .to_string()
-    };
-    let mut inst_first: std::collections::HashMap<String, i64> = Default::default();
+    let mut inst_first: std::collections::HashMap<&str, i64> = Default::default();
     for m in &probe.matched {
         if let Some(f) = m.series.data.lock().ring.first_ts() {
-            let e = inst_first.entry(instance_of(m)).or_insert(f);
+            let e = inst_first
+                .entry(instance_of(&m.series.labels).unwrap_or(""))
+                .or_insert(f);
             *e = (*e).min(f);
         }
     }
@@ -1495,7 +1488,7 @@ pub fn known_baseline(rule: &Rule, series: &[Arc<Series>], from: i64, to: i64) -
             && first.is_some_and(|f| {
                 f >= from
                     && inst_first
-                        .get(&instance_of(m))
+                        .get(instance_of(&m.series.labels).unwrap_or(""))
                         .is_some_and(|i| f > i + NEW_SERIES_AFTER_MS)
             });
         let mut prev: Option<(i64, f64)> = created_late.then(|| (first.unwrap() - 1, 0.0));

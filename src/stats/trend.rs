@@ -27,6 +27,8 @@ pub struct Growth {
     pub se: f64,
     /// The start-up time constant chosen (hours), `None` for a straight line.
     pub tau: Option<f64>,
+    /// The fit's residual sum of squares.
+    pub rss: f64,
 }
 
 /// Fits `y ≈ a + r·t − D·e^(−t/τ)` for every time constant of the grid (and the straight
@@ -41,19 +43,21 @@ pub fn fits(t: &[f64], y: &[f64]) -> Vec<Growth> {
     let (t, y) = (&t[..n], &y[..n]);
     let t0 = t[0];
     let mut out = Vec::with_capacity(TAUS_H.len() + 1);
-    let (_, slope, se, tau, resid) = line(t, y);
+    let (rss, slope, se, tau, resid) = line(t, y);
     out.push(Growth {
         slope,
         se: se * inflation(&resid),
         tau,
+        rss,
     });
     for tau in TAUS_H {
         let e: Vec<f64> = t.iter().map(|x| (-(x - t0) / tau).exp()).collect();
-        if let Some((_, slope, se, tau, resid)) = with_startup(t, y, &e, tau) {
+        if let Some((rss, slope, se, tau, resid)) = with_startup(t, y, &e, tau) {
             out.push(Growth {
                 slope,
                 se: se * inflation(&resid),
                 tau,
+                rss,
             });
         }
     }
@@ -68,10 +72,17 @@ pub fn lower_bound(fits: &[Growth], z: f64) -> Option<(f64, Growth)> {
         .min_by(|a, b| a.0.total_cmp(&b.0))
 }
 
+/// The fit that explains the data best (least squares).
+pub fn best(fits: &[Growth]) -> Option<Growth> {
+    fits.iter().copied().min_by(|a, b| a.rss.total_cmp(&b.rss))
+}
+
 /// The largest `slope + z·se` over the fits: a leak above it is ruled out under every
 /// hypothesis.
 pub fn upper_bound(fits: &[Growth], z: f64) -> Option<f64> {
-    fits.iter().map(|g| g.slope + z * g.se).max_by(f64::total_cmp)
+    fits.iter()
+        .map(|g| g.slope + z * g.se)
+        .max_by(f64::total_cmp)
 }
 
 type Fit = (f64, f64, f64, Option<f64>, Vec<f64>);
