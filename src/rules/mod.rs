@@ -3,6 +3,7 @@
 //! `judge` applies a rule set to running deploys.
 
 pub mod eval;
+pub mod groups;
 pub mod selector;
 pub mod units;
 

@@ -1,0 +1,596 @@
+//! Judge, stage 4 — the decision: the evidence in; the tier reached (held now, attributed,
+//! local to a group), pass, and the reason, effect and values shown out — frozen at a
+//! regression verdict so they never contradict it.
+
+use super::*;
+
+impl RuleState {
+    /// Turns the evidence into this step's rule verdict (escalation only).
+    pub(super) fn decide(&mut self, t: i64, alphas: &Alphas) -> StepOutcome {
+        let mut out = StepOutcome::default();
+        let rule = &self.rule;
+        let Some(ev) = &self.evidence else {
+            self.reason = "waiting for data on both sides".into();
+            return out;
+        };
+        let up = rule.bad == Bad::Up;
+        let thr = |a: f64| (1.0 / a).ln();
+        let mut reached: Option<Tier> = None;
+        let mut pass = false;
+        let mut deviates = false;
+        let mut growth: Option<f64> = None;
+        let enough;
+        match ev {
+            Evidence::Ratio { ev, canary } => {
+                let (ec, eb) = ev.events();
+                let (nc, nb) = ev.exposure();
+                let pc = ratio(ec, nc);
+                let pb = match &self.known {
+                    Some(k) => ratio(k.total.events, k.total.exposure),
+                    None => ratio(eb, nb),
+                };
+                let share = matches!(rule.signal, Signal::Share { .. });
+                self.canary_value = Some(pc);
+                self.baseline_value = Some(pb);
+                self.canary_samples = if share { ec } else { nc };
+                self.baseline_samples = match &self.known {
+                    Some(k) => {
+                        if share {
+                            k.total.events
+                        } else {
+                            k.total.exposure
+                        }
+                    }
+                    None => {
+                        if share {
+                            eb
+                        } else {
+                            nb
+                        }
+                    }
+                };
+                self.effect = (pb > 0.0).then(|| pc / pb);
+                let min = rule.min_evidence;
+                enough = if share {
+                    ec + self.baseline_samples >= min
+                } else {
+                    nc >= min && self.baseline_samples >= min
+                };
+                let worse_abs = |abs: f64| if up { pc - pb >= abs } else { pb - pc >= abs };
+                for tier in Tier::ALL {
+                    let Some(th) = rule.threshold(tier) else {
+                        continue;
+                    };
+                    let e = if up {
+                        ev.log_evidence_above(th.relative)
+                    } else {
+                        ev.log_evidence_below(1.0 / th.relative)
+                    };
+                    if enough && e >= thr(alphas.for_tier(tier)) && worse_abs(th.absolute) {
+                        reached = Some(tier);
+                    }
+                }
+                self.confidence = confidence(if up {
+                    ev.log_evidence_above(1.0)
+                } else {
+                    ev.log_evidence_below(1.0)
+                });
+                if let (Some(w), Some(p)) = (first_threshold(rule), pass_threshold(rule)) {
+                    let rel_ok = if up {
+                        ev.log_evidence_below(p.relative) >= thr(alphas.pass)
+                    } else {
+                        ev.log_evidence_above(1.0 / p.relative) >= thr(alphas.pass)
+                    };
+                    // Or the canary's rate is surely within the absolute floor of the baseline's.
+                    let (lo, hi) = canary.interval(alphas.pass);
+                    let abs_ok = p.absolute > 0.0
+                        && if up {
+                            hi - pb < p.absolute
+                        } else {
+                            pb - lo < p.absolute
+                        };
+                    pass = rel_ok || abs_ok;
+                    deviates = exceeds(self.effect, w.relative, up) && worse_abs(w.absolute);
+                }
+            }
+            Evidence::Quantile {
+                tiers,
+                canary_cum,
+                baseline_cum,
+            } => {
+                let q = match rule.signal {
+                    Signal::Quantile { quantile, .. } => quantile,
+                    _ => 0.5,
+                };
+                let base = match &self.known {
+                    Some(k) => &k.total.buckets,
+                    None => baseline_cum,
+                };
+                let cq = histogram_quantile(q, &self.bounds, canary_cum);
+                let bq = histogram_quantile(q, &self.bounds, base);
+                self.canary_value = cq;
+                self.baseline_value = bq;
+                let total = |v: &[f64]| -> f64 {
+                    self.bounds
+                        .iter()
+                        .zip(v)
+                        .filter(|(b, _)| b.is_infinite())
+                        .map(|(_, x)| *x)
+                        .sum()
+                };
+                self.canary_samples = total(canary_cum);
+                self.baseline_samples = total(base);
+                self.effect = match (cq, bq) {
+                    (Some(c), Some(b)) if b > 0.0 => Some(c / b),
+                    _ => None,
+                };
+                enough = self.canary_samples >= rule.min_evidence
+                    && self.baseline_samples >= rule.min_evidence;
+                let tail = 1.0 - q;
+                let mut conf = 0.0f64;
+                for (i, tier) in Tier::ALL.iter().enumerate() {
+                    let Some(Some((_, ev, frac))) = tiers.get(i) else {
+                        continue;
+                    };
+                    let a = alphas.for_tier(*tier);
+                    let vs_baseline = ev.log_evidence_above(1.0);
+                    let (lo, _) = frac.interval(a);
+                    conf = conf.max(vs_baseline);
+                    if enough && vs_baseline >= thr(a) && lo > tail {
+                        reached = Some(*tier);
+                    }
+                }
+                self.confidence = confidence(conf);
+                let first = tiers.iter().flatten().next();
+                if let Some((_, ev, frac)) = pass_tier(rule)
+                    .and_then(|t| tiers.get(t as usize))
+                    .and_then(Option::as_ref)
+                {
+                    // The canary's quantile is surely below the pass tier's threshold, or its
+                    // tail is surely no heavier than the baseline's (a shared slowdown).
+                    let (_, hi) = frac.interval(alphas.pass);
+                    let (_, ratio_hi) = ev.interval(alphas.pass);
+                    pass = hi < tail || ratio_hi < 1.2;
+                }
+                if let Some((_, ev, frac)) = first {
+                    deviates = frac.estimate() > tail && ev.estimate() > 1.0;
+                } else if tiers.iter().all(Option::is_none) {
+                    self.reason =
+                        "the baseline's quantile lies beyond the histogram's largest finite bucket"
+                            .into();
+                    return out;
+                }
+            }
+            Evidence::Mean {
+                ev,
+                c_sum,
+                b_sum,
+                c_exp,
+                b_exp,
+            } => {
+                let cm = ratio(*c_sum, *c_exp);
+                let bm = ratio(*b_sum, *b_exp);
+                self.canary_value = Some(cm);
+                self.baseline_value = Some(bm);
+                self.canary_samples = *c_exp;
+                self.baseline_samples = *b_exp;
+                self.effect = (bm > 0.0).then(|| cm / bm);
+                enough = ev.n() as f64 >= rule.min_evidence;
+                let worse_abs = |abs: f64| if up { cm - bm >= abs } else { bm - cm >= abs };
+                for tier in Tier::ALL {
+                    let Some(th) = rule.threshold(tier) else {
+                        continue;
+                    };
+                    let e = if up {
+                        ev.log_evidence_above(th.relative.ln())
+                    } else {
+                        ev.log_evidence_below(-th.relative.ln())
+                    };
+                    if enough && e >= thr(alphas.for_tier(tier)) && worse_abs(th.absolute) {
+                        reached = Some(tier);
+                    }
+                }
+                self.confidence = confidence(if up {
+                    ev.log_evidence_above(0.0)
+                } else {
+                    ev.log_evidence_below(0.0)
+                });
+                if let (Some(w), Some(p)) = (first_threshold(rule), pass_threshold(rule)) {
+                    let rel_ok = if up {
+                        ev.log_evidence_below(p.relative.ln()) >= thr(alphas.pass)
+                    } else {
+                        ev.log_evidence_above(-p.relative.ln()) >= thr(alphas.pass)
+                    };
+                    let (lo, hi) = ev.interval(alphas.pass);
+                    let abs_ok = p.absolute > 0.0
+                        && if up {
+                            bm * (hi.exp() - 1.0) < p.absolute
+                        } else {
+                            bm * (1.0 - lo.exp()) < p.absolute
+                        };
+                    pass = enough && (rel_ok || abs_ok);
+                    deviates = exceeds(self.effect, w.relative, up) && worse_abs(w.absolute);
+                }
+            }
+            Evidence::Trend {
+                t,
+                d,
+                c_level,
+                b_level,
+            } => {
+                // The growth of (canary − baseline) left once a start-up's approach to its
+                // steady level is fitted (stats::trend), in units per hour.
+                let n = t.len() as f64;
+                self.canary_value = Some(*c_level);
+                self.baseline_value = Some(*b_level);
+                self.canary_samples = n;
+                self.baseline_samples = n;
+                use crate::stats::trend;
+                let fits = trend::fits(t, d);
+                enough = n >= rule.min_evidence.max(3.0) && !fits.is_empty();
+                let level = b_level.abs().max(1.0);
+                // Not anytime-valid by construction: conservative z per tier (docs/statistics.md).
+                let z = |a: f64| normal_quantile(1.0 - a / 20.0);
+                let limit =
+                    |th: crate::rules::Threshold| (level * (th.relative - 1.0)).max(th.absolute);
+                let sign = if up { 1.0 } else { -1.0 };
+                let signed: Vec<trend::Growth> = fits
+                    .iter()
+                    .map(|g| trend::Growth {
+                        slope: sign * g.slope,
+                        ..*g
+                    })
+                    .collect();
+                // Shown: the growth every start-up hypothesis leaves over once a tier is
+                // reached (what earned it), else the best-fitting hypothesis's.
+                let conservative = trend::lower_bound(&signed, z(alphas.warn)).map(|(_, g)| g);
+                let best = trend::best(&signed);
+                for tier in Tier::ALL {
+                    let Some(th) = rule.threshold(tier) else {
+                        continue;
+                    };
+                    let lo = trend::lower_bound(&signed, z(alphas.for_tier(tier)));
+                    if enough && lo.is_some_and(|(lo, _)| lo > limit(th)) {
+                        reached = Some(tier);
+                    }
+                }
+                // Too few steps: a fit says nothing worth showing yet.
+                let shown = match (enough, reached) {
+                    (false, _) => None,
+                    (true, Some(_)) => conservative,
+                    (true, None) => best,
+                };
+                growth = shown.map(|g| sign * g.slope);
+                self.effect = growth.map(|g| 1.0 + g / level);
+                self.confidence = shown
+                    .filter(|g| g.se > 0.0 && g.se.is_finite())
+                    .map_or(0.0, |g| normal_cdf(g.slope / g.se));
+                if let (Some(w), Some(p)) = (first_threshold(rule), pass_threshold(rule)) {
+                    pass = enough
+                        && trend::upper_bound(&signed, z(alphas.pass))
+                            .is_some_and(|u| u < limit(p));
+                    deviates = enough && conservative.is_some_and(|g| g.slope > limit(w));
+                }
+            }
+            Evidence::Count { ec, nc, eb, nb } => {
+                let expected = if *nb > 0.0 { eb / nb * nc } else { 0.0 };
+                let excess = ec - expected;
+                self.canary_value = Some(*ec);
+                self.baseline_value = Some(expected);
+                self.canary_samples = *nc;
+                self.baseline_samples = *nb;
+                self.effect = (expected > 0.0).then(|| ec / expected);
+                enough = *nc > 0.0;
+                // Restarts are events, not noisy samples: judged on the counts themselves.
+                for tier in Tier::ALL {
+                    let Some(th) = rule.threshold(tier) else {
+                        continue;
+                    };
+                    let rel = expected <= 0.0 || ec / expected >= th.relative;
+                    if enough && excess >= th.absolute.max(1.0) && rel {
+                        reached = Some(tier);
+                    }
+                }
+                self.confidence = if excess >= 1.0 { 1.0 } else { 0.0 };
+                pass = enough && pass_threshold(rule).is_some_and(|p| excess < p.absolute.max(1.0));
+                deviates = excess >= 1.0;
+            }
+        }
+        if deviates && self.first_deviation.is_none() {
+            self.first_deviation = Some(t);
+            out.first_deviation = true;
+        }
+        // Pause and rollback ask that the deviation still hold now (the last two minutes),
+        // not only in the evidence summed since the deploy: a start-up that faded, a blip
+        // that passed, does not stop a rollout.
+        while let Some(tier) = reached.filter(|t| *t >= Tier::Pause) {
+            if self.holds_now(tier) {
+                break;
+            }
+            reached = Tier::ALL[..tier as usize]
+                .iter()
+                .rev()
+                .find(|t| self.rule.threshold(**t).is_some())
+                .copied();
+        }
+        // After against before, a deviation that begins minutes after the last new instance
+        // started may be the world (a dependency's outage), not the deploy: nothing beside
+        // it runs the old version to tell. It pauses the rollout for a human; it does not
+        // roll back on its own.
+        // A regression local to one route (or handler) is judged there.
+        let mut local = None;
+        if self.known.is_none() && enough {
+            let worst = self
+                .groups
+                .as_ref()
+                .and_then(|g| g.worst(&self.rule, alphas, RECENT_STEPS));
+            if let Some(l) = worst.filter(|l| reached.is_none_or(|r| l.tier > r)) {
+                reached = Some(l.tier);
+                self.canary_value = Some(l.canary);
+                self.baseline_value = Some(l.baseline);
+                self.effect = (l.baseline > 0.0).then(|| l.canary / l.baseline);
+                local = Some(l.key);
+            }
+        }
+        let warn_now = first_tier(&self.rule).is_some_and(|tier| {
+            let n = self.recent.len();
+            self.holds_over(tier, n.saturating_sub(RECENT_STEPS)..n)
+        });
+        if !warn_now {
+            self.deviating_since = None;
+        } else if self.deviating_since.is_none() {
+            self.deviating_since = Some(t);
+        }
+        if self.known.is_some() && reached == Some(Tier::Rollback) {
+            let settled = self.joined.iter().map(|j| j.2).max().unwrap_or(t)
+                + self.rule.warmup.as_millis() as i64
+                + ATTRIBUTABLE_AFTER_START_MS;
+            if self.deviating_since.unwrap_or(t) > settled {
+                reached = Some(Tier::Pause).filter(|p| self.rule.threshold(*p).is_some());
+            }
+        }
+        let observed_long = self
+            .observed_since
+            .is_some_and(|s| t - s >= self.rule.observe.as_millis() as i64);
+        let new = match reached {
+            Some(tier) => Verdict::from_tier(tier),
+            None if pass && observed_long && enough => Verdict::Pass,
+            None => Verdict::Pending,
+        };
+        let reason = describe(
+            &self.rule,
+            reached,
+            pass,
+            observed_long,
+            enough,
+            self.effect,
+            self.canary_value,
+            self.baseline_value,
+            growth,
+        );
+        let reason = match &local {
+            Some(key) => format!("on {key}: {reason}"),
+            None => reason,
+        };
+        if new > self.verdict {
+            self.verdict = new;
+            self.verdict_at = Some(t);
+            out.verdict_changed = true;
+            self.reason = reason;
+            if new.is_regression() {
+                self.frozen = Some(Frozen {
+                    reason: self.reason.clone(),
+                    effect: self.effect,
+                    canary_value: self.canary_value,
+                    baseline_value: self.baseline_value,
+                    confidence: self.confidence,
+                });
+            }
+        } else if let Some(f) = self
+            .frozen
+            .as_ref()
+            .filter(|_| self.verdict.is_regression())
+        {
+            // A regression verdict stands (verdicts only escalate): what is shown is what
+            // earned it, never a later step's "ruled out" beside a rollback.
+            self.reason = f.reason.clone();
+            self.effect = f.effect;
+            self.canary_value = f.canary_value;
+            self.baseline_value = f.baseline_value;
+            self.confidence = f.confidence;
+        } else {
+            self.reason = reason;
+        }
+        out
+    }
+
+    /// Whether the canary's last [`RECENT_STEPS`] steps alone are beyond `tier`'s threshold
+    /// (point estimates): the deviation holds now. After against before, pause and rollback
+    /// ask it of each of the last three minutes, so a blip of a minute (a flaky dependency,
+    /// seen by no old version beside the new one) does not stop a rollout; side by side,
+    /// such a blip hits both versions and cancels out.
+    pub(super) fn holds_now(&self, tier: Tier) -> bool {
+        let n = self.recent.len();
+        if self.known.is_some() {
+            let third = KEPT_STEPS / 3;
+            return n == KEPT_STEPS
+                && (0..3).all(|k| self.holds_over(tier, k * third..(k + 1) * third));
+        }
+        self.holds_over(tier, n.saturating_sub(RECENT_STEPS)..n)
+    }
+
+    /// [`RuleState::holds_now`] over the recent steps in `steps`.
+    pub(super) fn holds_over(&self, tier: Tier, steps: std::ops::Range<usize>) -> bool {
+        let Some(th) = self.rule.threshold(tier) else {
+            return false;
+        };
+        let up = self.rule.bad == Bad::Up;
+        let beyond = |c: f64, b: f64| {
+            if up {
+                c >= b * th.relative && c - b >= th.absolute
+            } else {
+                c * th.relative <= b && b - c >= th.absolute
+            }
+        };
+        match (&self.rule.signal, &self.evidence) {
+            (Signal::Quantile { quantile, .. }, Some(Evidence::Quantile { tiers, .. })) => {
+                // The tier's latency threshold: the canary's recent quantile lies above it.
+                let Some(Some((le, _, _))) = tiers.get(tier as usize) else {
+                    return false;
+                };
+                let (slow, n) = self.sums(Side::Canary, steps, Some(*le));
+                n > 0.0 && slow / n > 1.0 - quantile
+            }
+            (Signal::Ratio { .. } | Signal::Rate { .. } | Signal::Level { .. }, _) => {
+                let (c, nc) = self.sums(Side::Canary, steps.clone(), None);
+                let (b, nb) = match &self.known {
+                    Some(k) if matches!(self.rule.signal, Signal::Level { .. }) => {
+                        (k.total.value_sum, k.total.value_n)
+                    }
+                    Some(k) => (k.total.events, k.total.exposure),
+                    None => self.sums(Side::Baseline, steps, None),
+                };
+                nc > 0.0 && nb > 0.0 && beyond(c / nc, b / nb)
+            }
+            // Trends are fitted on the whole window already; counts (restarts) are events.
+            _ => true,
+        }
+    }
+}
+
+/// What a rule showed when it reached a regression verdict.
+#[derive(Debug, Clone)]
+pub(super) struct Frozen {
+    reason: String,
+    effect: Option<f64>,
+    canary_value: Option<f64>,
+    baseline_value: Option<f64>,
+    confidence: f64,
+}
+
+/// After against before: how long after the last new instance's warm-up a deviation may
+/// begin and still be the deploy's for a rollback.
+pub(super) const ATTRIBUTABLE_AFTER_START_MS: i64 = 3 * 60_000;
+
+pub(super) fn first_tier(rule: &Rule) -> Option<Tier> {
+    Tier::ALL.into_iter().find(|t| rule.threshold(*t).is_some())
+}
+
+pub(super) fn first_threshold(rule: &Rule) -> Option<crate::rules::Threshold> {
+    first_tier(rule).and_then(|t| rule.threshold(t))
+}
+
+/// The tier a pass must rule out: the most severe configured (rollback, usually). Smaller
+/// regressions that the evidence confirms raise warn or pause first, and verdicts only
+/// escalate, so a pass means "no confirmed regression, and none worth a rollback".
+pub(super) fn pass_tier(rule: &Rule) -> Option<Tier> {
+    Tier::ALL
+        .into_iter()
+        .rev()
+        .find(|t| rule.threshold(*t).is_some())
+}
+
+pub(super) fn pass_threshold(rule: &Rule) -> Option<crate::rules::Threshold> {
+    pass_tier(rule).and_then(|t| rule.threshold(t))
+}
+
+/// Whether an effect (canary over baseline) is at least `relative` in the bad direction.
+pub(super) fn exceeds(effect: Option<f64>, relative: f64, up: bool) -> bool {
+    effect.is_some_and(|e| {
+        if up {
+            e >= relative
+        } else {
+            e <= 1.0 / relative
+        }
+    })
+}
+
+pub(super) fn confidence(log_evidence: f64) -> f64 {
+    if log_evidence <= 0.0 {
+        0.0
+    } else {
+        1.0 - (-log_evidence).exp()
+    }
+}
+
+pub(super) fn normal_cdf(z: f64) -> f64 {
+    0.5 * (1.0 + erf(z / std::f64::consts::SQRT_2))
+}
+
+pub(super) fn erf(x: f64) -> f64 {
+    // Abramowitz–Stegun 7.1.26, |error| < 1.5e-7.
+    let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
+    let y = 1.0
+        - (((((1.061_405_429 * t - 1.453_152_027) * t) + 1.421_413_741) * t - 0.284_496_736) * t
+            + 0.254_829_592)
+            * t
+            * (-x * x).exp();
+    if x >= 0.0 {
+        y
+    } else {
+        -y
+    }
+}
+
+/// Inverse of the standard normal CDF (bisection; called rarely).
+pub(super) fn normal_quantile(p: f64) -> f64 {
+    let (mut lo, mut hi) = (-10.0, 10.0);
+    for _ in 0..80 {
+        let mid = 0.5 * (lo + hi);
+        if normal_cdf(mid) < p {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    0.5 * (lo + hi)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn describe(
+    rule: &Rule,
+    reached: Option<Tier>,
+    pass: bool,
+    observed_long: bool,
+    enough: bool,
+    effect: Option<f64>,
+    canary: Option<f64>,
+    baseline: Option<f64>,
+    growth: Option<f64>,
+) -> String {
+    let unit = crate::rules::units::Unit::of(rule);
+    let fmt = |v: Option<f64>| v.map(|x| unit.format(x)).unwrap_or_else(|| "n/a".into());
+    let factor = effect
+        .map(|e| format!("{e:.2}"))
+        .unwrap_or_else(|| "n/a".into());
+    let nums = match growth {
+        // A trend's effect is its growth per hour over the baseline's level, not the levels'
+        // ratio: say so.
+        Some(g) => format!(
+            "canary {} vs baseline {}, growing {}{}/h beyond the baseline after start-up (×{factor} of its level per hour)",
+            fmt(canary),
+            fmt(baseline),
+            if g < 0.0 { "-" } else { "" },
+            unit.format(g.abs()),
+        ),
+        None => format!("canary {} vs baseline {} (×{factor})", fmt(canary), fmt(baseline)),
+    };
+    match reached {
+        Some(t) => {
+            let tier = format!("{t:?}").to_lowercase();
+            format!("{nums}: worse than the {tier} threshold with confidence")
+        }
+        None if !enough => format!(
+            "{nums}: not enough evidence yet (min_evidence {})",
+            rule.min_evidence
+        ),
+        None if pass && observed_long => {
+            format!("{nums}: a regression worth a rollback is ruled out")
+        }
+        None if pass => format!(
+            "{nums}: no regression so far; observing for {}",
+            crate::config::format_duration(rule.observe)
+        ),
+        None => format!("{nums}: undecided"),
+    }
+}

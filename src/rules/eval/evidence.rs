@@ -1,0 +1,231 @@
+//! Judge, stage 3 — the evidence: a step's per-side data in; the running evidence per
+//! signal out (rate ratios, quantile exceedances, mean log ratios, trend points, counts).
+
+use super::*;
+
+/// Pseudo-exposure factor for a baseline known from the pre-deploy window: a baseline
+/// M times larger than the canary turns the conditional binomial test into the one-sample
+/// Poisson test against the known baseline rate (docs/statistics.md, "before and after").
+pub(super) const KNOWN_BASELINE_FACTOR: f64 = 1e6;
+
+/// Evidence kept per signal.
+pub(super) enum Evidence {
+    /// Counts against counts (ratio, share, quantile exceedances per tier).
+    Ratio {
+        ev: RatioEvidence,
+        canary: RateEvidence,
+    },
+    Quantile {
+        /// Per tier: exceedance threshold (seconds), canary-vs-baseline ratio evidence and
+        /// the canary's exceedance fraction.
+        tiers: Vec<Option<(f64, RatioEvidence, RateEvidence)>>,
+        canary_cum: Vec<f64>,
+        baseline_cum: Vec<f64>,
+    },
+    /// Per-step log ratios of per-instance levels or rates.
+    Mean {
+        ev: MeanEvidence,
+        c_sum: f64,
+        b_sum: f64,
+        c_exp: f64,
+        b_exp: f64,
+    },
+    /// Excess growth per hour, least squares over steps.
+    Trend {
+        t: Vec<f64>,
+        d: Vec<f64>,
+        c_level: f64,
+        b_level: f64,
+    },
+    /// Counted events (restarts).
+    Count { ec: f64, nc: f64, eb: f64, nb: f64 },
+}
+
+impl RuleState {
+    /// Folds one step's data into the evidence.
+    pub(super) fn fold(&mut self, c: &SideStep, b: &SideStep) {
+        let rule = &self.rule;
+        let known = self.known.clone();
+        // The baseline of this step: measured, or the pre-deploy rate scaled up.
+        let pseudo = |c_exposure: f64, rate: f64| -> (f64, f64) {
+            let nb = c_exposure * KNOWN_BASELINE_FACTOR;
+            (rate * nb, nb)
+        };
+        match &rule.signal {
+            Signal::Ratio { .. } | Signal::Share { .. } => {
+                let ev = self.evidence.get_or_insert_with(|| Evidence::Ratio {
+                    ev: RatioEvidence::new(&thresholds(rule)),
+                    canary: RateEvidence::new(),
+                });
+                let Evidence::Ratio { ev, canary } = ev else {
+                    return;
+                };
+                let (eb, nb) = match &known {
+                    Some(k) => pseudo(c.exposure, ratio(k.total.events, k.total.exposure)),
+                    None => (b.events, b.exposure),
+                };
+                ev.update(c.events, c.exposure, eb, nb);
+                canary.update(c.events, c.exposure);
+            }
+            Signal::Quantile { quantile, .. } => {
+                let q = *quantile;
+                if self.evidence.is_none() {
+                    let base: Vec<f64> = match &known {
+                        Some(k) => k.total.buckets.clone(),
+                        None => self.warm_baseline.clone(),
+                    };
+                    let qb = histogram_quantile(q, &self.bounds, &base);
+                    let tiers = Tier::ALL
+                        .iter()
+                        .map(|&tier| {
+                            let th = rule.threshold(tier)?;
+                            let qb = qb?;
+                            let want = (qb * th.relative).max(qb + th.absolute);
+                            // Judgeable only below the largest finite bucket bound.
+                            let top = self
+                                .bounds
+                                .iter()
+                                .copied()
+                                .filter(|b| b.is_finite())
+                                .fold(0.0, f64::max);
+                            (want < top)
+                                .then(|| (want, RatioEvidence::new(&[1.0]), RateEvidence::new()))
+                        })
+                        .collect();
+                    self.evidence = Some(Evidence::Quantile {
+                        tiers,
+                        canary_cum: vec![0.0; self.bounds.len()],
+                        baseline_cum: vec![0.0; self.bounds.len()],
+                    });
+                }
+                let Some(Evidence::Quantile {
+                    tiers,
+                    canary_cum,
+                    baseline_cum,
+                }) = &mut self.evidence
+                else {
+                    return;
+                };
+                canary_cum.resize(self.bounds.len(), 0.0);
+                baseline_cum.resize(self.bounds.len(), 0.0);
+                for (a, x) in canary_cum.iter_mut().zip(&c.buckets) {
+                    *a += x;
+                }
+                if known.is_none() {
+                    for (a, x) in baseline_cum.iter_mut().zip(&b.buckets) {
+                        *a += x;
+                    }
+                }
+                let count = |buckets: &[f64]| -> f64 {
+                    self.bounds
+                        .iter()
+                        .zip(buckets)
+                        .filter(|(le, _)| le.is_infinite())
+                        .map(|(_, v)| *v)
+                        .sum()
+                };
+                let below =
+                    |buckets: &[f64], le: f64| -> f64 { cumulative_at(&self.bounds, buckets, le) };
+                let (tc, tb) = (count(&c.buckets), count(&b.buckets));
+                for (le, ev, frac) in tiers.iter_mut().flatten() {
+                    let xc = (tc - below(&c.buckets, *le)).max(0.0);
+                    let (xb, nb) = match &known {
+                        Some(k) => {
+                            let kt = count(&k.total.buckets);
+                            let kx = (kt - below(&k.total.buckets, *le)).max(0.0);
+                            pseudo(tc, ratio(kx, kt))
+                        }
+                        None => ((tb - below(&b.buckets, *le)).max(0.0), tb),
+                    };
+                    ev.update(xc, tc, xb, nb);
+                    frac.update(xc, tc);
+                }
+            }
+            Signal::Rate { .. } | Signal::Level { .. } => {
+                let level = |s: &SideStep| match rule.signal {
+                    Signal::Rate { .. } => ratio(s.events, s.exposure),
+                    _ => ratio(s.value_sum, s.value_n),
+                };
+                let (cv, bv) = match &known {
+                    Some(k) => (level(c), level(&k.total)),
+                    None => (level(c), level(b)),
+                };
+                let ev = self.evidence.get_or_insert_with(|| Evidence::Mean {
+                    ev: MeanEvidence::new(0.2, 0.01, rule.min_evidence.max(3.0) as u64),
+                    c_sum: 0.0,
+                    b_sum: 0.0,
+                    c_exp: 0.0,
+                    b_exp: 0.0,
+                });
+                let Evidence::Mean {
+                    ev,
+                    c_sum,
+                    b_sum,
+                    c_exp,
+                    b_exp,
+                } = ev
+                else {
+                    return;
+                };
+                if cv > 0.0 && bv > 0.0 {
+                    ev.update((cv / bv).ln());
+                }
+                *c_sum += cv;
+                *b_sum += bv;
+                *c_exp += 1.0;
+                *b_exp += 1.0;
+            }
+            Signal::Trend { .. } => {
+                let cl = ratio(c.value_sum, c.value_n);
+                let (bl, slope) = match &known {
+                    Some(k) => (ratio(k.total.value_sum, k.total.value_n), k.slope_per_hour),
+                    None => (ratio(b.value_sum, b.value_n), 0.0),
+                };
+                let ev = self.evidence.get_or_insert_with(|| Evidence::Trend {
+                    t: Vec::new(),
+                    d: Vec::new(),
+                    c_level: 0.0,
+                    b_level: 0.0,
+                });
+                let Evidence::Trend {
+                    t,
+                    d,
+                    c_level,
+                    b_level,
+                } = ev
+                else {
+                    return;
+                };
+                let hours = t.len() as f64 * STEP_SECONDS / 3600.0;
+                t.push(hours);
+                // With a known baseline, its own drift before the deploy is subtracted.
+                d.push(cl - bl - slope * hours);
+                *c_level = cl;
+                *b_level = bl;
+            }
+            Signal::Increase { .. } => {
+                let ev = self.evidence.get_or_insert(Evidence::Count {
+                    ec: 0.0,
+                    nc: 0.0,
+                    eb: 0.0,
+                    nb: 0.0,
+                });
+                let Evidence::Count { ec, nc, eb, nb } = ev else {
+                    return;
+                };
+                *ec += c.events;
+                *nc += c.exposure;
+                match &known {
+                    Some(k) => {
+                        *eb = k.total.events;
+                        *nb = k.total.exposure;
+                    }
+                    None => {
+                        *eb += b.events;
+                        *nb += b.exposure;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! Judge one rule for one deploy: the matched series' newest samples in, at each event-time
+//! step; sequential evidence per tier and a rule verdict out. Windows are incremental: each
+//! step reads one sample per series and folds the increments into running evidence, so the
+//! cost does not grow with the observation or the retention.
+//!
+//! A step runs the stages in order, one file each: [`select`] (which series feed the rule,
+//! offered as they appear), [`signals`] (this step's increments per side, and recent levels),
+//! [`evidence`] (folded into the running evidence), [`decide`] (the tier, held now and
+//! attributed, the pass, the reason). [`baseline`] measures the pre-deploy window of a
+//! before/after comparison; `rules::groups` judges a ratio rule per route. [`RuleState::judge`]
+//! below is the order itself.
+
+mod baseline;
+mod decide;
+mod evidence;
+mod select;
+mod signals;
+
+use std::sync::Arc;
+
+use crate::deploy::Verdict;
+use crate::rules::groups::Groups;
+use crate::rules::{Alphas, Bad, Component, Rule, Signal, Tier};
+use crate::stats::mean::MeanEvidence;
+use crate::stats::rate::RateEvidence;
+use crate::stats::ratio::RatioEvidence;
+use crate::store::{LabelSet, Series};
+
+pub use baseline::known_baseline;
+use decide::*;
+use evidence::*;
+use select::*;
+use signals::*;
+pub use signals::{cumulative_at_sorted, histogram_quantile};
+
+/// Which side of the comparison a series feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Canary = 0,
+    Baseline = 1,
+}
+
+/// One step's data for one side.
+#[derive(Debug, Clone, Default)]
+pub struct SideStep {
+    /// Counter increases: numerator / events.
+    pub events: f64,
+    /// Denominator increases, or instance-seconds for per-instance signals.
+    pub exposure: f64,
+    /// Gauge values: sum and count of the newest values.
+    pub value_sum: f64,
+    pub value_n: f64,
+    /// Histogram bucket increases by bucket slot.
+    pub buckets: Vec<f64>,
+}
+
+impl SideStep {
+    fn add(&mut self, o: &SideStep) {
+        self.events += o.events;
+        self.exposure += o.exposure;
+        self.value_sum += o.value_sum;
+        self.value_n += o.value_n;
+        if self.buckets.len() < o.buckets.len() {
+            self.buckets.resize(o.buckets.len(), 0.0);
+        }
+        for (a, b) in self.buckets.iter_mut().zip(&o.buckets) {
+            *a += b;
+        }
+    }
+    fn clear(&mut self) {
+        self.events = 0.0;
+        self.exposure = 0.0;
+        self.value_sum = 0.0;
+        self.value_n = 0.0;
+        self.buckets.iter_mut().for_each(|b| *b = 0.0);
+    }
+}
+
+/// A series feeding the rule.
+struct Matched {
+    series: Arc<Series>,
+    side: Side,
+    component: Component,
+    /// Bucket slot (quantile) or instance slot (per-instance signals).
+    slot: usize,
+    prev: Option<(i64, f64)>,
+    /// Samples before this time are its instance's own start-up: not judged. A new process
+    /// is not compared with old processes' steady state as if they were the same age.
+    warm_from: i64,
+    /// Its group (route, handler) for a ratio rule's per-group evidence.
+    group: Option<usize>,
+}
+
+/// An instance (by `instance`, else `pod`, label) of one side, for per-instance exposure.
+struct Instance {
+    side: Side,
+    name: String,
+    last_ts: Option<i64>,
+}
+
+/// The baseline of a before/after comparison, measured over the pre-deploy window.
+#[derive(Debug, Clone, Default)]
+pub struct KnownBaseline {
+    pub total: SideStep,
+    /// Per-step gauge levels over the window, for trends.
+    pub slope_per_hour: f64,
+    pub steps: f64,
+}
+
+/// The state of one rule within one deploy.
+pub struct RuleState {
+    pub rule: Rule,
+    matched: Vec<Matched>,
+    instances: Vec<Instance>,
+    /// Bucket upper bounds by slot (quantile rules).
+    bounds: Vec<f64>,
+    step: [SideStep; 2],
+    carry: [SideStep; 2],
+    /// Baseline buckets during warm-up (to place the quantile thresholds).
+    warm_baseline: Vec<f64>,
+    known: Option<KnownBaseline>,
+    evidence: Option<Evidence>,
+    pub verdict: Verdict,
+    pub verdict_at: Option<i64>,
+    pub reason: String,
+    pub canary_value: Option<f64>,
+    pub baseline_value: Option<f64>,
+    pub canary_samples: f64,
+    pub baseline_samples: f64,
+    pub effect: Option<f64>,
+    pub confidence: f64,
+    /// Event time of the first step the canary looked worse than the warn threshold.
+    pub first_deviation: Option<i64>,
+    observed_since: Option<i64>,
+    /// The statistic per step for each side (newest last, bounded), for charts.
+    pub history: std::collections::VecDeque<StepPoint>,
+    /// The last steps' raw data per side, for cheap recent levels (no ring reads).
+    recent: std::collections::VecDeque<[SideStep; 2]>,
+    /// What the rule showed when it reached its regression verdict.
+    frozen: Option<Frozen>,
+    /// Each side's instances and when each first showed a series of this rule.
+    joined: Vec<(Side, String, i64)>,
+    /// Since when the last steps have been beyond the first tier's threshold without a
+    /// break (the current deviation's start).
+    deviating_since: Option<i64>,
+    /// A ratio rule's evidence per route (or handler): local regressions.
+    groups: Option<Groups>,
+}
+
+/// Steps of raw data for recent levels: 2 min at 15 s.
+pub const RECENT_STEPS: usize = 8;
+/// Steps of raw data kept: 3 min, each minute of which a rollback's deviation must hold.
+const KEPT_STEPS: usize = 12;
+
+/// One step's statistic on each side, for charts: `None` where a side had no data.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepPoint {
+    pub at: i64,
+    pub canary: Option<f64>,
+    pub baseline: Option<f64>,
+}
+
+/// Steps of history kept per rule: 2 h at 15 s.
+pub const HISTORY_STEPS: usize = 480;
+
+/// What a step changed in a rule, for the timeline.
+#[derive(Debug, Default)]
+pub struct StepOutcome {
+    pub verdict_changed: bool,
+    pub first_deviation: bool,
+}
+
+impl RuleState {
+    pub fn new(rule: Rule) -> RuleState {
+        RuleState {
+            matched: Vec::new(),
+            instances: Vec::new(),
+            bounds: Vec::new(),
+            step: Default::default(),
+            carry: Default::default(),
+            warm_baseline: Vec::new(),
+            known: None,
+            evidence: None,
+            verdict: Verdict::Pending,
+            verdict_at: None,
+            reason: "waiting for data".into(),
+            canary_value: None,
+            baseline_value: None,
+            canary_samples: 0.0,
+            baseline_samples: 0.0,
+            effect: None,
+            confidence: 0.0,
+            first_deviation: None,
+            observed_since: None,
+            history: std::collections::VecDeque::new(),
+            recent: std::collections::VecDeque::new(),
+            frozen: None,
+            joined: Vec::new(),
+            deviating_since: None,
+            groups: matches!(rule.signal, Signal::Ratio { .. })
+                .then(|| Groups::new(thresholds(&rule))),
+            rule,
+        }
+    }
+
+    pub fn matched_series(&self) -> usize {
+        self.matched.len()
+    }
+
+    /// Series of each side feeding the rule.
+    pub fn matched_on(&self, side: Side) -> impl Iterator<Item = &Arc<Series>> {
+        self.matched
+            .iter()
+            .filter(move |m| m.side == side)
+            .map(|m| &m.series)
+    }
+
+    /// Judges the step ending at `t`. `warm`: the rule's warm-up is over. `before_after`:
+    /// the baseline is the pre-deploy window.
+    pub fn judge(&mut self, t: i64, warm: bool, alphas: &Alphas) -> StepOutcome {
+        self.record_history(t);
+        if !warm {
+            // Cold starts are not judged; the baseline's latency still places thresholds.
+            if matches!(self.rule.signal, Signal::Quantile { .. }) && self.known.is_none() {
+                let b = &self.step[Side::Baseline as usize].buckets;
+                if self.warm_baseline.len() < b.len() {
+                    self.warm_baseline.resize(b.len(), 0.0);
+                }
+                for (w, x) in self.warm_baseline.iter_mut().zip(b) {
+                    *w += x;
+                }
+            }
+            self.reason = "warming up".into();
+            return StepOutcome::default();
+        }
+        if self.matched.iter().all(|m| m.side != Side::Canary) {
+            self.reason = "no series of the new version match this rule".into();
+            return StepOutcome::default();
+        }
+        if self.known.is_none() && self.matched.iter().all(|m| m.side != Side::Baseline) {
+            self.reason = "no series of the baseline version match this rule".into();
+            return StepOutcome::default();
+        }
+        self.observed_since.get_or_insert(t);
+        if self.known.is_none() {
+            if let Some(g) = &mut self.groups {
+                g.end_step();
+            }
+        }
+
+        // A side without exposure this step waits for the next: its increments carry over.
+        let [c, b] = &self.step;
+        let mut c = c.clone();
+        let mut b = b.clone();
+        c.add(&self.carry[0]);
+        b.add(&self.carry[1]);
+        let needs_both = self.known.is_none();
+        let has = |s: &SideStep| {
+            s.exposure > 0.0 || s.value_n > 0.0 || s.buckets.iter().any(|x| *x > 0.0)
+        };
+        if !has(&c) || (needs_both && !has(&b)) {
+            self.carry = [c, b];
+            return self.decide(t, alphas);
+        }
+        self.carry = Default::default();
+        self.fold(&c, &b);
+        self.decide(t, alphas)
+    }
+}
+
+/// Seconds per evaluation step (see `deploy::STEP_MS`).
+pub const STEP_SECONDS: f64 = 15.0;
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        a / b
+    } else {
+        0.0
+    }
+}
+
+fn thresholds(rule: &Rule) -> Vec<f64> {
+    let mut v = vec![1.0];
+    for t in Tier::ALL {
+        if let Some(th) = rule.threshold(t) {
+            v.push(th.relative);
+            v.push(1.0 / th.relative);
+        }
+    }
+    v
+}
+
+impl RuleState {
+    /// Whether the rule can judge this comparison: traffic share needs both versions serving.
+    pub fn applicable(&self) -> bool {
+        !(self.known.is_some() && matches!(self.rule.signal, Signal::Share { .. }))
+    }
+
+    /// Whether both sides have series for this rule.
+    pub fn has_data(&self) -> bool {
+        self.matched.iter().any(|m| m.side == Side::Canary)
+            && (self.known.is_some() || self.matched.iter().any(|m| m.side == Side::Baseline))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::baseline::ols_slope;
+    use super::*;
+
+    #[test]
+    fn histogram_quantile_interpolates_like_prometheus() {
+        let bounds = [0.1, 0.5, 1.0, f64::INFINITY];
+        // Cumulative: 50 ≤ 0.1, 90 ≤ 0.5, 100 ≤ 1.
+        let counts = [50.0, 90.0, 100.0, 100.0];
+        assert!((histogram_quantile(0.5, &bounds, &counts).unwrap() - 0.1).abs() < 1e-9);
+        assert!((histogram_quantile(0.7, &bounds, &counts).unwrap() - 0.3).abs() < 1e-9);
+        assert_eq!(histogram_quantile(0.5, &bounds, &[0.0; 4]), None);
+    }
+
+    #[test]
+    fn ols_recovers_a_slope() {
+        let x: Vec<f64> = (0..20).map(f64::from).collect();
+        let y: Vec<f64> = x.iter().map(|v| 3.0 * v + 1.0).collect();
+        let (s, se) = ols_slope(&x, &y);
+        assert!((s - 3.0).abs() < 1e-9 && se < 1e-6);
+        assert!((normal_quantile(0.975) - 1.96).abs() < 1e-3);
+    }
+}

@@ -1,0 +1,156 @@
+//! Judge, stage 1 — what a rule selects: series of the service offered as they appear in;
+//! the ones its selectors match kept, each with its side, its component (numerator,
+//! bucket, …), its instance and group, and the time its instance's start-up ends.
+
+use std::sync::Arc;
+
+use super::*;
+
+impl RuleState {
+    /// Offers a series; it is kept if a selector matches.
+    pub fn offer(&mut self, series: &Arc<Series>, side: Side, t: i64) {
+        let hits: Vec<Component> = self
+            .rule
+            .signal
+            .selectors()
+            .into_iter()
+            .filter(|(_, sel)| sel.matches(&series.labels))
+            .map(|(c, _)| c)
+            .collect();
+        for component in hits {
+            let slot = match component {
+                Component::Bucket => match bucket_bound(&series.labels) {
+                    Some(le) => self.bucket_slot(le),
+                    None => continue,
+                },
+                _ => self.instance_slot(&series.labels, side),
+            };
+            // A series matching several selectors of one component counts once.
+            if self
+                .matched
+                .iter()
+                .any(|m| Arc::ptr_eq(&m.series, series) && m.component == component)
+            {
+                continue;
+            }
+            // Its value at the step it joins, not its newest: a push may already hold later
+            // samples, and counting from those would lose their increments.
+            let (mut prev, first) = {
+                let data = series.data.lock();
+                let prev = data.at_or_before(t).filter(|(_, v)| !v.is_nan());
+                (prev, data.ring.first_ts())
+            };
+            let joined = self.instance_joined(side, &series.labels, t);
+            // A counter that appears while its instance already reported (a client library
+            // creates `code="500"` at the first error) started from zero: its first value is
+            // an increase, not a baseline to count from.
+            if self.rule.signal.counters() {
+                if let Some(first) = first.filter(|f| *f > joined + NEW_SERIES_AFTER_MS) {
+                    prev = Some((first - 1, 0.0));
+                }
+            }
+            let warm_from = match side {
+                Side::Canary => joined + self.rule.warmup.as_millis() as i64,
+                Side::Baseline => i64::MIN,
+            };
+            let group = match (&mut self.groups, component) {
+                (Some(g), Component::Numerator | Component::Denominator) => g.slot(&series.labels),
+                _ => None,
+            };
+            self.matched.push(Matched {
+                series: series.clone(),
+                side,
+                component,
+                slot,
+                prev,
+                warm_from,
+                group,
+            });
+        }
+    }
+
+    /// When the instance of these labels first showed a series of this rule (for the new
+    /// version: its start).
+    pub(super) fn instance_joined(&mut self, side: Side, labels: &LabelSet, t: i64) -> i64 {
+        let name = instance_of(labels).unwrap_or("");
+        match self.joined.iter().find(|(s, n, _)| *s == side && n == name) {
+            Some((_, _, at)) => *at,
+            None => {
+                self.joined.push((side, name.to_string(), t));
+                t
+            }
+        }
+    }
+
+    pub(super) fn bucket_slot(&mut self, le: f64) -> usize {
+        match self.bounds.iter().position(|b| *b == le) {
+            Some(i) => i,
+            None => {
+                self.bounds.push(le);
+                self.bounds.len() - 1
+            }
+        }
+    }
+
+    pub(super) fn instance_slot(&mut self, labels: &LabelSet, side: Side) -> usize {
+        let name = instance_of(labels)
+            .map(str::to_string)
+            .unwrap_or_else(|| labels.to_string());
+        match self
+            .instances
+            .iter()
+            .position(|i| i.side == side && i.name == name)
+        {
+            Some(i) => i,
+            None => {
+                self.instances.push(Instance {
+                    side,
+                    name,
+                    last_ts: None,
+                });
+                self.instances.len() - 1
+            }
+        }
+    }
+
+    /// Sets the baseline measured before the deploy (before/after comparisons) and
+    /// restarts the evidence: it is about a different comparison now.
+    pub fn set_known_baseline(&mut self, known: KnownBaseline) {
+        self.known = Some(known);
+        self.evidence = None;
+        self.carry = Default::default();
+        self.matched.retain(|m| m.side == Side::Canary);
+        self.instances.retain(|i| i.side == Side::Canary);
+        // Instance slots shifted: recompute them.
+        let labels: Vec<_> = self
+            .matched
+            .iter()
+            .map(|m| m.series.labels.clone())
+            .collect();
+        for (i, l) in labels.iter().enumerate() {
+            if self.matched[i].component != Component::Bucket {
+                let slot = self.instance_slot(l, Side::Canary);
+                self.matched[i].slot = slot;
+            }
+        }
+        self.observed_since = None;
+    }
+}
+
+/// A counter series first seen this long after its instance's other series was created
+/// after the instance started: it counts from zero.
+pub(super) const NEW_SERIES_AFTER_MS: i64 = 20_000;
+
+/// Which instance a series comes from: its `instance` label, else its `pod`.
+pub(super) fn instance_of(labels: &LabelSet) -> Option<&str> {
+    labels.get("instance").or_else(|| labels.get("pod"))
+}
+
+/// The `le` label of a `_bucket` series, parsed.
+pub(super) fn bucket_bound(labels: &LabelSet) -> Option<f64> {
+    let le = labels.get("le")?;
+    match le {
+        "+Inf" | "Inf" | "inf" => Some(f64::INFINITY),
+        s => s.parse().ok(),
+    }
+}
