@@ -1,5 +1,5 @@
 //! Randomized deploy scenarios for the detection benchmark: a family and a seed in; a
-//! [`Scenario`] out — a simulated service ([`sim::Service`]) with its history, its deploy
+//! [`Scenario`] out — a simulated service ([`super::sim::Service`]) with its history, its deploy
 //! (canary or rolling, registered or left to be detected) and, for a regression, what goes
 //! wrong on the new version and when.
 //!

@@ -3,10 +3,10 @@
 //! step reads one sample per series and folds the increments into running evidence, so the
 //! cost does not grow with the observation or the retention.
 //!
-//! A step runs the stages in order, one file each: [`select`] (which series feed the rule,
-//! offered as they appear), [`signals`] (this step's increments per side, and recent levels),
-//! [`evidence`] (folded into the running evidence), [`decide`] (the tier, held now and
-//! attributed, the pass, the reason). [`baseline`] measures the pre-deploy window of a
+//! A step runs the stages in order, one file each: `select` (which series feed the rule,
+//! offered as they appear), `signals` (this step's increments per side, and recent levels),
+//! `evidence` (folded into the running evidence), `decide` (the tier, held now and
+//! attributed, the pass, the reason). `baseline` measures the pre-deploy window of a
 //! before/after comparison; `rules::groups` judges a ratio rule per route. [`RuleState::judge`]
 //! below is the order itself.
 
