@@ -124,6 +124,8 @@ fn args() -> Args {
 struct Outcome {
     pause: Option<i64>,
     rollback: Option<i64>,
+    /// deploywatch only: when the deploy first passed.
+    pass: Option<i64>,
 }
 
 struct Played {
@@ -222,6 +224,9 @@ fn play(sc: &Scenario, record: bool, timeline: bool) -> (Outcome, String, Vec<re
             if d.verdict >= Verdict::Rollback && out.rollback.is_none() {
                 out.rollback = Some(push.end);
             }
+            if d.verdict == Verdict::Pass && out.pass.is_none() {
+                out.pass = Some(push.end);
+            }
             last = format!("{}: {}", d.verdict, d.reason());
             if timeline {
                 tl = d
@@ -263,6 +268,7 @@ fn run(sc: Scenario, with_reference: bool, timeline: bool) -> Played {
             outcomes.push(Outcome {
                 pause: o.first_pause.or(o.first_rollback),
                 rollback: o.first_rollback,
+                pass: None,
             });
         }
     }
@@ -398,7 +404,7 @@ fn main() {
 
     if let Some(path) = &a.tsv {
         let mut f = std::fs::File::create(path).unwrap();
-        writeln!(f, "family\tseed\tjudge\tregression\tdetectable\tregistered\tkind\tpause_s\trollback_s\tsummary\tlast").unwrap();
+        writeln!(f, "family\tseed\tjudge\tregression\tdetectable\tregistered\tkind\tpause_s\trollback_s\tsummary\tlast\tpass_s").unwrap();
         for p in &played {
             let sc = &p.scenario;
             let origin = sc.onset.unwrap_or(sc.deploy_at);
@@ -409,7 +415,7 @@ fn main() {
                 };
                 writeln!(
                     f,
-                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     sc.family.name(),
                     sc.seed,
                     names[j],
@@ -424,7 +430,8 @@ fn main() {
                     rel(o.pause),
                     rel(o.rollback),
                     sc.summary,
-                    if j == 0 { p.last.as_str() } else { "" }
+                    if j == 0 { p.last.as_str() } else { "" },
+                    rel(o.pass)
                 )
                 .unwrap();
             }
@@ -499,6 +506,45 @@ fn main() {
                 Score::pct(s.false_rollback, s.clean),
             );
         }
+    }
+    // How long a clean canary takes to pass, by traffic per pod (for sizing an analysis).
+    println!("\ndeploywatch's time to pass, clean canaries and clean rollouts (from the deploy's start):");
+    for (label, lo, hi) in [
+        ("< 1 req/s per pod", 0.0, 1.0),
+        ("1-5 req/s per pod", 1.0, 5.0),
+        (">= 5 req/s per pod", 5.0, f64::INFINITY),
+    ] {
+        let mut times = Vec::new();
+        let mut n = 0;
+        for p in played.iter().filter(|p| {
+            matches!(
+                p.scenario.family,
+                Family::CleanCanary | Family::CleanRolling | Family::LowTrafficClean
+            )
+        }) {
+            let sc = &p.scenario;
+            let pods = sc
+                .service
+                .pods
+                .iter()
+                .filter(|x| x.version == sc.old_version)
+                .count() as f64;
+            let per_pod = sc.service.rps / pods.max(1.0);
+            if per_pod < lo || per_pod >= hi {
+                continue;
+            }
+            n += 1;
+            if let Some(t) = p.outcomes[0].pass {
+                times.push((t - sc.deploy_at) as f64 / 1000.0);
+            }
+        }
+        println!(
+            "  {label:<20} {:>3} deploys: passed {:>4} within the 20 minutes, median {:>5}, p90 {:>5}",
+            n,
+            Score::pct(times.len(), n),
+            Score::quantile(&times, 0.5),
+            Score::quantile(&times, 0.9)
+        );
     }
     let undetectable: Vec<String> = played
         .iter()
