@@ -27,15 +27,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use prost::Message;
-
-use deploywatch::app::{App, Runtime};
-use deploywatch::config::Config;
-use deploywatch::demo::sim::{Feed, SEC};
-use deploywatch::demo::world::{generate, Family, Kind, Scenario};
-use deploywatch::deploy::{Registration, Strategy, Verdict};
-use deploywatch::ingest::Protocol;
-use deploywatch::rules::RuleSet;
+use deploywatch::demo::world::{self, generate, Family, Kind, Scenario};
 
 /// Seeds looked at while tuning: 1–4 from the start, then each held-out set once its
 /// scorecard had been read (docs/detection.md): 1001–1014, 2001–2014.
@@ -136,118 +128,48 @@ struct Played {
     last: String,
 }
 
-/// Plays one scenario through deploywatch; returns its outcome and the recorded series.
+/// Plays one scenario through deploywatch (`world::play`); returns its outcome, its last
+/// verdict (and timeline) and, with `record`, the series the reference judges read.
 fn play(sc: &Scenario, record: bool, timeline: bool) -> (Outcome, String, Vec<reference::Series>) {
     let dir = tempfile::tempdir().unwrap();
-    let app = App::new(
-        Runtime {
-            config_path: None,
-            external_url: "http://localhost:10997".into(),
-            storage_path: dir.path().to_path_buf(),
-            alertmanager_urls: vec![],
-            limit_flags: Default::default(),
-        },
-        Config::embedded(),
-        RuleSet::embedded(),
-    );
-    let name = sc.service.name.clone();
-    let mut feed = Feed::one(sc.service.clone(), 5 * SEC);
-    let mut registered = !sc.registered;
-    let mut out = Outcome::default();
     let mut series: Vec<reference::Series> = Vec::new();
     let mut index: HashMap<Vec<(String, String)>, usize> = HashMap::new();
-    let mut last = String::new();
-    let mut tl = String::new();
-    let mut body = Vec::new();
-    let mut encoder = snap::raw::Encoder::new();
-    while feed.t < sc.end {
-        if !registered && feed.t + feed.window > sc.deploy_at {
-            // CI registers the deploy as it starts it, before the new pods report.
-            registered = true;
-            app.deploys
-                .register(
-                    &app.store,
-                    Registration {
-                        service: name.clone(),
-                        version: sc.version.clone(),
-                        baseline_version: Some(sc.old_version.clone()),
-                        strategy: Some(match sc.kind {
-                            Kind::Canary => Strategy::Canary,
-                            Kind::Rolling { .. } => Strategy::Rolling,
-                        }),
-                        at: Some(sc.deploy_at),
-                        commit: String::new(),
-                        author: String::new(),
-                        url: String::new(),
-                        changes: vec![],
-                    },
-                )
-                .expect("registration");
+    let judged = world::play(sc, dir.path(), |req| {
+        if !record {
+            return;
         }
-        let push = feed.next_push();
-        for req in &push.requests {
-            body.clear();
-            req.encode(&mut body).unwrap();
-            let compressed = encoder.compress_vec(&body).unwrap();
-            app.push(Protocol::V1, &compressed).expect("push accepted");
-            if record {
-                for ts in &req.timeseries {
-                    let metric = ts.labels.iter().find(|l| l.name == "__name__");
-                    if !metric.is_some_and(|m| RECORDED.contains(&m.value.as_str())) {
-                        continue;
-                    }
-                    let key: Vec<(String, String)> = ts
-                        .labels
-                        .iter()
-                        .map(|l| (l.name.clone(), l.value.clone()))
-                        .collect();
-                    let i = *index.entry(key.clone()).or_insert_with(|| {
-                        series.push(reference::Series {
-                            labels: key,
-                            points: Vec::new(),
-                        });
-                        series.len() - 1
-                    });
-                    series[i]
-                        .points
-                        .extend(ts.samples.iter().map(|s| (s.timestamp, s.value)));
-                }
+        for ts in &req.timeseries {
+            let metric = ts.labels.iter().find(|l| l.name == "__name__");
+            if !metric.is_some_and(|m| RECORDED.contains(&m.value.as_str())) {
+                continue;
             }
+            let key: Vec<(String, String)> = ts
+                .labels
+                .iter()
+                .map(|l| (l.name.clone(), l.value.clone()))
+                .collect();
+            let i = *index.entry(key.clone()).or_insert_with(|| {
+                series.push(reference::Series {
+                    labels: key,
+                    points: Vec::new(),
+                });
+                series.len() - 1
+            });
+            series[i]
+                .points
+                .extend(ts.samples.iter().map(|s| (s.timestamp, s.value)));
         }
-        app.deploys.for_each(|d| {
-            if d.service != name || d.version != sc.version {
-                return;
-            }
-            if d.verdict >= Verdict::Pause && out.pause.is_none() {
-                out.pause = Some(push.end);
-            }
-            if d.verdict >= Verdict::Rollback && out.rollback.is_none() {
-                out.rollback = Some(push.end);
-            }
-            if d.verdict == Verdict::Pass && out.pass.is_none() {
-                out.pass = Some(push.end);
-            }
-            last = format!("{}: {}", d.verdict, d.reason());
-            if timeline {
-                tl = d
-                    .timeline
-                    .iter()
-                    .map(|e| {
-                        format!(
-                            "    {:+5}s {} {} {}\n",
-                            (e.at - sc.deploy_at) / 1000,
-                            e.event,
-                            e.rule.as_deref().unwrap_or(""),
-                            e.detail
-                        )
-                    })
-                    .collect();
-            }
-        });
-    }
-    if timeline {
-        last = format!("{last}\n{tl}");
-    }
+    });
+    let out = Outcome {
+        pause: judged.pause,
+        rollback: judged.rollback,
+        pass: judged.pass,
+    };
+    let last = if timeline {
+        format!("{}\n{}", judged.last, judged.timeline)
+    } else {
+        judged.last
+    };
     (out, last, series)
 }
 

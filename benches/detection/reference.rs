@@ -54,9 +54,9 @@
 //! 3. `static_rules`: Prometheus alerting rules with `for: 5m` (pending until the condition
 //!    held at every evaluation for 5 m, then firing), service-wide (all versions: the alerts
 //!    teams already have), every 1m, 5m windows. Warnings → pause: `HighErrorRate` error ratio
-//!    > 1 %, `HighLatency` p99 > 0.5 s, `PodCrashLooping` (per pod) `increase(
+//!    above 1 %, `HighLatency` p99 above 0.5 s, `PodCrashLooping` (per pod) `increase(
 //!    kube_pod_container_status_restarts_total[5m]) > 2`; critical → rollback:
-//!    `VeryHighErrorRate` error ratio > 5 %. Evaluated from start − 10m, so the `for` clock may
+//!    `VeryHighErrorRate` error ratio above 5 %. Evaluated from start − 10m, so the `for` clock may
 //!    begin before the deploy; an alert counts at the first evaluation `t ≥ start` at which it
 //!    fires (one already firing is reported at start).
 
@@ -187,9 +187,9 @@ impl<'a> View<'a> {
     where
         F: FnMut(&S<'a>) -> Option<f64>,
     {
-        let five = |s: &S| label(s.labels, "code").map_or(false, |c| c.starts_with('5'));
+        let five = |s: &S| label(s.labels, "code").is_some_and(|c| c.starts_with('5'));
         let code_ok = |s: &S| code == Code::Any || (code == Code::Is5xx) == five(s);
-        let ver_ok = |s: &S| ver.map_or(true, |v| label(s.labels, "version") == Some(v));
+        let ver_ok = |s: &S| ver.is_none_or(|v| label(s.labels, "version") == Some(v));
         let all = self.by_name.get(name).into_iter().flatten();
         all.filter(|s| ver_ok(s) && code_ok(s))
             .filter_map(f)
@@ -341,7 +341,8 @@ fn wilcoxon(x: &[f64], y: &[f64], mu: f64) -> (f64, f64) {
     let u = rank_x - m * (m + 1.0) / 2.0;
     let dz = u - m * n / 2.0;
     let var = m * n / 12.0 * ((m + n + 1.0) - ties / ((m + n) * (m + n - 1.0)));
-    if !(var > 0.0) {
+    // Also true for NaN.
+    if var.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
         return (u, 0.0);
     }
     let corr = if dz == 0.0 { 0.0 } else { 0.5 * dz.signum() };
@@ -435,7 +436,7 @@ fn k_classify(control: &[f64], experiment: &[f64], critical: Option<f64>) -> Cla
     let beyond = |limit: f64| ratio.is_nan() || ratio >= limit; // no ratio: not checked
     if !(lower > K_TOLERANCE * estimate.abs() && beyond(K_ALLOWED_INCREASE)) {
         Class::Pass
-    } else if critical.map_or(false, beyond) {
+    } else if critical.is_some_and(beyond) {
         Class::CriticalHigh
     } else {
         Class::High

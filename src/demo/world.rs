@@ -561,6 +561,117 @@ pub fn detectable(family: Family, svc: &Service, kind: Kind, onset: Option<i64>,
     }
 }
 
+/// What deploywatch made of a played scenario: when its deploy first paused (or worse),
+/// rolled back and passed (event time), and its verdict and reason at the end.
+#[derive(Debug, Clone, Default)]
+pub struct Judged {
+    pub pause: Option<i64>,
+    pub rollback: Option<i64>,
+    pub pass: Option<i64>,
+    pub last: String,
+    /// The deploy's timeline, a line an event, times from the deploy's start.
+    pub timeline: String,
+}
+
+/// Plays a scenario through the server's own decode → store → judge path, in process: an
+/// [`App`](crate::app::App) on the embedded config and rules (its storage in a fresh
+/// directory under `storage`), Remote-Write 1.0 bodies as Prometheus sends them every 5 s,
+/// the deploy registered through the API at its start or left to detection. `on_request`
+/// sees every request pushed (the benchmark records them for its reference judges).
+pub fn play(
+    sc: &Scenario,
+    storage: &std::path::Path,
+    mut on_request: impl FnMut(&crate::proto::prometheus::WriteRequest),
+) -> Judged {
+    use crate::deploy::{Registration, Strategy, Verdict};
+    use prost::Message;
+
+    let app = crate::app::App::new(
+        crate::app::Runtime {
+            config_path: None,
+            external_url: "http://localhost:10997".into(),
+            storage_path: storage.to_path_buf(),
+            alertmanager_urls: vec![],
+            limit_flags: Default::default(),
+        },
+        crate::config::Config::embedded(),
+        crate::rules::RuleSet::embedded(),
+    );
+    let name = sc.service.name.clone();
+    let mut feed = super::sim::Feed::one(sc.service.clone(), 5 * SEC);
+    let mut registered = !sc.registered;
+    let mut out = Judged::default();
+    let mut body = Vec::new();
+    let mut encoder = snap::raw::Encoder::new();
+    while feed.t < sc.end {
+        if !registered && feed.t + feed.window > sc.deploy_at {
+            // CI registers the deploy as it starts it, before the new pods report.
+            registered = true;
+            app.deploys
+                .register(
+                    &app.store,
+                    Registration {
+                        service: name.clone(),
+                        version: sc.version.clone(),
+                        baseline_version: Some(sc.old_version.clone()),
+                        strategy: Some(match sc.kind {
+                            Kind::Canary => Strategy::Canary,
+                            Kind::Rolling { .. } => Strategy::Rolling,
+                        }),
+                        at: Some(sc.deploy_at),
+                        commit: String::new(),
+                        author: String::new(),
+                        url: String::new(),
+                        changes: vec![],
+                    },
+                )
+                .expect("a registration the simulator made is valid");
+        }
+        let push = feed.next_push();
+        for req in &push.requests {
+            body.clear();
+            req.encode(&mut body).expect("encoding into a Vec");
+            let compressed = encoder.compress_vec(&body).expect("snappy into a Vec");
+            app.push(crate::ingest::Protocol::V1, &compressed)
+                .expect("the simulator's pushes are valid");
+            on_request(req);
+        }
+        app.deploys.for_each(|d| {
+            if d.service != name || d.version != sc.version {
+                return;
+            }
+            let at = push.end;
+            if d.verdict >= Verdict::Pause {
+                out.pause.get_or_insert(at);
+            }
+            if d.verdict >= Verdict::Rollback {
+                out.rollback.get_or_insert(at);
+            }
+            if d.verdict == Verdict::Pass {
+                out.pass.get_or_insert(at);
+            }
+            out.last = format!("{}: {}", d.verdict, d.reason());
+            if feed.t < sc.end {
+                return; // the timeline is read once, after the last push
+            }
+            out.timeline = d
+                .timeline
+                .iter()
+                .map(|e| {
+                    format!(
+                        "    {:+5}s {} {} {}\n",
+                        (e.at - sc.deploy_at) / 1000,
+                        e.event,
+                        e.rule.as_deref().unwrap_or(""),
+                        e.detail
+                    )
+                })
+                .collect();
+        });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,8 @@ mod cli_deploy;
 /// `deploywatch demo`: every built-in story played once by the real binary.
 mod demo;
 mod deploys;
+/// The detection benchmark's reference judges and a fixed subset of its scenarios.
+mod detection;
 /// Crash and resume, corrupt snapshots, soak and concurrency.
 mod durability;
 /// Suspects, post-deploy reports (golden files), rollback and recovery, deploy history.

@@ -1,0 +1,119 @@
+//! The detection benchmark's pieces, held in the test suite (the scorecard itself is
+//! `cargo bench --bench detection`, docs/detection.md): the reference judges' own tests, and
+//! a fixed subset of its tuning scenarios played through the same in-process path, held to
+//! loose bounds — clean deploys (start-ups, outages, blips included) are never rolled back
+//! and hardly paused; clear regressions are paused after they begin.
+
+use deploywatch::demo::world::{self, generate, Family, Judged, Scenario};
+
+/// The reference judges (Kayenta-, Argo- and alert-rule-style): their unit tests run here.
+#[path = "../../benches/detection/reference.rs"]
+#[allow(dead_code)]
+mod reference;
+
+/// Plays the scenarios on two threads; each with what deploywatch made of it.
+fn play_all(cases: &[(Family, u64)]) -> Vec<(Scenario, Judged)> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let out = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&(family, seed)) = cases.get(i) else {
+                    break;
+                };
+                let sc = generate(family, seed);
+                let dir = tempfile::tempdir().unwrap();
+                let j = world::play(&sc, dir.path(), |_| {});
+                out.lock().unwrap().push((sc, j));
+            });
+        }
+    });
+    out.into_inner().unwrap()
+}
+
+fn line(sc: &Scenario, j: &Judged) -> String {
+    let rel = |t: Option<i64>| {
+        t.map(|t| format!("{:+}s", (t - sc.deploy_at) / 1000))
+            .unwrap_or_else(|| "-".into())
+    };
+    format!(
+        "{} ({}): pause {} rollback {} pass {} — {}",
+        sc.name(),
+        sc.summary,
+        rel(j.pause),
+        rel(j.rollback),
+        rel(j.pass),
+        j.last
+    )
+}
+
+#[test]
+fn clean_deploys_are_not_rolled_back_and_hardly_paused() {
+    use Family::*;
+    let mut cases = Vec::new();
+    for f in [CleanCanary, ColdStart, DependencyOutage, ErrorBlips] {
+        cases.extend((1..=4).map(|s| (f, s)));
+    }
+    cases.extend([(CleanRolling, 1), (CleanRolling, 3), (CleanRolling, 4)]);
+    let played = play_all(&cases);
+    let report: Vec<String> = played.iter().map(|(sc, j)| line(sc, j)).collect();
+    let rolled_back = played.iter().filter(|(_, j)| j.rollback.is_some()).count();
+    let paused = played.iter().filter(|(_, j)| j.pause.is_some()).count();
+    assert_eq!(
+        rolled_back,
+        0,
+        "a clean deploy was rolled back:\n{}",
+        report.join("\n")
+    );
+    // Loose: on these tuning seeds none pauses today.
+    assert!(
+        paused <= 2,
+        "{paused} of {} clean deploys paused:\n{}",
+        played.len(),
+        report.join("\n")
+    );
+    // And most reach a pass within the 20 minutes.
+    let passed = played.iter().filter(|(_, j)| j.pass.is_some()).count();
+    assert!(
+        passed >= played.len() / 2,
+        "only {passed} passed:\n{}",
+        report.join("\n")
+    );
+}
+
+#[test]
+fn clear_regressions_are_paused_after_they_begin() {
+    use Family::*;
+    let cases = [
+        (Errors10x, 1),
+        (Errors10x, 3),
+        (Errors10x, 4),
+        (RouteErrors10x, 2),
+        (RouteErrors10x, 4),
+        (CrashLoop, 1),
+        (CrashLoop, 2),
+        (CrashLoop, 3),
+        (CrashLoop, 4),
+        (DelayedErrors, 2),
+        (DelayedErrors, 3),
+        (DelayedErrors, 4),
+    ];
+    let played = play_all(&cases);
+    let report: Vec<String> = played.iter().map(|(sc, j)| line(sc, j)).collect();
+    let caught = played
+        .iter()
+        .filter(|(sc, j)| {
+            let onset = sc.onset.expect("a regression");
+            j.pause
+                .is_some_and(|p| p >= onset && p - onset <= 15 * 60_000)
+        })
+        .count();
+    // Loose: all of them are paused today, within 4 minutes of their onset at most.
+    assert!(
+        caught >= cases.len() - 1,
+        "only {caught} of {} regressions paused within 15 minutes of their onset:\n{}",
+        cases.len(),
+        report.join("\n")
+    );
+}
