@@ -332,21 +332,46 @@ impl RuleState {
                 local = Some(l.key);
             }
         }
-        let warn_now = first_tier(&self.rule).is_some_and(|tier| {
-            let n = self.recent.len();
-            self.holds_over(tier, n.saturating_sub(RECENT_STEPS)..n)
-        });
-        if !warn_now {
-            self.deviating_since = None;
-        } else if self.deviating_since.is_none() {
-            self.deviating_since = Some(t);
-        }
-        if self.known.is_some() && reached == Some(Tier::Rollback) {
-            let settled = self.joined.iter().map(|j| j.2).max().unwrap_or(t)
-                + self.rule.warmup.as_millis() as i64
-                + ATTRIBUTABLE_AFTER_START_MS;
-            if self.deviating_since.unwrap_or(t) > settled {
-                reached = Some(Tier::Pause).filter(|p| self.rule.threshold(*p).is_some());
+        // After against before, nothing beside the new version runs the old one to tell a
+        // deploy's regression from the world's (a dependency's outage, a traffic spike). A
+        // deviation the new version did not show in its first judged minutes began later:
+        // it rolls nothing back on its own, and pauses only once it has lasted
+        // [`LATE_PAUSE_AFTER_MS`], as an alert rule's `for:` would.
+        if self.known.is_some() {
+            if self.known_steps >= KEPT_STEPS && self.onset_early.is_none() {
+                let third = KEPT_STEPS / 3;
+                self.onset_early = Some(first_tier(&self.rule).map_or(Onset::Late, |tier| {
+                    if (0..3).all(|k| self.holds_over(tier, k * third..(k + 1) * third)) {
+                        Onset::FromTheStart
+                    } else if self.holds_over(tier, 0..KEPT_STEPS) {
+                        Onset::Early
+                    } else {
+                        Onset::Late
+                    }
+                }));
+            }
+            let pause_now =
+                self.rule.threshold(Tier::Pause).is_some() && self.holds_now(Tier::Pause);
+            if !pause_now {
+                self.late_since = None;
+            } else if self.late_since.is_none() {
+                self.late_since = Some(t);
+            }
+            match self.onset_early {
+                Some(Onset::Late) if reached >= Some(Tier::Pause) => {
+                    let lasted = self
+                        .late_since
+                        .is_some_and(|s| t - s >= LATE_PAUSE_AFTER_MS);
+                    reached = if lasted {
+                        Some(Tier::Pause)
+                    } else {
+                        first_tier(&self.rule)
+                    };
+                }
+                Some(Onset::Early) if reached == Some(Tier::Rollback) => {
+                    reached = Some(Tier::Pause).filter(|p| self.rule.threshold(*p).is_some());
+                }
+                _ => {}
             }
         }
         let observed_long = self
@@ -414,23 +439,33 @@ impl RuleState {
         if self.known.is_some() {
             let third = KEPT_STEPS / 3;
             return n == KEPT_STEPS
-                && (0..3).all(|k| self.holds_over(tier, k * third..(k + 1) * third));
+                && (0..3).all(|k| self.holds_over(tier, k * third..(k + 1) * third))
+                && self.beyond_over(tier, 0..n, Z_HOLDS_NOW);
         }
         self.holds_over(tier, n.saturating_sub(RECENT_STEPS)..n)
     }
 
-    /// [`RuleState::holds_now`] over the recent steps in `steps`.
+    /// [`RuleState::holds_now`] over the recent steps in `steps`: the point estimates.
     pub(super) fn holds_over(&self, tier: Tier, steps: std::ops::Range<usize>) -> bool {
+        self.beyond_over(tier, steps, 0.0)
+    }
+
+    /// Whether the canary's data in the recent `steps` lies beyond `tier`'s threshold by
+    /// `z` standard errors (counted signals: errors, slow requests; Poisson errors). With
+    /// `z = 0`, or for signals that are not counts (CPU seconds, memory levels), the point
+    /// estimate decides.
+    pub(super) fn beyond_over(&self, tier: Tier, steps: std::ops::Range<usize>, z: f64) -> bool {
         let Some(th) = self.rule.threshold(tier) else {
             return false;
         };
         let up = self.rule.bad == Bad::Up;
-        let beyond = |c: f64, b: f64| {
-            if up {
-                c >= b * th.relative && c - b >= th.absolute
-            } else {
-                c * th.relative <= b && b - c >= th.absolute
+        // Counted events `x` of `n` against the rate `p0` a canary at the threshold shows.
+        let counted = |x: f64, n: f64, p0: f64| {
+            if n <= 0.0 || x < n * p0 {
+                return false;
             }
+            let expected = (n * p0).max(1.0);
+            (x - n * p0) / expected.sqrt() >= z
         };
         match (&self.rule.signal, &self.evidence) {
             (Signal::Quantile { quantile, .. }, Some(Evidence::Quantile { tiers, .. })) => {
@@ -439,7 +474,7 @@ impl RuleState {
                     return false;
                 };
                 let (slow, n) = self.sums(Side::Canary, steps, Some(*le));
-                n > 0.0 && slow / n > 1.0 - quantile
+                n > 0.0 && slow / n > 1.0 - quantile && counted(slow, n, 1.0 - quantile)
             }
             (Signal::Ratio { .. } | Signal::Rate { .. } | Signal::Level { .. }, _) => {
                 let (c, nc) = self.sums(Side::Canary, steps.clone(), None);
@@ -450,7 +485,21 @@ impl RuleState {
                     Some(k) => (k.total.events, k.total.exposure),
                     None => self.sums(Side::Baseline, steps, None),
                 };
-                nc > 0.0 && nb > 0.0 && beyond(c / nc, b / nb)
+                if nc <= 0.0 || nb <= 0.0 {
+                    return false;
+                }
+                let (pc, pb) = (c / nc, b / nb);
+                let point = if up {
+                    pc >= pb * th.relative && pc - pb >= th.absolute
+                } else {
+                    pc * th.relative <= pb && pb - pc >= th.absolute
+                };
+                match self.rule.signal {
+                    Signal::Ratio { .. } if up && z > 0.0 => {
+                        point && counted(c, nc, (pb * th.relative).max(pb + th.absolute))
+                    }
+                    _ => point,
+                }
             }
             // Trends are fitted on the whole window already; counts (restarts) are events.
             _ => true,
@@ -468,9 +517,27 @@ pub(super) struct Frozen {
     confidence: f64,
 }
 
-/// After against before: how long after the last new instance's warm-up a deviation may
-/// begin and still be the deploy's for a rollback.
-pub(super) const ATTRIBUTABLE_AFTER_START_MS: i64 = 3 * 60_000;
+/// After against before: when the deviation showed in the new version's first judged
+/// minutes (the first three after its warm-up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Onset {
+    /// In each of them: the deploy's, as far as anything can tell.
+    FromTheStart,
+    /// In them together, not in each: it may have begun with the deploy; it pauses, a
+    /// human rolls back.
+    Early,
+    /// Not in them: it began later, with the world as likely as the deploy.
+    Late,
+}
+
+/// After against before: how long a deviation the new version did not show in its first
+/// judged minutes must last before it pauses (it never rolls back on its own).
+pub(super) const LATE_PAUSE_AFTER_MS: i64 = 5 * 60_000;
+
+/// After against before: the last three minutes' counts lie beyond a pause's or rollback's
+/// threshold by this many standard errors (one-sided 10 %), beside each minute's point
+/// estimate — a coincidence of a few errors in a quiet service is not a deviation holding.
+pub(super) const Z_HOLDS_NOW: f64 = 1.28;
 
 pub(super) fn first_tier(rule: &Rule) -> Option<Tier> {
     Tier::ALL.into_iter().find(|t| rule.threshold(*t).is_some())

@@ -140,9 +140,13 @@ pub struct RuleState {
     frozen: Option<Frozen>,
     /// Each side's instances and when each first showed a series of this rule.
     joined: Vec<(Side, String, i64)>,
-    /// Since when the last steps have been beyond the first tier's threshold without a
-    /// break (the current deviation's start).
-    deviating_since: Option<i64>,
+    /// After against before: judged steps since the comparison began.
+    known_steps: usize,
+    /// After against before: whether the new version's first judged minutes already showed
+    /// the deviation (`None` until they are judged). A later one is not attributed.
+    onset_early: Option<Onset>,
+    /// After against before: since when a pause's deviation has held without a break.
+    late_since: Option<i64>,
     /// A ratio rule's evidence per route (or handler): local regressions.
     groups: Option<Groups>,
 }
@@ -196,7 +200,9 @@ impl RuleState {
             recent: std::collections::VecDeque::new(),
             frozen: None,
             joined: Vec::new(),
-            deviating_since: None,
+            known_steps: 0,
+            onset_early: None,
+            late_since: None,
             groups: matches!(rule.signal, Signal::Ratio { .. })
                 .then(|| Groups::new(thresholds(&rule))),
             rule,
@@ -242,6 +248,9 @@ impl RuleState {
             return StepOutcome::default();
         }
         self.observed_since.get_or_insert(t);
+        if self.known.is_some() {
+            self.known_steps += 1;
+        }
         if self.known.is_none() {
             if let Some(g) = &mut self.groups {
                 g.end_step();

@@ -118,6 +118,9 @@ impl RuleState {
     pub fn set_known_baseline(&mut self, known: KnownBaseline) {
         self.known = Some(known);
         self.evidence = None;
+        self.known_steps = 0;
+        self.onset_early = None;
+        self.late_since = None;
         self.carry = Default::default();
         self.matched.retain(|m| m.side == Side::Canary);
         self.instances.retain(|i| i.side == Side::Canary);
