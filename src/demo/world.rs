@@ -546,7 +546,14 @@ pub fn detectable(family: Family, svc: &Service, kind: Kind, onset: Option<i64>,
                 .and_then(|r| svc.routes.iter().find(|x| x.path == r));
             route.is_some_and(|r| errors(f, r.share, r.error_p))
         }
-        Family::P99Tail1_5x | Family::P99Shift1_5x | Family::P99x3 => requests >= 1000.0,
+        Family::P99Tail1_5x | Family::P99Shift1_5x | Family::P99x3 => {
+            let (shift, tail) = match family {
+                Family::P99Tail1_5x => (1.0, 1.5),
+                Family::P99Shift1_5x => (1.5, 1.0),
+                _ => (3.0, 1.0),
+            };
+            latency_visible(svc, requests, shift, tail)
+        }
         Family::CpuPerRequest1_6x => {
             let per_pod = rate
                 / if matches!(kind, Kind::Canary) {
@@ -559,6 +566,64 @@ pub fn detectable(family: Family, svc: &Service, kind: Kind, onset: Option<i64>,
         }
         _ => true,
     }
+}
+
+/// Whether a latency regression shows where a latency rule can see it: in the quantiles
+/// `histogram_quantile` computes from the buckets the service exposes (per route when its
+/// histograms carry the route, else service-wide), computed from the simulator's own
+/// distributions. It counts when some exposed histogram with 1,000 requests of the new
+/// version moves its p99 by the default rules' pause threshold (×1.25 and +20 ms) or its
+/// median by theirs (×1.3 and +10 ms). A heavier tail that stays within one bucket, or a
+/// slow route's tail under the service-wide p99, changes no count a histogram keeps.
+fn latency_visible(svc: &Service, requests: f64, shift: f64, tail: f64) -> bool {
+    let groups: Vec<Vec<&crate::demo::sim::Route>> = if svc.per_route_histograms {
+        svc.routes.iter().map(|r| vec![r]).collect()
+    } else {
+        vec![svc.routes.iter().collect()]
+    };
+    groups.iter().any(|routes| {
+        let share: f64 = routes.iter().map(|r| r.share).sum();
+        let q = |p: f64, shift: f64, tail: f64| {
+            histogram_quantile_of(p, |x| {
+                routes
+                    .iter()
+                    .map(|r| {
+                        r.share * lognormal_cdf(x, r.median_s * shift, svc.latency_sigma, tail)
+                    })
+                    .sum::<f64>()
+                    / share
+            })
+        };
+        let moved = |p: f64, rel: f64, abs: f64| {
+            let (before, after) = (q(p, 1.0, 1.0), q(p, shift, tail));
+            after >= before * rel && after - before >= abs
+        };
+        requests * share >= 1000.0 && (moved(0.99, 1.25, 0.02) || moved(0.5, 1.3, 0.01))
+    })
+}
+
+/// P(latency ≤ x) for the simulator's latencies: lognormal, the slowest 3 % (z > 1.881)
+/// times `tail`.
+fn lognormal_cdf(x: f64, median: f64, sigma: f64, tail: f64) -> f64 {
+    use crate::stats::normal_cdf;
+    if x <= 0.0 {
+        return 0.0;
+    }
+    let z = |x: f64| (x / median).ln() / sigma;
+    normal_cdf(z(x).min(1.881)) + (normal_cdf(z(x / tail)) - normal_cdf(1.881)).max(0.0)
+}
+
+/// `histogram_quantile` over the simulator's classic buckets, from a CDF.
+fn histogram_quantile_of(p: f64, cdf: impl Fn(f64) -> f64) -> f64 {
+    let mut lo = (0.0, 0.0);
+    for &le in crate::demo::sim::BUCKETS.iter() {
+        let f = cdf(le);
+        if f >= p {
+            return lo.0 + (le - lo.0) * (p - lo.1) / (f - lo.1).max(1e-12);
+        }
+        lo = (le, f);
+    }
+    lo.0
 }
 
 /// What deploywatch made of a played scenario: when its deploy first paused (or worse),
@@ -688,5 +753,24 @@ mod tests {
             assert!(a.service.pods.iter().any(|p| p.version == "v2"));
         }
         assert_eq!(Family::from_name("p99_x3"), Some(Family::P99x3));
+    }
+
+    #[test]
+    fn a_latency_change_counts_where_the_exposed_buckets_show_it() {
+        let mut svc = generate(Family::P99Tail1_5x, 7).service;
+        svc.latency_sigma = 0.5;
+        svc.per_route_histograms = true;
+        for r in &mut svc.routes {
+            r.median_s = 0.06; // p99 ≈ 0.19 s, its tail ×1.5 ≈ 0.29 s: across the 0.25 bound
+        }
+        assert!(latency_visible(&svc, 1e5, 1.0, 1.5));
+        assert!(latency_visible(&svc, 1e5, 3.0, 1.0));
+        // Too few requests of the new version to tell.
+        assert!(!latency_visible(&svc, 500.0, 3.0, 1.0));
+        // A tail ×1.2 that stays inside the (0.1, 0.25] bucket moves no count.
+        for r in &mut svc.routes {
+            r.median_s = 0.045; // p99 ≈ 0.14 s → 0.17 s
+        }
+        assert!(!latency_visible(&svc, 1e5, 1.0, 1.2));
     }
 }

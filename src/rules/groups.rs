@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 
 use crate::rules::{Alphas, Bad, Rule, Tier};
+use crate::stats::rate::RateEvidence;
 use crate::stats::ratio::RatioEvidence;
 use crate::store::LabelSet;
 
@@ -64,9 +65,7 @@ impl Groups {
 
     /// The group of a series (`route=/checkout`), if it has a grouping label.
     pub fn slot(&mut self, labels: &LabelSet) -> Option<usize> {
-        let key = GROUP_LABELS
-            .iter()
-            .find_map(|l| labels.get(l).map(|v| format!("{l}={v}")))?;
+        let key = key_of(labels)?;
         Some(match self.groups.iter().position(|g| g.key == key) {
             Some(i) => i,
             None => {
@@ -186,6 +185,247 @@ impl Groups {
     }
 }
 
+/// The group key of a series (`route=/checkout`), if it has a grouping label.
+fn key_of(labels: &LabelSet) -> Option<String> {
+    GROUP_LABELS
+        .iter()
+        .find_map(|l| labels.get(l).map(|v| format!("{l}={v}")))
+}
+
+/// Per-tier state of one group of a quantile rule: the latency the tier holds the canary
+/// to, the canary's slow requests against the baseline's, and the canary's slow fraction.
+struct Exceedance {
+    le: f64,
+    vs_baseline: RatioEvidence,
+    fraction: RateEvidence,
+}
+
+struct LatencyGroup {
+    key: String,
+    /// This step's bucket increases per side (cumulative per `le`, by bucket slot).
+    step: [Vec<f64>; 2],
+    /// Every baseline increase since the deploy, warm-up included: places the thresholds.
+    baseline_all: Vec<f64>,
+    /// The canary's judged increases.
+    canary_all: Vec<f64>,
+    /// Per tier, once the baseline has `min_evidence` requests: fixed from then on.
+    tiers: Option<Vec<Option<Exceedance>>>,
+    /// The canary's slow and all requests per tier, for the last steps.
+    recent: VecDeque<Vec<(f64, f64)>>,
+}
+
+/// The groups of one quantile rule within one deploy (latency per route). Each route's own
+/// quantile is compared: a heavier tail on every route can leave the service-wide p99
+/// (the slowest route's bulk) where it was.
+pub struct LatencyGroups {
+    groups: Vec<LatencyGroup>,
+}
+
+impl Default for LatencyGroups {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn total(bounds: &[f64], buckets: &[f64]) -> f64 {
+    bounds
+        .iter()
+        .zip(buckets)
+        .filter(|(b, _)| b.is_infinite())
+        .map(|(_, c)| *c)
+        .sum()
+}
+
+fn above(bounds: &[f64], buckets: &[f64], le: f64) -> (f64, f64) {
+    let n = total(bounds, buckets);
+    let mut b: Vec<(f64, f64)> = bounds
+        .iter()
+        .copied()
+        .zip(buckets.iter().copied())
+        .collect();
+    b.sort_by(|x, y| x.0.total_cmp(&y.0));
+    (
+        (n - crate::rules::eval::cumulative_at_sorted(&b, le)).max(0.0),
+        n,
+    )
+}
+
+impl LatencyGroups {
+    pub fn new() -> LatencyGroups {
+        LatencyGroups { groups: Vec::new() }
+    }
+
+    /// The group of a bucket series, if it has a grouping label.
+    pub fn slot(&mut self, labels: &LabelSet) -> Option<usize> {
+        let key = key_of(labels)?;
+        Some(match self.groups.iter().position(|g| g.key == key) {
+            Some(i) => i,
+            None => {
+                self.groups.push(LatencyGroup {
+                    key,
+                    step: Default::default(),
+                    baseline_all: Vec::new(),
+                    canary_all: Vec::new(),
+                    tiers: None,
+                    recent: VecDeque::new(),
+                });
+                self.groups.len() - 1
+            }
+        })
+    }
+
+    /// Starts a step: nothing counted yet.
+    pub fn clear_step(&mut self) {
+        for g in &mut self.groups {
+            for s in &mut g.step {
+                s.iter_mut().for_each(|x| *x = 0.0);
+            }
+        }
+    }
+
+    /// Counts an increase of bucket `slot` in group `g` of `side` (0 canary, 1 baseline).
+    pub fn count(&mut self, g: usize, side: usize, slot: usize, delta: f64) {
+        let s = &mut self.groups[g].step[side];
+        if s.len() <= slot {
+            s.resize(slot + 1, 0.0);
+        }
+        s[slot] += delta;
+    }
+
+    /// Ends a step. The baseline's increases always count towards its quantile; `judged`
+    /// steps (the rule's warm-up over) also feed the canary's evidence, once the group's
+    /// baseline has `min_evidence` requests and its thresholds are placed.
+    pub fn end_step(&mut self, rule: &Rule, bounds: &[f64], judged: bool) {
+        let q = match rule.signal {
+            crate::rules::Signal::Quantile { quantile, .. } => quantile,
+            _ => return,
+        };
+        let top = bounds
+            .iter()
+            .copied()
+            .filter(|b| b.is_finite())
+            .fold(0.0, f64::max);
+        for g in &mut self.groups {
+            let n = bounds.len();
+            let [c, b] = &mut g.step;
+            for v in [&mut g.baseline_all, &mut g.canary_all, c, b] {
+                if v.len() < n {
+                    v.resize(n, 0.0);
+                }
+            }
+            for (a, x) in g.baseline_all.iter_mut().zip(&g.step[1]) {
+                *a += x;
+            }
+            if !judged {
+                continue;
+            }
+            if g.tiers.is_none() && total(bounds, &g.baseline_all) >= rule.min_evidence {
+                let qb = crate::rules::eval::histogram_quantile(q, bounds, &g.baseline_all);
+                g.tiers = Some(
+                    Tier::ALL
+                        .iter()
+                        .map(|&tier| {
+                            let (th, qb) = (rule.threshold(tier)?, qb?);
+                            let le = (qb * th.relative).max(qb + th.absolute);
+                            (le < top).then(|| Exceedance {
+                                le,
+                                vs_baseline: RatioEvidence::new(&[1.0]),
+                                fraction: RateEvidence::new(),
+                            })
+                        })
+                        .collect(),
+                );
+            }
+            let Some(tiers) = &mut g.tiers else {
+                continue;
+            };
+            for (a, x) in g.canary_all.iter_mut().zip(&g.step[0]) {
+                *a += x;
+            }
+            let mut now = Vec::with_capacity(tiers.len());
+            for t in tiers.iter_mut() {
+                let Some(t) = t else {
+                    now.push((0.0, 0.0));
+                    continue;
+                };
+                let (xc, nc) = above(bounds, &g.step[0], t.le);
+                let (xb, nb) = above(bounds, &g.step[1], t.le);
+                if nc > 0.0 && nb > 0.0 {
+                    t.vs_baseline.update(xc, nc, xb, nb);
+                }
+                if nc > 0.0 {
+                    t.fraction.update(xc, nc);
+                }
+                now.push((xc, nc));
+            }
+            if g.recent.len() == KEPT {
+                g.recent.pop_front();
+            }
+            g.recent.push_back(now);
+        }
+    }
+
+    /// The most severe tier a group's quantile reaches: its slow requests beyond the
+    /// baseline's at α/k, its slow fraction surely above the quantile's tail at α/k, both
+    /// sides with `min_evidence` requests, and the tail heavier in the group's last
+    /// `recent` steps alone. `None` with fewer than two groups (one group is the service).
+    pub fn worst(
+        &self,
+        rule: &Rule,
+        alphas: &Alphas,
+        bounds: &[f64],
+        recent: usize,
+    ) -> Option<Local> {
+        let q = match rule.signal {
+            crate::rules::Signal::Quantile { quantile, .. } => quantile,
+            _ => return None,
+        };
+        let tail = 1.0 - q;
+        let judged: Vec<&LatencyGroup> = self
+            .groups
+            .iter()
+            .filter(|g| g.tiers.is_some() && total(bounds, &g.canary_all) > 0.0)
+            .collect();
+        if judged.len() < 2 || rule.bad != Bad::Up {
+            return None;
+        }
+        let k = judged.len() as f64;
+        let mut worst: Option<Local> = None;
+        for g in judged {
+            if total(bounds, &g.canary_all) < rule.min_evidence {
+                continue;
+            }
+            let Some(tiers) = &g.tiers else { continue };
+            for (i, tier) in Tier::ALL.iter().enumerate() {
+                let Some(Some(t)) = tiers.get(i) else {
+                    continue;
+                };
+                let a = alphas.for_tier(*tier) / k;
+                let evidence = t.vs_baseline.log_evidence_above(1.0) >= (1.0 / a).ln()
+                    && t.fraction.log_evidence_share_above(tail) >= (1.0 / a).ln();
+                let (x, n) = g
+                    .recent
+                    .iter()
+                    .skip(g.recent.len().saturating_sub(recent))
+                    .filter_map(|s| s.get(i))
+                    .fold((0.0, 0.0), |(x, n), s| (x + s.0, n + s.1));
+                let holds = n > 0.0 && x / n > tail;
+                if evidence && holds && worst.as_ref().is_none_or(|w| *tier > w.tier) {
+                    let cq = crate::rules::eval::histogram_quantile(q, bounds, &g.canary_all);
+                    let bq = crate::rules::eval::histogram_quantile(q, bounds, &g.baseline_all);
+                    worst = Some(Local {
+                        tier: *tier,
+                        key: g.key.clone(),
+                        canary: cq.unwrap_or(f64::NAN),
+                        baseline: bq.unwrap_or(f64::NAN),
+                    });
+                }
+            }
+        }
+        worst.filter(|w| w.canary.is_finite() && w.baseline.is_finite())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,5 +480,73 @@ mod tests {
         let mut g = Groups::new(vec![1.0]);
         assert_eq!(g.slot(&LabelSet::from_strs(&[("code", "500")])), None);
         assert_eq!(g.slot(&LabelSet::from_strs(&[("handler", "/x")])), Some(0));
+    }
+
+    fn latency_p99() -> Rule {
+        RuleSet::embedded()
+            .rules
+            .into_iter()
+            .find(|r| r.name == "latency_p99")
+            .unwrap()
+    }
+
+    /// Four routes over the Go client's buckets, 400 requests per route, side and step; each
+    /// route's requests spread by `shape` (cumulative fractions at the bucket bounds), the
+    /// canary's `bad` routes by `slow`.
+    fn play_latency(bad: &[usize], slow: &[f64], shape: &[f64]) -> Option<Local> {
+        let rule = latency_p99();
+        let bounds = [
+            0.005,
+            0.01,
+            0.025,
+            0.05,
+            0.1,
+            0.25,
+            0.5,
+            1.0,
+            2.5,
+            5.0,
+            10.0,
+            f64::INFINITY,
+        ];
+        let mut g = LatencyGroups::new();
+        let slots: Vec<usize> = ["/a", "/b", "/c", "/d"]
+            .iter()
+            .map(|r| g.slot(&LabelSet::from_strs(&[("route", r)])).unwrap())
+            .collect();
+        for step in 0..60 {
+            g.clear_step();
+            for (i, &s) in slots.iter().enumerate() {
+                let c = if bad.contains(&i) { slow } else { shape };
+                for (slot, (&fc, &fb)) in c.iter().zip(shape).enumerate() {
+                    g.count(s, 0, slot, 400.0 * fc);
+                    g.count(s, 1, slot, 400.0 * fb);
+                }
+            }
+            g.end_step(&rule, &bounds, step >= 4);
+        }
+        g.worst(&rule, &Alphas::default(), &bounds, 8)
+    }
+
+    // Cumulative shares per bucket bound: p99 within (0.1, 0.25], and a heavier tail that
+    // puts 4 % of requests beyond 0.25 s.
+    const USUAL: [f64; 12] = [
+        0.0, 0.0, 0.05, 0.4, 0.9, 0.995, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0,
+    ];
+    const HEAVY: [f64; 12] = [
+        0.0, 0.0, 0.05, 0.4, 0.88, 0.96, 0.99, 1.0, 1.0, 1.0, 1.0, 1.0,
+    ];
+
+    #[test]
+    fn a_heavier_tail_on_one_route_is_judged_there() {
+        let l = play_latency(&[1], &HEAVY, &USUAL).expect("the slow route");
+        assert_eq!(l.key, "route=/b");
+        assert!(l.tier >= Tier::Pause, "{l:?}");
+        assert!(l.canary / l.baseline >= 1.5, "{l:?}");
+    }
+
+    #[test]
+    fn the_same_latency_everywhere_is_no_group_regression() {
+        assert!(play_latency(&[], &USUAL, &USUAL).is_none());
     }
 }

@@ -88,6 +88,26 @@ const LANCZOS: [f64; 9] = [
 
 /// `ln Γ(x)` for `x > 0` (Lanczos approximation, ~1e-14 relative accuracy).
 /// Returns `+inf` for `x <= 0` or NaN input (callers only pass `x >= 1`).
+/// The standard normal CDF.
+pub fn normal_cdf(z: f64) -> f64 {
+    0.5 * (1.0 + erf(z / std::f64::consts::SQRT_2))
+}
+
+fn erf(x: f64) -> f64 {
+    // Abramowitz–Stegun 7.1.26, |error| < 1.5e-7.
+    let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
+    let y = 1.0
+        - (((((1.061_405_429 * t - 1.453_152_027) * t) + 1.421_413_741) * t - 0.284_496_736) * t
+            + 0.254_829_592)
+            * t
+            * (-x * x).exp();
+    if x >= 0.0 {
+        y
+    } else {
+        -y
+    }
+}
+
 pub(crate) fn ln_gamma(x: f64) -> f64 {
     if !(x > 0.0) {
         return f64::INFINITY;

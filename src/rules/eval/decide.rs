@@ -134,9 +134,11 @@ impl RuleState {
                     };
                     let a = alphas.for_tier(*tier);
                     let vs_baseline = ev.log_evidence_above(1.0);
-                    let (lo, _) = frac.interval(a);
+                    // The canary's share of requests slower than the tier's latency is surely
+                    // above the quantile's tail: its quantile lies beyond that latency.
+                    let slower = frac.log_evidence_share_above(tail);
                     conf = conf.max(vs_baseline);
-                    if enough && vs_baseline >= thr(a) && lo > tail {
+                    if enough && vs_baseline >= thr(a) && slower >= thr(a) {
                         reached = Some(*tier);
                     }
                 }
@@ -323,7 +325,12 @@ impl RuleState {
             let worst = self
                 .groups
                 .as_ref()
-                .and_then(|g| g.worst(&self.rule, alphas, RECENT_STEPS));
+                .and_then(|g| g.worst(&self.rule, alphas, RECENT_STEPS))
+                .or_else(|| {
+                    self.latency_groups
+                        .as_ref()
+                        .and_then(|g| g.worst(&self.rule, alphas, &self.bounds, RECENT_STEPS))
+                });
             if let Some(l) = worst.filter(|l| reached.is_none_or(|r| l.tier > r)) {
                 reached = Some(l.tier);
                 self.canary_value = Some(l.canary);
@@ -343,7 +350,7 @@ impl RuleState {
                 self.onset_early = Some(first_tier(&self.rule).map_or(Onset::Late, |tier| {
                     if (0..3).all(|k| self.holds_over(tier, k * third..(k + 1) * third)) {
                         Onset::FromTheStart
-                    } else if self.holds_over(tier, 0..KEPT_STEPS) {
+                    } else if self.beyond_over(tier, 0..KEPT_STEPS, Z_EARLY_ONSET) {
                         Onset::Early
                     } else {
                         Onset::Late
@@ -534,6 +541,11 @@ pub(super) enum Onset {
 /// judged minutes must last before it pauses (it never rolls back on its own).
 pub(super) const LATE_PAUSE_AFTER_MS: i64 = 5 * 60_000;
 
+/// After against before: the new version's first judged minutes show a deviation when
+/// their counts lie beyond the first tier's threshold by this many standard errors (a few
+/// errors more than expected in a quiet service are not yet a deviation).
+pub(super) const Z_EARLY_ONSET: f64 = 1.0;
+
 /// After against before: the last three minutes' counts lie beyond a pause's or rollback's
 /// threshold by this many standard errors (one-sided 10 %), beside each minute's point
 /// estimate — a coincidence of a few errors in a quiet service is not a deviation holding.
@@ -580,24 +592,7 @@ pub(super) fn confidence(log_evidence: f64) -> f64 {
     }
 }
 
-pub(super) fn normal_cdf(z: f64) -> f64 {
-    0.5 * (1.0 + erf(z / std::f64::consts::SQRT_2))
-}
-
-pub(super) fn erf(x: f64) -> f64 {
-    // Abramowitz–Stegun 7.1.26, |error| < 1.5e-7.
-    let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
-    let y = 1.0
-        - (((((1.061_405_429 * t - 1.453_152_027) * t) + 1.421_413_741) * t - 0.284_496_736) * t
-            + 0.254_829_592)
-            * t
-            * (-x * x).exp();
-    if x >= 0.0 {
-        y
-    } else {
-        -y
-    }
-}
+pub(super) use crate::stats::normal_cdf;
 
 /// Inverse of the standard normal CDF (bisection; called rarely).
 pub(super) fn normal_quantile(p: f64) -> f64 {

@@ -19,7 +19,7 @@ mod signals;
 use std::sync::Arc;
 
 use crate::deploy::Verdict;
-use crate::rules::groups::Groups;
+use crate::rules::groups::{Groups, LatencyGroups};
 use crate::rules::{Alphas, Bad, Component, Rule, Signal, Tier};
 use crate::stats::mean::MeanEvidence;
 use crate::stats::rate::RateEvidence;
@@ -149,6 +149,9 @@ pub struct RuleState {
     late_since: Option<i64>,
     /// A ratio rule's evidence per route (or handler): local regressions.
     groups: Option<Groups>,
+    /// A quantile rule's evidence per route (or handler): latency local to a route, or a
+    /// heavier tail on each route that the service-wide quantile does not show.
+    latency_groups: Option<LatencyGroups>,
 }
 
 /// Steps of raw data for recent levels: 2 min at 15 s.
@@ -205,6 +208,7 @@ impl RuleState {
             late_since: None,
             groups: matches!(rule.signal, Signal::Ratio { .. })
                 .then(|| Groups::new(thresholds(&rule))),
+            latency_groups: matches!(rule.signal, Signal::Quantile { .. }).then(LatencyGroups::new),
             rule,
         }
     }
@@ -235,6 +239,9 @@ impl RuleState {
                 for (w, x) in self.warm_baseline.iter_mut().zip(b) {
                     *w += x;
                 }
+                if let Some(g) = &mut self.latency_groups {
+                    g.end_step(&self.rule, &self.bounds, false);
+                }
             }
             self.reason = "warming up".into();
             return StepOutcome::default();
@@ -254,6 +261,9 @@ impl RuleState {
         if self.known.is_none() {
             if let Some(g) = &mut self.groups {
                 g.end_step();
+            }
+            if let Some(g) = &mut self.latency_groups {
+                g.end_step(&self.rule, &self.bounds, true);
             }
         }
 

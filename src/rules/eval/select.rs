@@ -53,8 +53,13 @@ impl RuleState {
                 Side::Canary => joined + self.rule.warmup.as_millis() as i64,
                 Side::Baseline => i64::MIN,
             };
-            let group = match (&mut self.groups, component) {
-                (Some(g), Component::Numerator | Component::Denominator) => g.slot(&series.labels),
+            let group = match (&mut self.groups, &mut self.latency_groups, component) {
+                (Some(g), _, Component::Numerator | Component::Denominator) => {
+                    g.slot(&series.labels)
+                }
+                (_, Some(g), Component::Bucket) if side == Side::Canary || self.known.is_none() => {
+                    g.slot(&series.labels)
+                }
                 _ => None,
             };
             self.matched.push(Matched {

@@ -20,6 +20,9 @@ impl RuleState {
         if let Some(g) = &mut self.groups {
             g.clear_step();
         }
+        if let Some(g) = &mut self.latency_groups {
+            g.clear_step();
+        }
         for m in &mut self.matched {
             let Some((ts, v)) = m.series.data.lock().at_or_before(t) else {
                 continue;
@@ -60,6 +63,11 @@ impl RuleState {
                     Component::Denominator => groups.count(g, m.side as usize, 0.0, delta),
                     _ => {}
                 }
+            }
+            if let (Some(groups), Some(g), Component::Bucket) =
+                (&mut self.latency_groups, m.group, m.component)
+            {
+                groups.count(g, m.side as usize, m.slot, delta);
             }
             match m.component {
                 Component::Numerator => step.events += delta,
