@@ -15,7 +15,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 /// reads as 0, which every such field (sample counts, confidence, a suspect's share) means
 /// as "nothing".
 pub fn number_or_null<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    Ok(Option::<f64>::deserialize(d)?.filter(|v| v.is_finite()).unwrap_or(0.0))
+    Ok(Option::<f64>::deserialize(d)?
+        .filter(|v| v.is_finite())
+        .unwrap_or(0.0))
 }
 
 /// `v`, or 0 when it is not finite: what a JSON number field built from statistics holds.

@@ -143,7 +143,10 @@ impl App {
         };
         out.series = series.len();
         out.registrations = entries.len();
-        out.snapshot_written_at = (state.written_at > 0).then_some(state.written_at);
+        // Times from the file are held to the bounds of a push, like its samples.
+        let bounds = TimeBounds::live(crate::now_ms(), self.config.load().limits.max_time_ahead);
+        let sane = |t: i64| (bounds.oldest..=bounds.newest).contains(&t);
+        out.snapshot_written_at = sane(state.written_at).then_some(state.written_at);
         let held: u64 = series.iter().map(|(_, r)| r.len() as u64).sum();
         let (plan, invalid) = self.plan(&series);
         out.skipped_series = invalid;
@@ -156,7 +159,7 @@ impl App {
                 "The snapshot held samples that are not replayed: outside the time bounds of a push (ahead of the clock by more than limits.max_time_ahead, at or before the Unix epoch, or before their service's retention window), non-finite, duplicate, or of series with invalid labels; they were skipped."
             );
         }
-        for (id, e) in state.events {
+        for (id, e) in state.events.into_iter().filter(|(_, e)| sane(e.at)) {
             self.deploys.record(&id, &e.event, e.detail, Some(e.at));
         }
         if out.series > 0 || out.registrations > 0 {
@@ -176,6 +179,8 @@ impl App {
         m.restored_series
             .store(out.series as u64, Ordering::Relaxed);
         m.restored_samples.store(out.samples, Ordering::Relaxed);
+        m.restored_skipped_samples
+            .store(out.skipped_samples, Ordering::Relaxed);
         tracing::info!(
             series = out.series,
             samples = out.samples,
@@ -218,9 +223,9 @@ impl App {
             batch.reset(&limits);
             batch.push_encoded(labels, &[]);
             let valid = batch.ensure_labels(0).is_ok()
-                && batch.series_labels(&batch.series[0]).all(|(n, v)| {
-                    std::str::from_utf8(n).is_ok() && std::str::from_utf8(v).is_ok()
-                });
+                && batch
+                    .series_labels(&batch.series[0])
+                    .all(|(n, v)| std::str::from_utf8(n).is_ok() && std::str::from_utf8(v).is_ok());
             if !valid {
                 invalid += 1;
                 continue;

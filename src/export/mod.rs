@@ -122,6 +122,8 @@ pub struct StorageMetrics {
     /// What the start-up restore replayed.
     pub restored_series: AtomicU64,
     pub restored_samples: AtomicU64,
+    /// Samples of the snapshot not replayed (hostile or damaged, see `app::durable`).
+    pub restored_skipped_samples: AtomicU64,
 }
 
 /// Why remote-write requests were refused, as counted.
@@ -485,6 +487,12 @@ impl Metrics {
             "gauge",
             "Samples replayed from the snapshot at start.",
             st.restored_samples.load(Ordering::Relaxed) as f64,
+        );
+        e.single(
+            "deploywatch_restored_skipped_samples",
+            "gauge",
+            "Samples of the snapshot not replayed at start: outside the time bounds of a push (ahead of the clock by more than limits.max_time_ahead, at or before the Unix epoch, before their service's retention window), non-finite, duplicate, or of series with invalid labels.",
+            st.restored_skipped_samples.load(Ordering::Relaxed) as f64,
         );
         self.encode_alerts(e);
     }

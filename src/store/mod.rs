@@ -728,9 +728,7 @@ impl Store {
                 }
             }
             for &i in &new {
-                let newest = bounds
-                    .service_retention
-                    .then_some(scratch.group_newest[i]);
+                let newest = bounds.service_retention.then_some(scratch.group_newest[i]);
                 match self.get_or_create(
                     (scratch.hashes[i], scratch.fps[i]),
                     scratch.key(batch, i),
@@ -738,9 +736,7 @@ impl Store {
                     &mut out,
                 ) {
                     Created::Series => {}
-                    Created::OverLimit => {
-                        out.samples_over_limit += scratch.group_samples(i) as u64
-                    }
+                    Created::OverLimit => out.samples_over_limit += scratch.group_samples(i) as u64,
                     Created::TooOld { window_start } => scratch.group_window[i] = window_start,
                 }
             }

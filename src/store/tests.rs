@@ -364,7 +364,10 @@ fn issue_15_samples_outside_the_time_bounds_are_refused_the_rest_stored() {
     assert!(refused.contains("Unix epoch"), "{refused}");
     let o = push_within(&s, &[(A2, wall - 2 * 3_600_000, 1.0)], &bounds);
     let refused = o.refused.unwrap().to_string();
-    assert!(refused.contains(r#"service "a"'s retention window"#), "{refused}");
+    assert!(
+        refused.contains(r#"service "a"'s retention window"#),
+        "{refused}"
+    );
 }
 
 /// Issue 15: ±Inf and NaN (other than the stale marker) are accepted, counted and never
