@@ -85,7 +85,7 @@ async fn handle(
         // (and does not retry a 4xx: the same samples would be refused again).
         let o = &outcome.store;
         let mut detail = format!(
-            "{} samples refused ({} too far in the future, {} too old), the other {} samples of the request were stored",
+            "samples refused: {} ({} too far in the future, {} too old); the other {} samples of the request were stored",
             o.too_far_in_future + o.too_old,
             o.too_far_in_future,
             o.too_old,
