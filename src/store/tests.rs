@@ -15,10 +15,10 @@ fn store() -> Store {
     })
 }
 
-fn push(
-    store: &Store,
-    series: &[(&[(&str, &str)], i64, f64)],
-) -> Result<IngestOutcome, StoreError> {
+/// One sample to push: its series' labels, timestamp and value.
+type Entry<'a> = (&'a [(&'a str, &'a str)], i64, f64);
+
+fn push(store: &Store, series: &[Entry]) -> Result<IngestOutcome, StoreError> {
     let req = pb::WriteRequest {
         timeseries: series
             .iter()
@@ -49,11 +49,7 @@ fn push(
     store.ingest(batch, &mut IngestScratch::default())
 }
 
-fn push_within(
-    store: &Store,
-    series: &[(&[(&str, &str)], i64, f64)],
-    bounds: &TimeBounds,
-) -> IngestOutcome {
+fn push_within(store: &Store, series: &[Entry], bounds: &TimeBounds) -> IngestOutcome {
     let mut batch = crate::ingest::Batch::default();
     batch.reset(&DecodeLimits::default());
     for (ls, ts, v) in series {
