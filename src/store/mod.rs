@@ -87,21 +87,12 @@ impl TimeBounds {
     }
 }
 
-/// Why a sample was refused by [`TimeBounds`], as counted
-/// (`deploywatch_ingest_samples_total{outcome}`).
+/// Why a sample was refused by [`TimeBounds`]: counted as
+/// `deploywatch_ingest_samples_total{outcome="too_far_in_future"|"too_old"}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeRefusal {
     TooFarInFuture,
     TooOld,
-}
-
-impl TimeRefusal {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TimeRefusal::TooFarInFuture => "too_far_in_future",
-            TimeRefusal::TooOld => "too_old",
-        }
-    }
 }
 
 /// The first sample of a push refused by its [`TimeBounds`], for the answer to the sender.
