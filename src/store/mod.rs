@@ -297,6 +297,17 @@ pub struct IngestOutcome {
     pub touched: Vec<(ServiceId, i64)>,
 }
 
+/// Why a new label set of a push was not created.
+#[derive(Debug, Clone, Copy)]
+enum Unstored {
+    /// None of its samples may be kept (refused for their time, or non-finite).
+    NothingStorable,
+    /// Refused by a series limit.
+    OverLimit,
+    /// All its samples are older than its service's window, which starts here.
+    TooOld { window_start: i64 },
+}
+
 /// What [`Store::get_or_create`] did with a label set.
 enum Created {
     /// Found or created.
@@ -346,11 +357,8 @@ pub struct IngestScratch {
     group_samples: Vec<u32>,
     /// Per (service, version) touched by this push: oldest and newest appended timestamps.
     newest: Vec<(ServiceId, VersionId, i64, i64)>,
-    /// Newest storable timestamp of each label set in the push, indexed by its first entry.
-    group_newest: Vec<i64>,
-    /// Label sets (by first entry) of new series refused whole as older than their
-    /// service's retention window: where that window starts (`NO_TS`: not refused).
-    group_window: Vec<i64>,
+    /// Label sets (by first entry, ascending) of new series that were not created, and why.
+    unstored: Vec<(u32, Unstored)>,
     /// Per service this push reached: the oldest timestamp its retention window holds.
     floors: Vec<(ServiceId, i64)>,
     /// Refusals found while preparing (bounds that do not depend on the service).
@@ -372,10 +380,7 @@ impl IngestScratch {
     /// are the key as they stand (deferred entries); others are encoded. Prometheus repeats a
     /// series in consecutive entries when it has several samples for it: same bytes, same key.
     ///
-    /// Samples outside `bounds` (whatever their service) and non-finite values are counted
-    /// here; `group_samples` counts only the samples the store may keep, so a label set
-    /// with none is neither looked up nor created.
-    fn prepare(&mut self, batch: &Batch, hashers: &Hashers, bounds: &TimeBounds) {
+    fn prepare(&mut self, batch: &Batch, hashers: &Hashers) {
         self.keys.clear();
         self.src.clear();
         self.hashes.clear();
@@ -384,10 +389,7 @@ impl IngestScratch {
         self.with_samples.clear();
         self.group_samples.clear();
         self.group_samples.resize(batch.series.len(), 0);
-        self.group_newest.clear();
-        self.group_newest.resize(batch.series.len(), NO_TS);
-        self.group_window.clear();
-        self.group_window.resize(batch.series.len(), NO_TS);
+        self.unstored.clear();
         self.newest.clear();
         self.floors.clear();
         self.too_far_in_future = 0;
@@ -398,7 +400,7 @@ impl IngestScratch {
         for (i, entry) in batch.series.iter().enumerate() {
             self.with_samples.push(!entry.samples.is_empty());
             let raw = batch.bytes(entry.raw_labels);
-            let (n, newest) = self.count_storable(batch, i, bounds);
+            let n = entry.samples.len() as u32;
             if let Some((p, prev_raw)) = prev {
                 if !raw.is_empty() && raw == prev_raw {
                     self.src.push(self.src[p]);
@@ -407,15 +409,12 @@ impl IngestScratch {
                     let f = self.first[p];
                     self.first.push(f);
                     self.group_samples[f as usize] += n;
-                    let g = &mut self.group_newest[f as usize];
-                    *g = (*g).max(newest);
                     prev = Some((i, raw));
                     continue;
                 }
             }
             prev = Some((i, raw));
             self.group_samples[i] = n;
-            self.group_newest[i] = newest;
             self.first.push(i as u32);
             if entry.deferred {
                 self.src
@@ -428,23 +427,54 @@ impl IngestScratch {
         }
     }
 
-    /// Counts entry `i`'s samples by what becomes of them: refused by `bounds`, non-finite
-    /// (dropped), or storable. Returns the storable ones' count and newest timestamp.
-    #[inline]
-    fn count_storable(&mut self, batch: &Batch, i: usize, bounds: &TimeBounds) -> (u32, i64) {
-        let mut n = 0;
-        let mut newest = NO_TS;
+    /// Counts the samples of entry `i`, whose label set was not created, by why.
+    #[cold]
+    fn account_unstored(
+        &mut self,
+        batch: &Batch,
+        i: usize,
+        bounds: &TimeBounds,
+        why: Unstored,
+        out: &mut IngestOutcome,
+    ) {
         for s in batch.series_samples(&batch.series[i]) {
             match bounds.check(s.ts) {
-                Some(why) => self.refuse(i, s.ts, why, None),
-                None if s.value.is_finite() || is_stale_marker(s.value) => {
-                    n += 1;
-                    newest = newest.max(s.ts);
-                }
-                None => self.non_finite += 1,
+                Some(refusal) => self.refuse(i, s.ts, refusal, None),
+                None if !s.value.is_finite() && !is_stale_marker(s.value) => self.non_finite += 1,
+                None => match why {
+                    Unstored::OverLimit => out.samples_over_limit += 1,
+                    Unstored::TooOld { window_start } => {
+                        self.refuse(i, s.ts, TimeRefusal::TooOld, Some(window_start))
+                    }
+                    // Every sample is refused or non-finite: not reached.
+                    Unstored::NothingStorable => {}
+                },
             }
         }
-        (n, newest)
+    }
+
+    /// Counts a sample of an existing series refused for its time (`floor`: where its
+    /// service's window starts).
+    #[cold]
+    fn refuse_out_of_bounds(&mut self, i: usize, ts: i64, bounds: &TimeBounds, floor: i64) {
+        match bounds.check(ts) {
+            Some(why) => self.refuse(i, ts, why, None),
+            None => self.refuse(i, ts, TimeRefusal::TooOld, Some(floor)),
+        }
+    }
+
+    /// The newest storable timestamp of the label set whose first entry is `i` (its entries
+    /// are consecutive). For new series only.
+    fn group_newest(&self, batch: &Batch, i: usize, bounds: &TimeBounds) -> i64 {
+        let mut newest = NO_TS;
+        for j in (i..batch.series.len()).take_while(|&j| self.first[j] as usize == i) {
+            for s in batch.series_samples(&batch.series[j]) {
+                if storable(bounds, s) {
+                    newest = newest.max(s.ts);
+                }
+            }
+        }
+        newest
     }
 
     /// The oldest timestamp service `sid`'s retention window holds, read once per push.
@@ -664,7 +694,7 @@ impl Store {
         bounds: &TimeBounds,
     ) -> Result<IngestOutcome, StoreError> {
         let mut out = IngestOutcome::default();
-        scratch.prepare(batch, &self.hashers, bounds);
+        scratch.prepare(batch, &self.hashers);
 
         // 1. Resolve every entry under all shards' read locks. Label sets not found by their
         //    raw bytes are parsed, checked and looked up again by their canonical encoding;
@@ -719,17 +749,24 @@ impl Store {
                 }
             }
             for &i in &new {
-                let newest = bounds.service_retention.then_some(scratch.group_newest[i]);
-                match self.get_or_create(
+                // A label set with no sample the store may keep is not created: a stray
+                // timestamp or a NaN never makes a series, a version or a deploy.
+                let newest = scratch.group_newest(batch, i, bounds);
+                if newest == NO_TS {
+                    scratch.unstored.push((i as u32, Unstored::NothingStorable));
+                    continue;
+                }
+                let why = match self.get_or_create(
                     (scratch.hashes[i], scratch.fps[i]),
                     scratch.key(batch, i),
-                    newest,
+                    bounds.service_retention.then_some(newest),
                     &mut out,
                 ) {
-                    Created::Series => {}
-                    Created::OverLimit => out.samples_over_limit += scratch.group_samples(i) as u64,
-                    Created::TooOld { window_start } => scratch.group_window[i] = window_start,
-                }
+                    Created::Series => continue,
+                    Created::OverLimit => Unstored::OverLimit,
+                    Created::TooOld { window_start } => Unstored::TooOld { window_start },
+                };
+                scratch.unstored.push((i as u32, why));
             }
             guards = self.shards.iter().map(|s| s.read()).collect();
             refs = Vec::with_capacity(batch.series.len());
@@ -737,41 +774,46 @@ impl Store {
         }
         let batch: &Batch = batch;
 
-        // 2. Append samples. `None`: no float samples, or a new series refused by a limit.
+        // 2. Append samples. `None`: no float samples, or a new series refused by a limit
+        //    or by its service's retention window.
         let retention = self.cfg.retention_ms;
         let max_samples = self.max_samples_per_series.load(Ordering::Relaxed);
+        let mut next_unstored = 0;
         for (i, entry) in batch.series.iter().enumerate() {
             if let Some(Some(ahead)) = refs.get(i + PREFETCH_AHEAD) {
                 prefetch::lines(*ahead as *const Series, std::mem::size_of::<Series>());
             }
             let Some(series) = refs[i] else {
-                let window_start = scratch.group_window[scratch.first[i] as usize];
-                if window_start != NO_TS {
-                    // A new series refused whole: its service's window starts after it.
-                    for s in batch.series_samples(entry) {
-                        if storable(bounds, s) {
-                            scratch.refuse(i, s.ts, TimeRefusal::TooOld, Some(window_start));
-                        }
-                    }
+                // Listed by first entry, ascending, as the entries come.
+                let f = scratch.first[i];
+                while scratch.unstored.get(next_unstored).is_some_and(|g| g.0 < f) {
+                    next_unstored += 1;
+                }
+                let why = scratch.unstored.get(next_unstored).filter(|g| g.0 == f);
+                if let Some(&(_, why)) = why {
+                    scratch.account_unstored(batch, i, bounds, why, &mut out);
                 }
                 continue;
             };
             let samples = batch.series_samples(entry);
+            // The oldest timestamp this series may take now.
             let floor = if bounds.service_retention {
                 scratch.floor(self, series.service)
             } else {
                 i64::MIN
             };
+            let lowest = bounds.oldest.max(floor);
             let mut newest = NO_TS;
             let mut oldest = i64::MAX;
             {
                 let mut data = series.data.lock();
                 for s in samples {
-                    if !storable(bounds, s) {
+                    if s.ts > bounds.newest || s.ts < lowest {
+                        scratch.refuse_out_of_bounds(i, s.ts, bounds, floor);
                         continue;
                     }
-                    if s.ts < floor {
-                        scratch.refuse(i, s.ts, TimeRefusal::TooOld, Some(floor));
+                    if !s.value.is_finite() && !is_stale_marker(s.value) {
+                        scratch.non_finite += 1;
                         continue;
                     }
                     let before = data.ring.last();
