@@ -111,7 +111,10 @@ async fn handle(
     }
     let mut res = StatusCode::NO_CONTENT.into_response();
     if protocol == Protocol::V2 {
-        let written = outcome.store.samples_appended + outcome.store.duplicates;
+        // Accepted samples: a retried one already held, and a non-finite one (accepted as
+        // Prometheus does, not kept) count as written; the sender has nothing to resend.
+        let written =
+            outcome.store.samples_appended + outcome.store.duplicates + outcome.store.non_finite;
         let h = res.headers_mut();
         h.insert(
             "X-Prometheus-Remote-Write-Samples-Written",

@@ -392,3 +392,58 @@ fn issue_15_a_hostile_snapshot_is_skipped_and_the_restart_is_ready_within_second
     assert_eq!(status, 204, "{body}");
     assert_eq!(service_now(&dw, "calm"), wall + SEC);
 }
+
+/// Over Remote-Write 2.0, non-finite values are accepted and reported written (the sender
+/// has nothing to resend), counted, and not kept; a sample in microseconds is refused the
+/// same way as over 1.0.
+#[test]
+fn issue_15_rw2_non_finite_values_are_written_and_counted_and_bad_times_refused() {
+    let dw = Deploywatch::start();
+    let t0 = EPOCH;
+    let labels = [
+        ("__name__", "queue_depth"),
+        ("job", "calm"),
+        ("version", "v1"),
+    ];
+    let mut syms = harness::Symbols::default();
+    let ts = syms.series(
+        &labels,
+        &[
+            (t0, 1.0),
+            (t0 + 1000, f64::INFINITY),
+            (t0 + 2000, f64::NAN),
+            (t0 + 3000, 2.0),
+        ],
+    );
+    let (status, headers, body) = dw.push_v2(&syms.request(vec![ts]));
+    assert_eq!(status, 204, "{body}");
+    let written = headers["X-Prometheus-Remote-Write-Samples-Written"]
+        .to_str()
+        .unwrap();
+    assert_eq!(written, "4");
+    assert_eq!(dw.samples_total("appended"), 2.0);
+    assert_eq!(dw.samples_total("non_finite"), 2.0);
+    assert_eq!(service_now(&dw, "calm"), t0 + 3000);
+
+    let mut syms = harness::Symbols::default();
+    let good = syms.series(&labels, &[(t0 + 4000, 3.0)]);
+    let micro = syms.series(
+        &[
+            ("__name__", "queue_depth"),
+            ("job", "calm"),
+            ("version", "v2"),
+        ],
+        &[((t0 + 5000) * 1000, 3.0)],
+    );
+    let (status, _, body) = dw.push_v2(&syms.request(vec![good, micro]));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("micro- or nanoseconds"), "{body}");
+    assert!(body.contains(r#"version="v2""#), "{body}");
+    assert_eq!(dw.samples_total("too_far_in_future"), 1.0);
+    assert_eq!(service_now(&dw, "calm"), t0 + 4000);
+    let services = dw.services();
+    assert!(
+        harness::version(&services, "calm", "v2").is_none(),
+        "{services:#}"
+    );
+}
