@@ -68,6 +68,8 @@ pub struct LimitsConfig {
     pub max_series_per_service: usize,
     pub max_samples_per_series: usize,
     pub max_inflight_requests: usize,
+    /// How far a sample's timestamp may be ahead of the wall clock; later ones are refused.
+    pub max_time_ahead: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -169,6 +171,10 @@ struct RawLimits {
     max_samples_per_series: usize,
     /// Remote-write requests decoded at once; beyond it a push gets 503 and Retry-After.
     max_inflight_requests: usize,
+    /// How far a sample's timestamp may be ahead of the wall clock (clock skew between the
+    /// sender and deploywatch). Later samples are refused: a timestamp in micro- or
+    /// nanoseconds, or a far-future one, would move its service's "now" and end its deploys.
+    max_time_ahead: PromDuration,
 }
 
 impl Default for RawLimits {
@@ -183,6 +189,7 @@ impl Default for RawLimits {
             max_series_per_service: 500_000,
             max_samples_per_series: 16_384,
             max_inflight_requests: 32,
+            max_time_ahead: PromDuration(Duration::from_secs(600)),
         }
     }
 }
@@ -369,6 +376,26 @@ pub struct LimitFlags {
     /// Remote-write requests decoded at once; beyond it 503 with Retry-After. Overrides limits.max_inflight_requests.
     #[arg(long = "limits.max-inflight-requests", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_inflight_requests: Option<u64>,
+    /// How far a sample's timestamp may be ahead of the wall clock (e.g. 10m); later samples are refused. Overrides limits.max_time_ahead.
+    #[arg(long = "limits.max-time-ahead", value_name = "DURATION", value_parser = parse_time_ahead)]
+    pub max_time_ahead: Option<Duration>,
+}
+
+fn parse_time_ahead(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    check_time_ahead(d)?;
+    Ok(d)
+}
+
+/// `limits.max_time_ahead` within what event-time arithmetic holds comfortably.
+fn check_time_ahead(d: Duration) -> Result<(), String> {
+    if d > Duration::from_secs(MAX_RETENTION_DAYS * 86_400) {
+        return Err(format!(
+            "limits.max_time_ahead {} is too long: at most {MAX_RETENTION_DAYS}d",
+            format_duration(d)
+        ));
+    }
+    Ok(())
 }
 
 fn parse_positive_size(s: &str) -> Result<usize, String> {
@@ -424,6 +451,9 @@ impl LimitFlags {
             &mut limits.max_inflight_requests,
             self.max_inflight_requests,
         );
+        if let Some(v) = self.max_time_ahead {
+            limits.max_time_ahead = v;
+        }
     }
 }
 
@@ -549,6 +579,7 @@ impl Config {
             ));
         }
         let l = &raw.limits;
+        check_time_ahead(l.max_time_ahead.0).map_err(invalid)?;
         for (name, v) in [
             ("max_series_per_request", l.max_series_per_request),
             ("max_labels_per_series", l.max_labels_per_series),
@@ -590,6 +621,7 @@ impl Config {
                 max_series_per_service: l.max_series_per_service,
                 max_samples_per_series: l.max_samples_per_series,
                 max_inflight_requests: l.max_inflight_requests,
+                max_time_ahead: l.max_time_ahead.0,
             },
             storage: StorageConfig {
                 snapshot_interval: raw.storage.snapshot_interval.0,
@@ -658,6 +690,7 @@ mod tests {
         assert_eq!(c.global.version_label, "version");
         assert_eq!(c.global.retention, Duration::from_secs(7200));
         assert_eq!(c.limits.max_body_bytes, 32 << 20);
+        assert_eq!(c.limits.max_time_ahead, Duration::from_secs(600));
         assert_eq!(c.alerting.resend_interval, Duration::from_secs(60));
         assert_eq!(
             c.storage.history_retention,
@@ -709,6 +742,20 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.starts_with("dw.yml:3:"), "{err}");
+    }
+
+    #[test]
+    fn max_time_ahead_is_a_bounded_duration() {
+        let c = Config::parse("limits:\n  max_time_ahead: 1h\n", "x").unwrap();
+        assert_eq!(c.limits.max_time_ahead, Duration::from_secs(3600));
+        let c = Config::parse("limits:\n  max_time_ahead: 0\n", "x").unwrap();
+        assert_eq!(c.limits.max_time_ahead, Duration::ZERO);
+        let err = Config::parse("limits:\n  max_time_ahead: 500d\n", "x").unwrap_err();
+        assert!(err.to_string().contains("too long"), "{err}");
+        let err = Config::parse("limits:\n  max_time_ahead: soon\n", "dw.yml").unwrap_err();
+        assert!(err.to_string().starts_with("dw.yml:2:"), "{err}");
+        assert!(parse_time_ahead("400d").is_err());
+        assert_eq!(parse_time_ahead("10m"), Ok(Duration::from_secs(600)));
     }
 
     #[test]

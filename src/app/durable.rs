@@ -8,7 +8,8 @@
 //! crash would have given it (within the tolerance `docs/durability.md` gives). Alerts
 //! follow from the restored verdicts: the alert service sends the firing ones again.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -18,10 +19,10 @@ use super::App;
 use crate::deploy::journal::{Entry, Journal};
 use crate::deploy::Event;
 use crate::ingest::batch::Sample;
-use crate::ingest::Batch;
+use crate::ingest::{Batch, DecodeLimits};
 use crate::store::ring::RangeIter;
 use crate::store::snapshot::{self, SnapshotError, Written};
-use crate::store::{IngestScratch, RingBuffer};
+use crate::store::{IngestScratch, RingBuffer, TimeBounds};
 
 /// Samples are replayed in pushes of at most this much event time: Prometheus' cadence
 /// (`batch_send_deadline: 5s`). Rule values do not depend on push boundaries, but which
@@ -50,6 +51,20 @@ pub struct Restored {
     pub registrations: usize,
     /// Snapshots found corrupt (and moved aside).
     pub corrupt: usize,
+    /// Samples of the snapshot not replayed: outside the time bounds a push is held to (more
+    /// than `limits.max_time_ahead` ahead of the clock, at or before the Unix epoch, before
+    /// their service's retention window), non-finite, or of series with invalid labels.
+    pub skipped_samples: u64,
+    /// Series of the snapshot with invalid labels (skipped whole).
+    pub skipped_series: usize,
+}
+
+/// One restored series as it is replayed: the samples of its ring within `lo..=hi`.
+struct Planned<'a> {
+    labels: &'a [u8],
+    ring: &'a RingBuffer,
+    lo: i64,
+    hi: i64,
 }
 
 impl App {
@@ -128,9 +143,23 @@ impl App {
         };
         out.series = series.len();
         out.registrations = entries.len();
-        out.snapshot_written_at = (state.written_at > 0).then_some(state.written_at);
-        out.samples = self.replay(series, entries);
-        for (id, e) in state.events {
+        // Times from the file are held to the bounds of a push, like its samples.
+        let bounds = TimeBounds::live(crate::now_ms(), self.config.load().limits.max_time_ahead);
+        let sane = |t: i64| (bounds.oldest..=bounds.newest).contains(&t);
+        out.snapshot_written_at = sane(state.written_at).then_some(state.written_at);
+        let held: u64 = series.iter().map(|(_, r)| r.len() as u64).sum();
+        let (plan, invalid) = self.plan(&series);
+        out.skipped_series = invalid;
+        out.samples = self.replay(plan, entries);
+        out.skipped_samples = held.saturating_sub(out.samples);
+        if out.skipped_samples > 0 {
+            tracing::warn!(
+                skipped_samples = out.skipped_samples,
+                skipped_series = out.skipped_series,
+                "The snapshot held samples that are not replayed: outside the time bounds of a push (ahead of the clock by more than limits.max_time_ahead, at or before the Unix epoch, or before their service's retention window), non-finite, duplicate, or of series with invalid labels; they were skipped."
+            );
+        }
+        for (id, e) in state.events.into_iter().filter(|(_, e)| sane(e.at)) {
             self.deploys.record(&id, &e.event, e.detail, Some(e.at));
         }
         if out.series > 0 || out.registrations > 0 {
@@ -150,9 +179,12 @@ impl App {
         m.restored_series
             .store(out.series as u64, Ordering::Relaxed);
         m.restored_samples.store(out.samples, Ordering::Relaxed);
+        m.restored_skipped_samples
+            .store(out.skipped_samples, Ordering::Relaxed);
         tracing::info!(
             series = out.series,
             samples = out.samples,
+            skipped_samples = out.skipped_samples,
             registrations = out.registrations,
             corrupt = out.corrupt,
             snapshot_written_at = ?out.snapshot_written_at,
@@ -162,16 +194,104 @@ impl App {
         out
     }
 
+    /// What of the restored series is replayed: series whose labels a push could carry,
+    /// their samples within the bounds a push received now is held to (a snapshot written by
+    /// an older deploywatch may hold a sample from the year 292278994, which would end every
+    /// deploy of its service). Returns the plan and how many series were skipped.
+    fn plan<'a>(&self, series: &'a [(Vec<u8>, RingBuffer)]) -> (Vec<Planned<'a>>, usize) {
+        let config = self.config.load();
+        let bounds = TimeBounds::live(crate::now_ms(), config.limits.max_time_ahead);
+        let retention_ms = self.store.config().retention_ms;
+        let service_label = &self.store.config().service_label;
+        // Labels are checked as a push's are, but not against the limits in force now:
+        // those applied when the series was accepted.
+        let limits = DecodeLimits {
+            max_body_bytes: usize::MAX,
+            max_series_per_request: usize::MAX,
+            max_labels_per_series: usize::MAX,
+            max_label_name_length: usize::MAX,
+            max_label_value_length: usize::MAX,
+        };
+        let mut batch = Batch::default();
+        let mut invalid = 0;
+        // Per series: its service, and its newest sample within the bounds.
+        let mut found: Vec<(usize, String, Option<i64>)> = Vec::with_capacity(series.len());
+        for (i, (labels, ring)) in series.iter().enumerate() {
+            if ring.is_empty() {
+                continue;
+            }
+            batch.reset(&limits);
+            batch.push_encoded(labels, &[]);
+            let valid = batch.ensure_labels(0).is_ok()
+                && batch
+                    .series_labels(&batch.series[0])
+                    .all(|(n, v)| std::str::from_utf8(n).is_ok() && std::str::from_utf8(v).is_ok());
+            if !valid {
+                invalid += 1;
+                continue;
+            }
+            let service = batch
+                .series_labels(&batch.series[0])
+                .find(|(n, _)| *n == service_label.as_bytes())
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default();
+            let newest = match ring.last() {
+                Some((t, _)) if (bounds.oldest..=bounds.newest).contains(&t) => Some(t),
+                _ => ring.range(bounds.oldest, bounds.newest).last().map(|s| s.0),
+            };
+            found.push((i, service, newest));
+        }
+        if invalid > 0 {
+            tracing::error!(
+                series = invalid,
+                "The snapshot holds series with invalid labels; they are skipped."
+            );
+        }
+        let mut service_newest: HashMap<&str, i64> = HashMap::new();
+        for (_, service, newest) in &found {
+            if let Some(t) = *newest {
+                let e = service_newest.entry(service.as_str()).or_insert(t);
+                *e = (*e).max(t);
+            }
+        }
+        let plan = found
+            .iter()
+            .filter_map(|(i, service, newest)| {
+                (*newest)?;
+                let window = service_newest[service.as_str()].saturating_sub(retention_ms);
+                let (labels, ring) = &series[*i];
+                Some(Planned {
+                    labels,
+                    ring,
+                    lo: bounds.oldest.max(window),
+                    hi: bounds.newest,
+                })
+            })
+            .collect();
+        (plan, invalid)
+    }
+
     /// Feeds restored series through the store and the judge in event-time order, applying
     /// each registration before the first push past the moment it arrived. Returns the
     /// samples replayed.
-    fn replay(&self, series: Vec<(Vec<u8>, RingBuffer)>, mut entries: Vec<Entry>) -> u64 {
+    ///
+    /// Bounded whatever the snapshot holds: each push takes at least the oldest sample left,
+    /// and only the series with samples in its window are visited (a heap orders them by
+    /// their next sample), so the work is linear in the samples whatever their times.
+    fn replay(&self, plan: Vec<Planned<'_>>, mut entries: Vec<Entry>) -> u64 {
         entries.sort_by_key(|e| e.received_at);
         let mut regs: VecDeque<Entry> = entries.into();
-        let mut cursors: Vec<Cursor<'_>> = series
+        let mut cursors: Vec<Cursor<'_>> = plan
             .iter()
-            .map(|(labels, ring)| (labels.as_slice(), ring.iter().peekable()))
+            .map(|p| (p.labels, p.ring.range(p.lo, p.hi).peekable()))
             .collect();
+        // Each series with samples left, by its next sample's time (then snapshot order).
+        let mut heap: BinaryHeap<Reverse<(i64, usize)>> = cursors
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, (_, it))| it.peek().map(|s| Reverse((s.0, i))))
+            .collect();
+        let mut due: Vec<usize> = Vec::new();
         let mut batch = Batch::default();
         let mut scratch = IngestScratch::default();
         let mut samples: Vec<Sample> = Vec::new();
@@ -185,6 +305,8 @@ impl App {
             if batch.series.is_empty() {
                 return;
             }
+            // The plan keeps samples within the bounds; the store still drops non-finite
+            // values an older deploywatch kept.
             match self.store.ingest(batch, &mut scratch) {
                 Ok(o) => {
                     *replayed += o.samples_appended;
@@ -201,8 +323,7 @@ impl App {
             }
             batch.clear();
         };
-        let mut next = earliest(&mut cursors);
-        while let Some(t) = next {
+        while let Some(&Reverse((t, _))) = heap.peek() {
             // Registrations that arrived before the next sample go first; the push that
             // follows ends where the next registration arrived, so every registration sees
             // exactly the samples it saw live.
@@ -210,30 +331,43 @@ impl App {
                 let e = regs.pop_front().expect("peeked");
                 self.deploys.replay_registration(&self.store, e);
             }
-            let mut w_end = (t.div_euclid(REPLAY_WINDOW_MS) + 1) * REPLAY_WINDOW_MS;
+            // The window's last millisecond, at or after `t` at every extreme of i64.
+            let mut w_last = t
+                .div_euclid(REPLAY_WINDOW_MS)
+                .saturating_mul(REPLAY_WINDOW_MS)
+                .saturating_add(REPLAY_WINDOW_MS - 1);
             if let Some(e) = regs.front() {
-                w_end = w_end.min(e.received_at + 1);
+                w_last = w_last.min(e.received_at);
             }
-            for (labels, it) in cursors.iter_mut() {
+            due.clear();
+            while let Some(&Reverse((ts, i))) = heap.peek() {
+                if ts > w_last {
+                    break;
+                }
+                heap.pop();
+                due.push(i);
+            }
+            // In snapshot order, as the series were created live.
+            due.sort_unstable();
+            for &i in &due {
+                let (labels, it) = &mut cursors[i];
                 samples.clear();
                 while let Some(&(ts, v)) = it.peek() {
-                    if ts >= w_end {
+                    if ts > w_last {
+                        heap.push(Reverse((ts, i)));
                         break;
                     }
                     samples.push(Sample { ts, value: v });
                     it.next();
                 }
-                if !samples.is_empty() {
-                    batch.push_encoded(labels, &samples);
-                    if batch.series.len() >= REPLAY_BATCH_SERIES {
-                        ingest(&mut batch, &mut touched, &mut replayed);
-                    }
+                batch.push_encoded(labels, &samples);
+                if batch.series.len() >= REPLAY_BATCH_SERIES {
+                    ingest(&mut batch, &mut touched, &mut replayed);
                 }
             }
             ingest(&mut batch, &mut touched, &mut replayed);
             self.deploys.on_push(&self.store, &touched);
             touched.clear();
-            next = earliest(&mut cursors);
         }
         for e in regs {
             self.deploys.replay_registration(&self.store, e);
@@ -243,11 +377,3 @@ impl App {
 }
 
 type Cursor<'a> = (&'a [u8], std::iter::Peekable<RangeIter<'a>>);
-
-/// The oldest sample not replayed yet.
-fn earliest(cursors: &mut [Cursor<'_>]) -> Option<i64> {
-    cursors
-        .iter_mut()
-        .filter_map(|(_, it)| it.peek().map(|s| s.0))
-        .min()
-}

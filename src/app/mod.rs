@@ -19,7 +19,7 @@ use crate::deploy::tracker::{Deploys, Settings};
 use crate::export::Metrics;
 use crate::ingest::{DecodeError, DecodeLimits, Decoder, Protocol};
 use crate::rules::RuleSet;
-use crate::store::{IngestOutcome, IngestScratch, Store, StoreConfig, StoreError};
+use crate::store::{IngestOutcome, IngestScratch, Store, StoreConfig, StoreError, TimeBounds};
 
 /// Where the process was told to keep things and how to link to itself.
 #[derive(Debug, Clone)]
@@ -152,7 +152,8 @@ impl App {
         SCRATCH.with(|cell| {
             let (decoder, scratch) = &mut *cell.borrow_mut();
             let batch = decoder.decode(protocol, body, &limits)?;
-            let store = self.store.ingest(batch, scratch)?;
+            let bounds = TimeBounds::live(crate::now_ms(), config.limits.max_time_ahead);
+            let store = self.store.ingest_within(batch, scratch, &bounds)?;
             self.metrics.ingested(&store, &batch.extras);
             // Judge the deploys this push touched before answering.
             let judged = Instant::now();

@@ -35,7 +35,9 @@
 //! "out of bounds"; if the receiver already scraped something at "now", now − 1h would sit on
 //! the edge). With the default 15 s step the event time reaches the wall clock after 200 rounds
 //! (e.g. 200 × 100 k = 20 M samples); after that timestamps lie in the future, which Prometheus
-//! 2.42 accepts and VictoriaMetrics accepts up to 2 days ahead. The summary prints the event
+//! 2.42 accepts and VictoriaMetrics accepts up to 2 days ahead; deploywatch refuses samples
+//! more than `limits.max_time_ahead` (10 min) ahead of its clock, so start it with e.g.
+//! `--limits.max-time-ahead=30d` for longer runs. The summary prints the event
 //! time range; to count what arrived in Prometheus query at that time, e.g.
 //! `curl '127.0.0.1:19090/api/v1/query?query=count({__name__=~".%2B"})&time=<last ms/1000>'`.
 //!

@@ -228,6 +228,7 @@ pub fn deploy_id(service: &str, version: &str, started_at: i64) -> String {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct SideJson {
     pub value: Option<f64>,
+    #[serde(deserialize_with = "crate::jsonl::number_or_null")]
     pub samples: f64,
 }
 
@@ -241,6 +242,7 @@ pub struct RuleJson {
     /// Canary over baseline (the compared statistic's ratio).
     pub effect: Option<f64>,
     /// Confidence that the effect is real (1 − the smallest alpha whose test rejects).
+    #[serde(deserialize_with = "crate::jsonl::number_or_null")]
     pub confidence: f64,
     pub reason: String,
     pub matched_series: usize,
@@ -265,6 +267,7 @@ pub struct Suspect {
     pub dimension: String,
     pub value: String,
     /// Share of the excess (bad events beyond the expected) this value carries.
+    #[serde(deserialize_with = "crate::jsonl::number_or_null")]
     pub share: f64,
     /// The registered change it maps to; `null` with a `note` when none matches.
     pub change: Option<String>,

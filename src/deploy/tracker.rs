@@ -12,6 +12,7 @@ use super::{
     deploy_id, Change, DeployError, DeployJson, Event, Phase, Registration, RuleJson, SideJson,
     Source, Strategy, Suspect, Verdict,
 };
+use crate::jsonl::finite_or_zero;
 use crate::rca;
 use crate::report::history::{History, Record};
 use crate::rules::eval::{known_baseline, RuleState, Side};
@@ -157,14 +158,14 @@ impl DeployState {
                     verdict: r.verdict,
                     canary: SideJson {
                         value: r.canary_value.filter(|v| v.is_finite()),
-                        samples: r.canary_samples,
+                        samples: finite_or_zero(r.canary_samples),
                     },
                     baseline: SideJson {
                         value: r.baseline_value.filter(|v| v.is_finite()),
-                        samples: r.baseline_samples,
+                        samples: finite_or_zero(r.baseline_samples),
                     },
                     effect: r.effect.filter(|v| v.is_finite()),
-                    confidence: r.confidence,
+                    confidence: finite_or_zero(r.confidence),
                     reason: r.reason.clone(),
                     matched_series: r.matched_series(),
                 })
@@ -173,7 +174,11 @@ impl DeployState {
                 .suspects
                 .iter()
                 .chain(&self.shared_suspects)
-                .cloned()
+                .map(|s| Suspect {
+                    share: finite_or_zero(s.share),
+                    surprise: s.surprise.filter(|v| v.is_finite()),
+                    ..s.clone()
+                })
                 .collect(),
             timeline,
             comparison: if self.before_after {

@@ -122,14 +122,17 @@ pub struct StorageMetrics {
     /// What the start-up restore replayed.
     pub restored_series: AtomicU64,
     pub restored_samples: AtomicU64,
+    /// Samples of the snapshot not replayed (hostile or damaged, see `app::durable`).
+    pub restored_skipped_samples: AtomicU64,
 }
 
 /// Why remote-write requests were refused, as counted.
-pub const REJECT_REASONS: [&str; 7] = [
+pub const REJECT_REASONS: [&str; 8] = [
     "malformed",
     "invalid_labels",
     "limit",
     "series_limit",
+    "out_of_bounds",
     "too_large",
     "unsupported_media_type",
     "overloaded",
@@ -153,6 +156,11 @@ pub struct Metrics {
     pub samples_duplicate: Counter,
     pub samples_out_of_order: Counter,
     pub samples_series_limit: Counter,
+    /// Samples refused by the time bounds (`limits.max_time_ahead`, retention).
+    pub samples_too_far_in_future: Counter,
+    pub samples_too_old: Counter,
+    /// ±Inf and NaN values (not stale markers): accepted, not stored.
+    pub samples_non_finite: Counter,
     pub histograms_dropped: Counter,
     pub exemplars_dropped: Counter,
     pub metadata_received: Counter,
@@ -183,6 +191,9 @@ impl Default for Metrics {
             samples_duplicate: Counter::default(),
             samples_out_of_order: Counter::default(),
             samples_series_limit: Counter::default(),
+            samples_too_far_in_future: Counter::default(),
+            samples_too_old: Counter::default(),
+            samples_non_finite: Counter::default(),
             histograms_dropped: Counter::default(),
             exemplars_dropped: Counter::default(),
             metadata_received: Counter::default(),
@@ -263,6 +274,9 @@ impl Metrics {
         self.samples_duplicate.inc_by(o.duplicates);
         self.samples_out_of_order.inc_by(o.out_of_order);
         self.samples_series_limit.inc_by(o.samples_over_limit);
+        self.samples_too_far_in_future.inc_by(o.too_far_in_future);
+        self.samples_too_old.inc_by(o.too_old);
+        self.samples_non_finite.inc_by(o.non_finite);
         self.stale_markers.inc_by(o.stale_markers);
         self.series_created.inc_by(o.series_created);
         self.series_over_limit.inc_by(o.series_over_limit);
@@ -301,7 +315,7 @@ impl Metrics {
         e.family(
             "deploywatch_ingest_rejected_requests_total",
             "counter",
-            "Remote-write requests refused, by reason: malformed (snappy, protobuf), invalid_labels, limit (a per-request or per-series limit: 400), too_large (413), unsupported_media_type (415), overloaded (503); series_limit: new series refused by a series limit, the rest of the request stored (400).",
+            "Remote-write requests refused, by reason: malformed (snappy, protobuf), invalid_labels, limit (a per-request or per-series limit: 400), too_large (413), unsupported_media_type (415), overloaded (503); series_limit: new series refused by a series limit, out_of_bounds: samples refused by their timestamp, the rest of the request stored in both (400).",
         );
         for (i, reason) in REJECT_REASONS.iter().enumerate() {
             e.sample(
@@ -333,13 +347,16 @@ impl Metrics {
         e.family(
             "deploywatch_ingest_samples_total",
             "counter",
-            "Float samples received in accepted requests, by outcome: appended, or dropped as duplicate (a retried push), out_of_order, or series_limit.",
+            "Float samples received in accepted requests, by outcome: appended, or dropped as duplicate (a retried push), out_of_order, series_limit, non_finite (±Inf, NaN other than the stale marker: accepted, not stored), or refused by their timestamp as too_far_in_future (limits.max_time_ahead) or too_old (before their service's retention window, or the Unix epoch).",
         );
         for (outcome, c) in [
             ("appended", &self.samples_appended),
             ("duplicate", &self.samples_duplicate),
             ("out_of_order", &self.samples_out_of_order),
             ("series_limit", &self.samples_series_limit),
+            ("non_finite", &self.samples_non_finite),
+            ("too_far_in_future", &self.samples_too_far_in_future),
+            ("too_old", &self.samples_too_old),
         ] {
             e.sample(
                 "deploywatch_ingest_samples_total",
@@ -470,6 +487,12 @@ impl Metrics {
             "gauge",
             "Samples replayed from the snapshot at start.",
             st.restored_samples.load(Ordering::Relaxed) as f64,
+        );
+        e.single(
+            "deploywatch_restored_skipped_samples",
+            "gauge",
+            "Samples of the snapshot not replayed at start: outside the time bounds of a push (ahead of the clock by more than limits.max_time_ahead, at or before the Unix epoch, before their service's retention window), non-finite, duplicate, or of series with invalid labels.",
+            st.restored_skipped_samples.load(Ordering::Relaxed) as f64,
         );
         self.encode_alerts(e);
     }

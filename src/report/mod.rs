@@ -64,10 +64,13 @@ pub struct RuleReport {
     pub before: Option<f64>,
     /// The new version's statistic.
     pub after: Option<f64>,
+    #[serde(deserialize_with = "crate::jsonl::number_or_null")]
     pub before_samples: f64,
+    #[serde(deserialize_with = "crate::jsonl::number_or_null")]
     pub after_samples: f64,
     /// After over before.
     pub effect: Option<f64>,
+    #[serde(deserialize_with = "crate::jsonl::number_or_null")]
     pub confidence: f64,
     pub first_deviation_at: Option<String>,
     pub matched_series: usize,

@@ -35,6 +35,94 @@ pub enum StoreError {
     InvalidUtf8 { series: usize, what: &'static str },
 }
 
+/// The timestamps a push may bring. Samples outside are refused and counted, the others of
+/// the push are stored (`CONTRACT.md`, Ingest): a timestamp from the far future (or in micro-
+/// or nanoseconds) would move its service's "now" and end its running deploys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeBounds {
+    /// The newest timestamp accepted: the wall clock plus `limits.max_time_ahead`.
+    pub newest: i64,
+    /// `limits.max_time_ahead` in ms, for the answer.
+    pub max_ahead_ms: i64,
+    /// The oldest timestamp accepted whatever the service.
+    pub oldest: i64,
+    /// Also refuse samples older than their service's retention window (its newest sample
+    /// before the push minus `global.retention`).
+    pub service_retention: bool,
+}
+
+impl TimeBounds {
+    /// Everything but `i64::MIN`, the store's "no timestamp": for callers that replay data
+    /// they trust (a backtest reading Prometheus, benchmarks).
+    pub const NONE: TimeBounds = TimeBounds {
+        newest: i64::MAX,
+        max_ahead_ms: i64::MAX,
+        oldest: i64::MIN + 1,
+        service_retention: false,
+    };
+
+    /// The bounds of a push received at wall-clock `now_ms`: at most `max_ahead` ahead of it,
+    /// after the Unix epoch (0 and negative timestamps are unset or garbage), and within its
+    /// service's retention window.
+    pub fn live(now_ms: i64, max_ahead: std::time::Duration) -> TimeBounds {
+        let max_ahead_ms = i64::try_from(max_ahead.as_millis()).unwrap_or(i64::MAX);
+        TimeBounds {
+            newest: now_ms.saturating_add(max_ahead_ms),
+            max_ahead_ms,
+            oldest: 1,
+            service_retention: true,
+        }
+    }
+
+    /// Why a sample at `ts` is refused whatever its service, if it is.
+    #[inline]
+    fn check(&self, ts: i64) -> Option<TimeRefusal> {
+        if ts > self.newest {
+            Some(TimeRefusal::TooFarInFuture)
+        } else if ts < self.oldest {
+            Some(TimeRefusal::TooOld)
+        } else {
+            None
+        }
+    }
+}
+
+/// Why a sample was refused by [`TimeBounds`]: counted as
+/// `deploywatch_ingest_samples_total{outcome="too_far_in_future"|"too_old"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeRefusal {
+    TooFarInFuture,
+    TooOld,
+}
+
+/// The first sample of a push refused by its [`TimeBounds`], for the answer to the sender.
+/// The push's other samples were stored.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SampleRefused {
+    #[error("series {series}: sample timestamp {ts} is too far in the future: more than {} ahead of the wall clock (limits.max_time_ahead){}", crate::config::format_duration(std::time::Duration::from_millis((*max_ahead_ms).max(0) as u64)), unit_hint(*ts))]
+    TooFarInFuture {
+        series: String,
+        ts: i64,
+        max_ahead_ms: i64,
+    },
+    #[error("series {series}: sample timestamp {ts} is too old: {why}")]
+    TooOld {
+        series: String,
+        ts: i64,
+        why: String,
+    },
+}
+
+/// A hint when a timestamp looks like micro- or nanoseconds (remote write carries ms).
+fn unit_hint(ts: i64) -> &'static str {
+    // Unix ms pass 1e14 in the year 5138; µs passed it in 1973.
+    if ts >= 100_000_000_000_000 {
+        " (timestamps are Unix milliseconds; this one looks like micro- or nanoseconds)"
+    } else {
+        ""
+    }
+}
+
 /// Dense id of a service, stable for the life of the process.
 pub type ServiceId = u32;
 /// Index of a version within its service.
@@ -197,8 +285,37 @@ pub struct IngestOutcome {
     pub samples_over_limit: u64,
     /// The first limit a new series ran into, for the answer to the sender.
     pub limited_by: Option<SeriesLimit>,
+    /// Samples refused by the push's [`TimeBounds`] (the rest of the push is stored).
+    pub too_far_in_future: u64,
+    pub too_old: u64,
+    /// The first of them, in request order.
+    pub refused: Option<SampleRefused>,
+    /// ±Inf and NaN values other than the stale marker: accepted, never stored, so no
+    /// statistic, verdict or JSON field is ever computed from them.
+    pub non_finite: u64,
     /// Services that received samples, with the newest timestamp this push brought each.
     pub touched: Vec<(ServiceId, i64)>,
+}
+
+/// Why a new label set of a push was not created.
+#[derive(Debug, Clone, Copy)]
+enum Unstored {
+    /// None of its samples may be kept (refused for their time, or non-finite).
+    NothingStorable,
+    /// Refused by a series limit.
+    OverLimit,
+    /// All its samples are older than its service's window, which starts here.
+    TooOld { window_start: i64 },
+}
+
+/// What [`Store::get_or_create`] did with a label set.
+enum Created {
+    /// Found or created.
+    Series,
+    /// Refused by a series limit.
+    OverLimit,
+    /// Refused: all its samples are older than its service's window, which starts here.
+    TooOld { window_start: i64 },
 }
 
 /// A limit that refused new series.
@@ -240,12 +357,29 @@ pub struct IngestScratch {
     group_samples: Vec<u32>,
     /// Per (service, version) touched by this push: oldest and newest appended timestamps.
     newest: Vec<(ServiceId, VersionId, i64, i64)>,
+    /// Label sets (by first entry, ascending) of new series that were not created, and why.
+    unstored: Vec<(u32, Unstored)>,
+    /// Per service this push reached: the oldest timestamp its retention window holds.
+    floors: Vec<(ServiceId, i64)>,
+    /// Refusals found while preparing (bounds that do not depend on the service).
+    too_far_in_future: u64,
+    too_old: u64,
+    non_finite: u64,
+    /// The first refused sample: entry, timestamp, why, and the service's window start.
+    first_refused: Option<(usize, i64, TimeRefusal, Option<i64>)>,
+}
+
+/// A sample the store keeps: within the push's bounds, and a finite value or a stale marker.
+#[inline]
+fn storable(bounds: &TimeBounds, s: &crate::ingest::Sample) -> bool {
+    bounds.check(s.ts).is_none() && (s.value.is_finite() || is_stale_marker(s.value))
 }
 
 impl IngestScratch {
     /// Finds every entry's key and hash. Prometheus' raw label bytes are canonical, so they
     /// are the key as they stand (deferred entries); others are encoded. Prometheus repeats a
     /// series in consecutive entries when it has several samples for it: same bytes, same key.
+    ///
     fn prepare(&mut self, batch: &Batch, hashers: &Hashers) {
         self.keys.clear();
         self.src.clear();
@@ -255,7 +389,13 @@ impl IngestScratch {
         self.with_samples.clear();
         self.group_samples.clear();
         self.group_samples.resize(batch.series.len(), 0);
+        self.unstored.clear();
         self.newest.clear();
+        self.floors.clear();
+        self.too_far_in_future = 0;
+        self.too_old = 0;
+        self.non_finite = 0;
+        self.first_refused = None;
         let mut prev: Option<(usize, &[u8])> = None;
         for (i, entry) in batch.series.iter().enumerate() {
             self.with_samples.push(!entry.samples.is_empty());
@@ -266,8 +406,9 @@ impl IngestScratch {
                     self.src.push(self.src[p]);
                     self.hashes.push(self.hashes[p]);
                     self.fps.push(self.fps[p]);
-                    self.first.push(self.first[p]);
-                    self.group_samples[self.first[p] as usize] += n;
+                    let f = self.first[p];
+                    self.first.push(f);
+                    self.group_samples[f as usize] += n;
                     prev = Some((i, raw));
                     continue;
                 }
@@ -283,6 +424,78 @@ impl IngestScratch {
             } else {
                 self.encode(batch, i, hashers);
             }
+        }
+    }
+
+    /// Counts the samples of entry `i`, whose label set was not created, by why.
+    #[cold]
+    fn account_unstored(
+        &mut self,
+        batch: &Batch,
+        i: usize,
+        bounds: &TimeBounds,
+        why: Unstored,
+        out: &mut IngestOutcome,
+    ) {
+        for s in batch.series_samples(&batch.series[i]) {
+            match bounds.check(s.ts) {
+                Some(refusal) => self.refuse(i, s.ts, refusal, None),
+                None if !s.value.is_finite() && !is_stale_marker(s.value) => self.non_finite += 1,
+                None => match why {
+                    Unstored::OverLimit => out.samples_over_limit += 1,
+                    Unstored::TooOld { window_start } => {
+                        self.refuse(i, s.ts, TimeRefusal::TooOld, Some(window_start))
+                    }
+                    // Every sample is refused or non-finite: not reached.
+                    Unstored::NothingStorable => {}
+                },
+            }
+        }
+    }
+
+    /// Counts a sample of an existing series refused for its time (`floor`: where its
+    /// service's window starts).
+    #[cold]
+    fn refuse_out_of_bounds(&mut self, i: usize, ts: i64, bounds: &TimeBounds, floor: i64) {
+        match bounds.check(ts) {
+            Some(why) => self.refuse(i, ts, why, None),
+            None => self.refuse(i, ts, TimeRefusal::TooOld, Some(floor)),
+        }
+    }
+
+    /// The newest storable timestamp of the label set whose first entry is `i` (its entries
+    /// are consecutive). For new series only.
+    fn group_newest(&self, batch: &Batch, i: usize, bounds: &TimeBounds) -> i64 {
+        let mut newest = NO_TS;
+        for j in (i..batch.series.len()).take_while(|&j| self.first[j] as usize == i) {
+            for s in batch.series_samples(&batch.series[j]) {
+                if storable(bounds, s) {
+                    newest = newest.max(s.ts);
+                }
+            }
+        }
+        newest
+    }
+
+    /// The oldest timestamp service `sid`'s retention window holds, read once per push.
+    fn floor(&mut self, store: &Store, sid: ServiceId) -> i64 {
+        if let Some(&(_, f)) = self.floors.iter().find(|(id, _)| *id == sid) {
+            return f;
+        }
+        let f = store.window_start(sid).unwrap_or(i64::MIN);
+        self.floors.push((sid, f));
+        f
+    }
+
+    /// Counts one refused sample of entry `i`; remembers the first in request order.
+    #[cold]
+    fn refuse(&mut self, i: usize, ts: i64, why: TimeRefusal, window_start: Option<i64>) {
+        match why {
+            TimeRefusal::TooFarInFuture => self.too_far_in_future += 1,
+            TimeRefusal::TooOld => self.too_old += 1,
+        }
+        if self.first_refused.is_none_or(|f| i < f.0) {
+            self.first_refused = Some((i, ts, why, window_start));
         }
     }
 
@@ -468,6 +681,18 @@ impl Store {
         batch: &mut Batch,
         scratch: &mut IngestScratch,
     ) -> Result<IngestOutcome, StoreError> {
+        self.ingest_within(batch, scratch, &TimeBounds::NONE)
+    }
+
+    /// [`Store::ingest`], refusing the samples outside `bounds` (counted, and the first
+    /// named in [`IngestOutcome::refused`]); the push's other samples are stored. ±Inf and
+    /// NaN values other than the stale marker are dropped and counted, whatever the bounds.
+    pub fn ingest_within(
+        &self,
+        batch: &mut Batch,
+        scratch: &mut IngestScratch,
+        bounds: &TimeBounds,
+    ) -> Result<IngestOutcome, StoreError> {
         let mut out = IngestOutcome::default();
         scratch.prepare(batch, &self.hashers);
 
@@ -524,14 +749,24 @@ impl Store {
                 }
             }
             for &i in &new {
-                let created = self.get_or_create(
+                // A label set with no sample the store may keep is not created: a stray
+                // timestamp or a NaN never makes a series, a version or a deploy.
+                let newest = scratch.group_newest(batch, i, bounds);
+                if newest == NO_TS {
+                    scratch.unstored.push((i as u32, Unstored::NothingStorable));
+                    continue;
+                }
+                let why = match self.get_or_create(
                     (scratch.hashes[i], scratch.fps[i]),
                     scratch.key(batch, i),
+                    bounds.service_retention.then_some(newest),
                     &mut out,
-                );
-                if created.is_none() {
-                    out.samples_over_limit += scratch.group_samples(i) as u64;
-                }
+                ) {
+                    Created::Series => continue,
+                    Created::OverLimit => Unstored::OverLimit,
+                    Created::TooOld { window_start } => Unstored::TooOld { window_start },
+                };
+                scratch.unstored.push((i as u32, why));
             }
             guards = self.shards.iter().map(|s| s.read()).collect();
             refs = Vec::with_capacity(batch.series.len());
@@ -539,22 +774,48 @@ impl Store {
         }
         let batch: &Batch = batch;
 
-        // 2. Append samples. `None`: no float samples, or a new series refused by a limit.
+        // 2. Append samples. `None`: no float samples, or a new series refused by a limit
+        //    or by its service's retention window.
         let retention = self.cfg.retention_ms;
         let max_samples = self.max_samples_per_series.load(Ordering::Relaxed);
+        let mut next_unstored = 0;
         for (i, entry) in batch.series.iter().enumerate() {
             if let Some(Some(ahead)) = refs.get(i + PREFETCH_AHEAD) {
                 prefetch::lines(*ahead as *const Series, std::mem::size_of::<Series>());
             }
             let Some(series) = refs[i] else {
+                // Listed by first entry, ascending, as the entries come.
+                let f = scratch.first[i];
+                while scratch.unstored.get(next_unstored).is_some_and(|g| g.0 < f) {
+                    next_unstored += 1;
+                }
+                let why = scratch.unstored.get(next_unstored).filter(|g| g.0 == f);
+                if let Some(&(_, why)) = why {
+                    scratch.account_unstored(batch, i, bounds, why, &mut out);
+                }
                 continue;
             };
             let samples = batch.series_samples(entry);
+            // The oldest timestamp this series may take now.
+            let floor = if bounds.service_retention {
+                scratch.floor(self, series.service)
+            } else {
+                i64::MIN
+            };
+            let lowest = bounds.oldest.max(floor);
             let mut newest = NO_TS;
             let mut oldest = i64::MAX;
             {
                 let mut data = series.data.lock();
                 for s in samples {
+                    if s.ts > bounds.newest || s.ts < lowest {
+                        scratch.refuse_out_of_bounds(i, s.ts, bounds, floor);
+                        continue;
+                    }
+                    if !s.value.is_finite() && !is_stale_marker(s.value) {
+                        scratch.non_finite += 1;
+                        continue;
+                    }
                     let before = data.ring.last();
                     match data.ring.push(s.ts, s.value, retention) {
                         Append::Appended => {
@@ -600,7 +861,68 @@ impl Store {
         }
         self.samples_held
             .fetch_add(out.samples_appended, Ordering::Relaxed);
+        out.too_far_in_future = scratch.too_far_in_future;
+        out.too_old = scratch.too_old;
+        out.non_finite = scratch.non_finite;
+        if let Some((i, ts, why, window_start)) = scratch.first_refused {
+            out.refused = Some(self.refusal(batch, scratch, i, ts, why, window_start, bounds));
+        }
         Ok(out)
+    }
+
+    /// The answer's account of the first refused sample (once per push, off the hot path).
+    #[cold]
+    #[allow(clippy::too_many_arguments)]
+    fn refusal(
+        &self,
+        batch: &Batch,
+        scratch: &IngestScratch,
+        i: usize,
+        ts: i64,
+        why: TimeRefusal,
+        window_start: Option<i64>,
+        bounds: &TimeBounds,
+    ) -> SampleRefused {
+        const MAX_CHARS: usize = 512;
+        let labels = LabelSet::from_encoded(scratch.key(batch, i));
+        let mut series = labels.to_string();
+        if series.len() > MAX_CHARS {
+            let mut cut = MAX_CHARS;
+            while !series.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            series.truncate(cut);
+            series.push_str("…}");
+        }
+        match why {
+            TimeRefusal::TooFarInFuture => SampleRefused::TooFarInFuture {
+                series,
+                ts,
+                max_ahead_ms: bounds.max_ahead_ms,
+            },
+            TimeRefusal::TooOld => SampleRefused::TooOld {
+                series,
+                ts,
+                why: match window_start {
+                    Some(start) => format!(
+                        "before {start}, the start of service {:?}'s retention window (its newest sample minus global.retention, {})",
+                        labels.get(&self.cfg.service_label).unwrap_or(""),
+                        crate::config::format_duration(std::time::Duration::from_millis(
+                            self.cfg.retention_ms.max(0) as u64
+                        )),
+                    ),
+                    None => "at or before the Unix epoch (timestamps are Unix milliseconds)".into(),
+                },
+            },
+        }
+    }
+
+    /// The oldest timestamp service `sid`'s retention window holds now (its newest sample
+    /// minus the retention); `None` for a service that has none yet.
+    fn window_start(&self, sid: ServiceId) -> Option<i64> {
+        let services = self.services.read();
+        let newest = services.list.get(sid as usize)?.newest()?;
+        Some(newest.saturating_sub(self.cfg.retention_ms))
     }
 
     /// Applies the newest timestamps this push brought to the shared per-service and
@@ -624,25 +946,38 @@ impl Store {
         }
     }
 
+    /// Finds or creates the series `key`. With `newest` (the newest sample the push brings
+    /// for it), a new series of a known service whose samples are all older than the
+    /// service's retention window is not created: it would hold nothing.
     fn get_or_create(
         &self,
         (hash, fp): (u64, u64),
         key: &[u8],
+        newest: Option<i64>,
         out: &mut IngestOutcome,
-    ) -> Option<Arc<Series>> {
+    ) -> Created {
         let mut shard = self.shards[hash as usize % SHARDS].write();
-        if let Some(s) = shard.find(hash, fp) {
-            return Some(s.clone());
+        if shard.find(hash, fp).is_some() {
+            return Created::Series;
         }
         let labels = LabelSet::from_encoded(key);
+        let service_name = labels.get(&self.cfg.service_label).unwrap_or("");
+        if let Some(newest) = newest {
+            let window_start = self
+                .service(service_name)
+                .and_then(|svc| svc.newest())
+                .map(|n| n.saturating_sub(self.cfg.retention_ms));
+            if let Some(window_start) = window_start.filter(|&w| newest < w) {
+                return Created::TooOld { window_start };
+            }
+        }
         let max_active = self.max_active_series.load(Ordering::Relaxed);
         if self.active.load(Ordering::Relaxed) >= max_active {
             out.series_over_limit += 1;
             out.limited_by
                 .get_or_insert(SeriesLimit::Active { limit: max_active });
-            return None;
+            return Created::OverLimit;
         }
-        let service_name = labels.get(&self.cfg.service_label).unwrap_or("");
         let version_name = labels.get(&self.cfg.version_label).unwrap_or("");
         let service = self.service_or_create(service_name);
         let max_per_service = self.max_series_per_service.load(Ordering::Relaxed);
@@ -653,7 +988,7 @@ impl Store {
                     service: service_name.to_string(),
                     limit: max_per_service,
                 });
-            return None;
+            return Created::OverLimit;
         }
         let version = service_version_or_create(&service, version_name);
         // The service's list lock is taken under the shard's (the only place both are held),
@@ -674,7 +1009,7 @@ impl Store {
         version.series.fetch_add(1, Ordering::Relaxed);
         self.active.fetch_add(1, Ordering::Relaxed);
         out.series_created += 1;
-        Some(series)
+        Created::Series
     }
 
     /// Drops every series whose newest sample is older than its service's "now" minus the

@@ -75,39 +75,19 @@ impl Store {
             source,
         };
         let file = File::create(&tmp).map_err(io)?;
-        let mut w = SectionWriter {
-            out: BufWriter::with_capacity(1 << 16, file),
-            sections: 0,
-        };
-        let mut buf = Vec::with_capacity(SECTION_BYTES + 4096);
+        let mut w = SectionWriter::new(BufWriter::with_capacity(1 << 16, file));
         // One series' encoded ring, reused: its length goes before it.
         let mut ring = Vec::new();
-        let mut series = 0u64;
         for svc in self.services() {
             for s in svc.series() {
-                let bytes = s.labels.as_bytes();
-                put_varint(&mut buf, bytes.len() as u64);
-                buf.extend_from_slice(bytes);
                 ring.clear();
                 s.data.lock().ring.encode_into(&mut ring);
-                put_varint(&mut buf, ring.len() as u64);
-                buf.extend_from_slice(&ring);
-                series += 1;
-                if buf.len() >= SECTION_BYTES {
-                    w.section(SERIES, &buf).map_err(io)?;
-                    buf.clear();
-                }
+                w.series(s.labels.as_bytes(), &ring).map_err(io)?;
             }
         }
-        if !buf.is_empty() {
-            w.section(SERIES, &buf).map_err(io)?;
-        }
-        w.section(STATE, state).map_err(io)?;
-        let mut end = Vec::with_capacity(16);
-        end.extend_from_slice(&series.to_le_bytes());
-        end.extend_from_slice(&(w.sections + 1).to_le_bytes());
-        w.section(END, &end).map_err(io)?;
-        let file = w.out.into_inner().map_err(|e| io(e.into_error()))?;
+        let series = w.series;
+        let file = w.finish(state).map_err(io)?;
+        let file = file.into_inner().map_err(|e| io(e.into_error()))?;
         file.sync_all().map_err(io)?;
         let bytes = file.metadata().map_err(io)?.len();
         drop(file);
@@ -121,12 +101,71 @@ impl Store {
     }
 }
 
-struct SectionWriter {
-    out: BufWriter<File>,
-    sections: u64,
+/// Encodes a snapshot from series held by the caller, as [`Store::write_snapshot`] writes
+/// them: for tests and tools that need a snapshot of a given content (a hostile one).
+pub fn encode(series: &[(Vec<u8>, RingBuffer)], state: &[u8]) -> Vec<u8> {
+    let mut w = SectionWriter::new(Vec::new());
+    let mut ring = Vec::new();
+    for (labels, rb) in series {
+        ring.clear();
+        rb.encode_into(&mut ring);
+        w.series(labels, &ring).expect("writing to memory");
+    }
+    w.finish(state).expect("writing to memory")
 }
 
-impl SectionWriter {
+struct SectionWriter<W: Write> {
+    out: W,
+    sections: u64,
+    /// Series sections being filled, and the series written.
+    buf: Vec<u8>,
+    series: u64,
+}
+
+impl<W: Write> SectionWriter<W> {
+    fn new(out: W) -> Self {
+        SectionWriter {
+            out,
+            sections: 0,
+            buf: Vec::with_capacity(SECTION_BYTES + 4096),
+            series: 0,
+        }
+    }
+
+    /// Adds one series: its canonical label bytes and its encoded ring.
+    fn series(&mut self, labels: &[u8], ring: &[u8]) -> std::io::Result<()> {
+        put_varint(&mut self.buf, labels.len() as u64);
+        self.buf.extend_from_slice(labels);
+        put_varint(&mut self.buf, ring.len() as u64);
+        self.buf.extend_from_slice(ring);
+        self.series += 1;
+        if self.buf.len() >= SECTION_BYTES {
+            self.flush_series()?;
+        }
+        Ok(())
+    }
+
+    fn flush_series(&mut self) -> std::io::Result<()> {
+        let buf = std::mem::take(&mut self.buf);
+        self.section(SERIES, &buf)?;
+        self.buf = buf;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Writes the last series, the state and the end marker; returns the output.
+    fn finish(mut self, state: &[u8]) -> std::io::Result<W> {
+        if !self.buf.is_empty() {
+            self.flush_series()?;
+        }
+        self.section(STATE, state)?;
+        let mut end = Vec::with_capacity(16);
+        end.extend_from_slice(&self.series.to_le_bytes());
+        end.extend_from_slice(&(self.sections + 1).to_le_bytes());
+        self.section(END, &end)?;
+        Ok(self.out)
+    }
+
     fn section(&mut self, kind: u8, payload: &[u8]) -> std::io::Result<()> {
         if self.sections == 0 {
             self.out.write_all(MAGIC)?;
@@ -353,6 +392,27 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(parse(&longer).is_err());
+    }
+
+    #[test]
+    fn encode_writes_what_the_store_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = filled();
+        s.write_snapshot(dir.path(), b"{}").unwrap();
+        let written = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
+        let snap = parse(&written).unwrap();
+        assert_eq!(encode(&snap.series, b"{}"), written);
+        // Rings of any content, the empty one included, as a hostile snapshot holds.
+        let mut extreme = RingBuffer::new();
+        for t in [i64::MIN, -1, 0, i64::MAX] {
+            extreme.push(t, f64::NAN, 1);
+        }
+        let series = vec![(b"x".to_vec(), RingBuffer::new()), (b"y".to_vec(), extreme)];
+        let back = parse(&encode(&series, b"")).unwrap();
+        assert_eq!(back.series.len(), 2);
+        assert!(back.series[0].1.is_empty());
+        let times: Vec<i64> = back.series[1].1.iter().map(|s| s.0).collect();
+        assert_eq!(times, [i64::MIN, -1, 0, i64::MAX]);
     }
 
     #[test]

@@ -15,10 +15,10 @@ fn store() -> Store {
     })
 }
 
-fn push(
-    store: &Store,
-    series: &[(&[(&str, &str)], i64, f64)],
-) -> Result<IngestOutcome, StoreError> {
+/// One sample to push: its series' labels, timestamp and value.
+type Entry<'a> = (&'a [(&'a str, &'a str)], i64, f64);
+
+fn push(store: &Store, series: &[Entry]) -> Result<IngestOutcome, StoreError> {
     let req = pb::WriteRequest {
         timeseries: series
             .iter()
@@ -47,6 +47,20 @@ fn push(
         .decode(Protocol::V1, &body, &DecodeLimits::default())
         .unwrap();
     store.ingest(batch, &mut IngestScratch::default())
+}
+
+fn push_within(store: &Store, series: &[Entry], bounds: &TimeBounds) -> IngestOutcome {
+    let mut batch = crate::ingest::Batch::default();
+    batch.reset(&DecodeLimits::default());
+    for (ls, ts, v) in series {
+        batch.push_encoded(
+            LabelSet::from_strs(ls).as_bytes(),
+            &[crate::ingest::Sample { ts: *ts, value: *v }],
+        );
+    }
+    store
+        .ingest_within(&mut batch, &mut IngestScratch::default(), bounds)
+        .unwrap()
 }
 
 const A1: &[(&str, &str)] = &[("__name__", "up"), ("job", "a"), ("version", "v1")];
@@ -292,4 +306,101 @@ fn a_series_limit_names_itself_and_limits_apply_on_reload() {
     s.set_limits(&limits);
     let o = push(&s, &[(d, 2, 1.0)]).unwrap();
     assert_eq!((o.series_created, o.limited_by), (1, None));
+}
+
+/// Issue 15: samples outside the time bounds are refused and counted, the first named; the
+/// others of the push are stored, and the service's "now" does not move.
+#[test]
+fn issue_15_samples_outside_the_time_bounds_are_refused_the_rest_stored() {
+    let s = store();
+    let wall = 1_764_000_000_000;
+    let bounds = TimeBounds::live(wall, std::time::Duration::from_secs(600));
+    let o = push_within(&s, &[(A1, wall - 60_000, 1.0)], &bounds);
+    assert_eq!((o.samples_appended, o.refused), (1, None));
+    let c1: &[(&str, &str)] = &[("__name__", "c"), ("job", "a"), ("version", "v1")];
+    let junk: &[(&str, &str)] = &[("__name__", "junk"), ("job", "a"), ("version", "evil")];
+    let o = push_within(
+        &s,
+        &[
+            (A1, wall, 2.0),
+            (c1, i64::MAX, 1.0),         // too far in the future
+            (c1, wall * 1000, 1.0),      // microseconds
+            (c1, wall + 601_000, 1.0),   // just beyond max_time_ahead
+            (c1, wall + 600_000, 3.0),   // just within: stored
+            (A2, wall - 3_700_000, 1.0), // before a's window (newest wall - 60 s, minus 1 h)
+            (A2, 0, 1.0),
+            (A2, -5, 1.0),
+            (A2, i64::MIN, 1.0),
+            (junk, i64::MAX, 1.0), // a new series with nothing storable: not created
+            (junk, wall - 10 * 86_400_000, 1.0),
+        ],
+        &bounds,
+    );
+    assert_eq!(o.samples_appended, 2, "{o:?}");
+    assert_eq!(o.too_far_in_future, 4, "{o:?}");
+    assert_eq!(o.too_old, 5, "{o:?}");
+    assert_eq!(o.series_created, 1, "only c: {o:?}");
+    let refused = o.refused.unwrap().to_string();
+    assert!(refused.contains(r#"__name__="c""#), "{refused}");
+    assert!(refused.contains("too far in the future"), "{refused}");
+    assert!(refused.contains("micro- or nanoseconds"), "{refused}");
+    let a = s.service("a").unwrap();
+    assert_eq!(a.newest(), Some(wall + 600_000));
+    assert_eq!(
+        a.versions().iter().map(|v| &*v.name).collect::<Vec<_>>(),
+        vec!["v1"],
+        "no version from refused samples"
+    );
+    // The first refused sample in request order is named, whatever the reason.
+    let o = push_within(&s, &[(A1, wall + 700_000, 4.0), (A2, 7, 1.0)], &bounds);
+    let refused = o.refused.unwrap();
+    assert!(matches!(refused, SampleRefused::TooFarInFuture { .. }));
+    let o = push_within(&s, &[(A2, 0, 1.0), (A1, wall + 700_000, 4.0)], &bounds);
+    let refused = o.refused.unwrap().to_string();
+    assert!(refused.contains("Unix epoch"), "{refused}");
+    let o = push_within(&s, &[(A2, wall - 2 * 3_600_000, 1.0)], &bounds);
+    let refused = o.refused.unwrap().to_string();
+    assert!(
+        refused.contains(r#"service "a"'s retention window"#),
+        "{refused}"
+    );
+}
+
+/// Issue 15: ±Inf and NaN (other than the stale marker) are accepted, counted and never
+/// stored; a stale marker is kept.
+#[test]
+fn issue_15_non_finite_values_are_dropped_and_counted_stale_markers_kept() {
+    let s = store();
+    let stale = f64::from_bits(STALE_NAN_BITS);
+    let o = push(
+        &s,
+        &[
+            (A1, 1000, 1.0),
+            (A1, 2000, f64::INFINITY),
+            (A1, 3000, f64::INFINITY),
+            (A1, 4000, f64::NAN),
+            (A1, 5000, f64::NEG_INFINITY),
+            (A1, 6000, 2.0),
+            (A2, 1000, f64::NAN), // only non-finite: no series, no version
+            (A1, 7000, stale),
+        ],
+    )
+    .unwrap();
+    assert_eq!(o.samples_appended, 3, "{o:?}");
+    assert_eq!(o.non_finite, 5, "{o:?}");
+    assert_eq!(o.stale_markers, 1);
+    assert_eq!(o.refused, None);
+    let a = s.service("a").unwrap();
+    assert_eq!(a.versions().len(), 1);
+    let series = s.get(&LabelSet::from_strs(A1)).unwrap();
+    let data = series.data.lock();
+    let values: Vec<_> = data.ring.iter().map(|(t, v)| (t, v.to_bits())).collect();
+    assert_eq!(
+        values,
+        vec![
+            (1000, 1f64.to_bits()),
+            (6000, 2f64.to_bits()),
+            (7000, STALE_NAN_BITS)
+        ]
+    );
 }

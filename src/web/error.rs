@@ -8,7 +8,7 @@ use crate::app::PushError;
 use crate::config::ConfigError;
 use crate::deploy::DeployError;
 use crate::ingest::DecodeError;
-use crate::store::StoreError;
+use crate::store::{SampleRefused, StoreError};
 
 /// An error on its way to the client.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +28,13 @@ pub enum ApiError {
     /// A remote-write request whose new series ran into a series limit; the rest was stored.
     #[error("{0}")]
     PartlyStored(String),
+    /// A remote-write request with samples outside the time bounds; the rest was stored.
+    #[error("{refused}; {detail}")]
+    SamplesRefused {
+        refused: SampleRefused,
+        /// The counts, and the series limit if one refused series too.
+        detail: String,
+    },
 }
 
 impl From<DecodeError> for ApiError {
@@ -63,7 +70,9 @@ impl ApiError {
             ApiError::Deploy(DeployError::Journal(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::BadRequest(_) | ApiError::PartlyStored(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_)
+            | ApiError::PartlyStored(_)
+            | ApiError::SamplesRefused { .. } => StatusCode::BAD_REQUEST,
         }
     }
 }
@@ -88,6 +97,7 @@ impl ApiError {
             },
             ApiError::Push(PushError::Store(_)) => "invalid_labels",
             ApiError::PartlyStored(_) => "series_limit",
+            ApiError::SamplesRefused { .. } => "out_of_bounds",
             ApiError::Overloaded => "overloaded",
             _ => "malformed",
         }

@@ -79,7 +79,26 @@ async fn handle(
         })?
         .to_bytes();
     app.metrics.write_bytes.inc_by(bytes.len() as u64);
-    let outcome = app.push(protocol, &bytes)?;
+    let mut outcome = app.push(protocol, &bytes)?;
+    if let Some(refused) = outcome.store.refused.take() {
+        // The rest of the request is stored; the sender learns of the first refused sample
+        // (and does not retry a 4xx: the same samples would be refused again).
+        let o = &outcome.store;
+        let mut detail = format!(
+            "samples refused: {} ({} too far in the future, {} too old); the other {} samples of the request were stored",
+            o.too_far_in_future + o.too_old,
+            o.too_far_in_future,
+            o.too_old,
+            o.samples_appended + o.duplicates,
+        );
+        if let Some(limit) = &o.limited_by {
+            detail.push_str(&format!(
+                "; also {limit}: {} new series refused",
+                o.series_over_limit
+            ));
+        }
+        return Err(ApiError::SamplesRefused { refused, detail });
+    }
     if let Some(limit) = &outcome.store.limited_by {
         // The rest of the request is stored; the sender learns of the limit (and does not
         // retry a 4xx: the same series would be refused again).
@@ -92,7 +111,10 @@ async fn handle(
     }
     let mut res = StatusCode::NO_CONTENT.into_response();
     if protocol == Protocol::V2 {
-        let written = outcome.store.samples_appended + outcome.store.duplicates;
+        // Accepted samples: a retried one already held, and a non-finite one (accepted as
+        // Prometheus does, not kept) count as written; the sender has nothing to resend.
+        let written =
+            outcome.store.samples_appended + outcome.store.duplicates + outcome.store.non_finite;
         let h = res.headers_mut();
         h.insert(
             "X-Prometheus-Remote-Write-Samples-Written",

@@ -20,6 +20,8 @@ mod durability;
 /// Suspects, post-deploy reports (golden files), rollback and recovery, deploy history.
 mod explain;
 mod gates;
+/// Issue 15: hostile timestamps, non-finite values and hostile snapshots.
+mod hostile;
 mod ingest;
 mod k8s;
 mod prometheus_e2e;
