@@ -63,7 +63,7 @@ pub async fn report(
 ) -> Result<Response, ApiError> {
     let report = app
         .deploys
-        .report(&id)
+        .report(&id)?
         .ok_or_else(|| ApiError::from(DeployError::NotFound(id)))?;
     Ok(match q.format.as_deref() {
         Some("json") => Json(report).into_response(),
