@@ -355,7 +355,11 @@ impl Deploys {
         for track in self.services.read().values() {
             let mut tr = track.lock();
             tr.active.retain(|d| !history.contains(&d.lock().id));
-            if tr.last.as_ref().is_some_and(|d| history.contains(&d.lock().id)) {
+            if tr
+                .last
+                .as_ref()
+                .is_some_and(|d| history.contains(&d.lock().id))
+            {
                 tr.last = None;
             }
             for d in &tr.active {
@@ -448,7 +452,11 @@ impl Deploys {
                     d.event(at, "observation_ended", detail);
                 }
                 if d.recovery_until.take().is_some() {
-                    d.event(at, "recovery_not_seen", "the service stopped reporting".into());
+                    d.event(
+                        at,
+                        "recovery_not_seen",
+                        "the service stopped reporting".into(),
+                    );
                 }
                 self.archive(&d);
                 gone.push(d.seq);
@@ -459,7 +467,10 @@ impl Deploys {
         }
         if !gone.is_empty() {
             self.live.write().retain(|h| !gone.contains(&h.seq));
-            tracing::debug!(deploys = gone.len(), "Forgot the deploys of services idle for the retention.");
+            tracing::debug!(
+                deploys = gone.len(),
+                "Forgot the deploys of services idle for the retention."
+            );
         }
         gone.len()
     }
@@ -1316,8 +1327,7 @@ impl Deploys {
             let listed: std::collections::HashSet<String> =
                 out.iter().map(|d| d.id.clone()).collect();
             for r in history.iter().rev() {
-                if service.is_none_or(|s| s == r.deploy.service) && !listed.contains(&r.deploy.id)
-                {
+                if service.is_none_or(|s| s == r.deploy.service) && !listed.contains(&r.deploy.id) {
                     out.push(r.deploy.clone());
                 }
             }
@@ -1427,11 +1437,7 @@ mod tests {
             max_series_per_service: 10_000,
             max_samples_per_series: usize::MAX,
         });
-        let deploys = Deploys::new(
-            RuleSet::embedded(),
-            Settings::default(),
-            "http://dw".into(),
-        );
+        let deploys = Deploys::new(RuleSet::embedded(), Settings::default(), "http://dw".into());
         (store, deploys)
     }
 
@@ -1539,6 +1545,58 @@ mod tests {
         assert!(deploys.counts().in_memory <= 2 * 4);
         assert_eq!(deploys.forget_idle(&store, 2 * 3_600_000), 0);
         assert!(t > T0);
+    }
+
+    /// Issue 15: deploys finishing on several services at once, pushed from threads as
+    /// Prometheus' shards do, while their appends compact the history again and again:
+    /// none is lost, in memory or in the file read back.
+    #[test]
+    fn issue_15_deploys_finishing_concurrently_are_all_in_the_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let retention = std::time::Duration::from_secs(30 * 60);
+        let (store, deploys) = parts();
+        deploys.set_history(History::open(dir.path(), retention).unwrap());
+        let (store, deploys) = (Arc::new(store), Arc::new(deploys));
+        let threads: Vec<_> = (0..4)
+            .map(|i| {
+                let (store, deploys) = (store.clone(), deploys.clone());
+                std::thread::spawn(move || {
+                    let services = vec![format!("svc{i}")];
+                    roll_out(&store, &deploys, &services, 0..41, T0, 2 * MIN)
+                })
+            })
+            .collect();
+        let end = threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .max()
+            .unwrap();
+        // Every deploy that finished within the retention of the newest is in the history.
+        let expected: std::collections::BTreeSet<String> = deploys
+            .list(None)
+            .into_iter()
+            .filter(|d| d.phase == Phase::Done && d.started_at >= end - 25 * MIN)
+            .map(|d| d.id)
+            .collect();
+        assert!(expected.len() >= 4 * 10, "{}", expected.len());
+        let held: std::collections::BTreeSet<String> = deploys
+            .history()
+            .records()
+            .iter()
+            .map(|r| r.deploy.id.clone())
+            .collect();
+        assert!(
+            held.is_superset(&expected),
+            "{:?}",
+            expected.difference(&held)
+        );
+        let reloaded = History::open(dir.path(), retention).unwrap();
+        let reloaded: std::collections::BTreeSet<String> = reloaded
+            .records()
+            .iter()
+            .map(|r| r.deploy.id.clone())
+            .collect();
+        assert_eq!(reloaded, held);
     }
 
     /// Issue 15: a gate answer is recorded when it changes, not on every call.

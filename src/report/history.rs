@@ -60,6 +60,9 @@ pub enum HistoryError {
     },
 }
 
+/// A record's line: its `seq`, and (offset, length with its newline) in the file.
+type Line = (u64, (u64, usize));
+
 /// The log file and where each live record's line is in it.
 struct LogFile {
     /// Open for reading and appending; replaced by the compacted file on a compaction
@@ -230,8 +233,8 @@ impl History {
     pub fn append(&self, record: Record) -> Result<(), HistoryError> {
         let line = match self.path {
             Some(_) => {
-                let mut line = serde_json::to_vec(&record)
-                    .map_err(|e| self.io(std::io::Error::other(e)))?;
+                let mut line =
+                    serde_json::to_vec(&record).map_err(|e| self.io(std::io::Error::other(e)))?;
                 line.push(b'\n');
                 line
             }
@@ -288,7 +291,7 @@ impl History {
             return Ok(()); // one is running; it will catch up with this append
         };
         let io = |e| self.io(e);
-        let (old, lines): (Arc<File>, Vec<(u64, (u64, usize))>) = {
+        let (old, lines): (Arc<File>, Vec<Line>) = {
             let st = self.state.lock();
             let Some(log) = st.log.as_ref() else {
                 return Ok(());
@@ -334,7 +337,7 @@ impl History {
         // Appended while the bulk was copied (the same file: its lines do not move).
         let live: HashSet<u64> = records.iter().map(|r| r.seq).collect();
         let copied: HashSet<u64> = lines.iter().map(|(seq, _)| *seq).collect();
-        let mut meanwhile: Vec<(u64, (u64, usize))> = log
+        let mut meanwhile: Vec<Line> = log
             .at
             .iter()
             .filter(|(seq, _)| !copied.contains(seq) && live.contains(seq))
@@ -411,8 +414,8 @@ impl History {
         };
         let mut buf = vec![0; n];
         read_at(&file, offset, &mut buf).map_err(|e| self.io(e))?;
-        let r: Record = serde_json::from_slice(&buf)
-            .map_err(|e| self.io(std::io::Error::other(e)))?;
+        let r: Record =
+            serde_json::from_slice(&buf).map_err(|e| self.io(std::io::Error::other(e)))?;
         Ok(Some(r.report))
     }
 }
@@ -476,8 +479,14 @@ mod tests {
         drop(h);
         let h = History::open(dir.path(), two_days).unwrap();
         assert_eq!(ids(&h), ["a", "b"]);
-        assert_eq!(h.get("b").unwrap().deploy, record("b", "cart", T0 + DAY).deploy);
-        assert_eq!(h.report("b").unwrap(), Some(record("b", "cart", T0 + DAY).report));
+        assert_eq!(
+            h.get("b").unwrap().deploy,
+            record("b", "cart", T0 + DAY).deploy
+        );
+        assert_eq!(
+            h.report("b").unwrap(),
+            Some(record("b", "cart", T0 + DAY).report)
+        );
         // Three days after the first: "a" falls out of retention; memory forgets it at once,
         // and reopening compacts it away.
         h.append(record("c", "cart", T0 + 3 * DAY)).unwrap();
@@ -487,7 +496,10 @@ mod tests {
         let path = h.path().unwrap().to_path_buf();
         drop(h);
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         f.write_all(b"{\"finished_at\": 17").unwrap();
         drop(f);
         let h = History::open(dir.path(), two_days).unwrap();

@@ -117,7 +117,11 @@ pub async fn gate(
             p.name,
             if go { "go on" } else { "halt" }
         );
-        let gate = if require_pass { "gate?require=pass" } else { "gate" };
+        let gate = if require_pass {
+            "gate?require=pass"
+        } else {
+            "gate"
+        };
         let answer = format!("{} {verdict}", if go { "go" } else { "halt" });
         app.deploys.record_gate_answer(&id, gate, &answer, detail);
     }

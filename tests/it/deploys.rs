@@ -329,7 +329,10 @@ fn issue_15_many_finished_deploys_stay_listed_while_memory_and_metrics_stay_boun
         .map(|d| d["id"].as_str().unwrap())
         .collect();
     for id in &ids {
-        assert!(newest.contains(&id.as_str()), "{id} is not an active deploy");
+        assert!(
+            newest.contains(&id.as_str()),
+            "{id} is not an active deploy"
+        );
     }
     // Reloaded from the history after a restart: nothing lost.
     dw.terminate(std::time::Duration::from_secs(30));

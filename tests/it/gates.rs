@@ -204,7 +204,10 @@ fn issue_15_a_thousand_gate_calls_leave_the_timeline_bounded_and_are_counted() {
         assert_eq!(status, 200);
     }
     for _ in 0..10 {
-        assert_eq!(flagger(&dw, "/api/v1/rollback-hook", "podinfo", "Progressing").0, 409);
+        assert_eq!(
+            flagger(&dw, "/api/v1/rollback-hook", "podinfo", "Progressing").0,
+            409
+        );
         assert_eq!(argo(&dw, "podinfo").0, 200);
     }
     let after = timeline();
