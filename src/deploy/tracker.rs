@@ -415,7 +415,7 @@ impl Deploys {
     }
 
     /// Forgets services that have not reported for `retention_ms` (event time, counted
-    /// back from the newest sample of any service): a deploy still open on one ends (its
+    /// back from the newest sample of any service, or the wall clock if that is earlier): a deploy still open on one ends (its
     /// data is gone; it goes to the history), and its newest finished deploy leaves memory,
     /// with its derived metrics. Their deploys stay in the history. Returns how many
     /// deploys left memory.
@@ -423,7 +423,9 @@ impl Deploys {
         let Some(newest) = store.services().iter().filter_map(|s| s.newest()).max() else {
             return 0;
         };
-        let cutoff = newest.saturating_sub(retention_ms);
+        // Not beyond the wall clock: one sample from the far future must not make every
+        // other service look idle.
+        let cutoff = newest.min(crate::now_ms()).saturating_sub(retention_ms);
         let tracks: Vec<(String, Arc<Mutex<ServiceTrack>>)> = self
             .services
             .read()
@@ -523,18 +525,23 @@ impl Deploys {
             for d in &tr.active {
                 self.advance(&mut d.lock(), &svc, now);
             }
-            let mut finished = Vec::new();
-            tr.active.retain(|d| {
-                let done = d.lock().finished();
-                if done {
-                    finished.push(d.clone());
-                }
-                !done
-            });
-            for d in finished {
-                self.archive(&d.lock());
-                self.retire(&mut tr, d);
+            self.settle(&mut tr);
+        }
+    }
+
+    /// Archives the service's deploys that finished and lets them leave memory.
+    fn settle(&self, tr: &mut ServiceTrack) {
+        let mut finished = Vec::new();
+        tr.active.retain(|d| {
+            let done = d.lock().finished();
+            if done {
+                finished.push(d.clone());
             }
+            !done
+        });
+        for d in finished {
+            self.archive(&d.lock());
+            self.retire(tr, d);
         }
     }
 
@@ -794,6 +801,8 @@ impl Deploys {
         }
         let d = self.create(reg, Source::Api, started_at, &mut tr);
         let id = d.lock().id.clone();
+        // The deploys it superseded are finished now, even if the service never reports.
+        self.settle(&mut tr);
         Ok(id)
     }
 
@@ -1597,6 +1606,31 @@ mod tests {
             .map(|r| r.deploy.id.clone())
             .collect();
         assert_eq!(reloaded, held);
+    }
+
+    /// Issue 15: registrations of a service that never reports supersede each other; the
+    /// superseded ones leave memory at once, not at a push that never comes.
+    #[test]
+    fn issue_15_superseded_registrations_leave_memory_without_a_push() {
+        let (store, deploys) = parts();
+        for v in 0..200 {
+            let reg = Registration {
+                service: "ghost".into(),
+                version: format!("v{v}"),
+                baseline_version: None,
+                strategy: None,
+                at: Some(T0 + v * MIN),
+                commit: String::new(),
+                author: String::new(),
+                url: String::new(),
+                changes: vec![],
+            };
+            deploys.register(&store, reg).unwrap();
+        }
+        let counts = deploys.counts();
+        assert_eq!((counts.active, counts.history), (1, 199), "{counts:?}");
+        assert!(counts.in_memory <= 2, "{counts:?}");
+        assert_eq!(deploys.list(Some("ghost")).len(), 200);
     }
 
     /// Issue 15: a gate answer is recorded when it changes, not on every call.
