@@ -339,8 +339,10 @@ impl Deploys {
     /// snapshot: the judge's own events are recomputed when samples are replayed.
     pub fn external_events(&self) -> Vec<(String, Event)> {
         let mut out = Vec::new();
-        for h in self.live.read().iter() {
-            let d = h.state.lock();
+        let held: Vec<Arc<Mutex<DeployState>>> =
+            self.live.read().iter().map(|h| h.state.clone()).collect();
+        for d in held {
+            let d = d.lock();
             out.extend(d.external.iter().map(|e| (d.id.clone(), e.clone())));
         }
         out
