@@ -66,6 +66,19 @@ impl Lifecycle {
             .count()
     }
 
+    /// The deploys with a firing alert.
+    pub fn firing_deploys(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .tracked
+            .values()
+            .filter(|t| t.resolved_at.is_none())
+            .map(|t| t.deploy_id.clone())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
     /// Compares the deploys with the alerts sent so far, at wall-clock `now` (Unix ms).
     pub fn step(&mut self, deploys: &[DeployJson], now: i64) -> Step {
         let mut step = Step::default();

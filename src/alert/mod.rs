@@ -113,15 +113,24 @@ impl AlertConfig {
 
 /// Where alerts come from and where their timeline events go.
 pub trait DeploySource: Send + Sync + 'static {
-    /// Every known deploy (running and done).
+    /// The deploys that can fire: those being judged, and each service's newest finished
+    /// one (O(active deploys), not every deploy ever).
     fn deploys(&self) -> Vec<DeployJson>;
+    /// One deploy by id wherever it is kept (the history), to say why its alert resolved
+    /// when it is no longer among [`DeploySource::deploys`].
+    fn deploy(&self, _id: &str) -> Option<DeployJson> {
+        None
+    }
     /// Appends an event to a deploy's timeline.
     fn record(&self, deploy_id: &str, event: &str, detail: String);
 }
 
 impl DeploySource for crate::app::App {
     fn deploys(&self) -> Vec<DeployJson> {
-        self.deploys.list(None)
+        self.deploys.list_held()
+    }
+    fn deploy(&self, id: &str) -> Option<DeployJson> {
+        self.deploys.get(id)
     }
     fn record(&self, deploy_id: &str, event: &str, detail: String) {
         self.deploys.record(deploy_id, event, detail, None);
@@ -224,9 +233,17 @@ impl AlertService {
         if self.targets.is_empty() {
             return;
         }
-        let deploys = source.deploys();
+        let mut deploys = source.deploys();
         let now = (self.clock)();
-        let step = self.lifecycle.lock().step(&deploys, now);
+        let mut lifecycle = self.lifecycle.lock();
+        // Deploys with a firing alert that left the list (finished since): looked up by id.
+        for id in lifecycle.firing_deploys() {
+            if !deploys.iter().any(|d| d.id == id) {
+                deploys.extend(source.deploy(&id));
+            }
+        }
+        let step = lifecycle.step(&deploys, now);
+        drop(lifecycle);
         for t in &self.targets {
             t.enqueue(&step.send);
         }

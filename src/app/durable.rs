@@ -68,12 +68,15 @@ struct Planned<'a> {
 }
 
 impl App {
-    /// Sweeps expired series, then writes a snapshot and compacts the journal. One at a time.
+    /// Sweeps expired series and forgets idle services' deploys, then writes a snapshot and
+    /// compacts the journal. One at a time.
     pub fn snapshot(&self) -> Result<Written, SnapshotError> {
         let _one = self.snapshot_lock.lock();
         let started = Instant::now();
         let swept = self.store.sweep();
         self.metrics.series_removed.inc_by(swept as u64);
+        self.deploys
+            .forget_idle(&self.store, self.store.config().retention_ms);
         let state = State {
             written_at: crate::now_ms(),
             events: self.deploys.external_events(),

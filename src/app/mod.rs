@@ -103,9 +103,12 @@ impl App {
             &runtime.storage_path,
             config.storage.history_retention,
         ) {
-            Ok((history, restored)) => deploys.set_history(history, restored),
+            Ok(history) => deploys.set_history(history),
             Err(error) => {
-                tracing::error!(%error, "Cannot open the deploy history; finished deploys are not kept.")
+                tracing::error!(%error, "Cannot open the deploy history; finished deploys are kept in memory only, until exit.");
+                deploys.set_history(crate::report::history::History::in_memory(Some(
+                    config.storage.history_retention,
+                )));
             }
         }
         let metrics = Metrics::default();

@@ -19,6 +19,9 @@ pub enum DeployError {
     /// The registration could not be made durable; nothing was registered.
     #[error("cannot record the deploy durably: {0}")]
     Journal(String),
+    /// A finished deploy's stored report could not be read back.
+    #[error("cannot read the deploy history: {0}")]
+    History(String),
 }
 
 /// How the new version is compared.

@@ -1,6 +1,10 @@
 //! Deploy lifecycle: each push's touched services in; detected and registered deploys
 //! advanced step by step in event time, their rules judged and their verdicts and timelines
 //! updated. Locks: one map read, then one lock per service, then one per deploy.
+//!
+//! Memory holds the deploys being judged and, per service, the newest finished one (for
+//! its charts and the derived metrics); a finished deploy goes to the history
+//! ([`History`], bounded by its retention) and is served from there.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,7 +18,7 @@ use super::{
 };
 use crate::jsonl::finite_or_zero;
 use crate::rca;
-use crate::report::history::{History, Record};
+use crate::report::history::{Archived, History, Record};
 use crate::rules::eval::{known_baseline, RuleState, Side};
 use crate::rules::{Alphas, RuleSet};
 use crate::store::{Series, Service, ServiceId, Store, VersionId};
@@ -65,6 +69,8 @@ impl Default for Settings {
 
 /// A deploy being judged, or judged.
 pub struct DeployState {
+    /// Order of creation: the newest deploy of a service has the highest.
+    seq: u64,
     pub id: String,
     pub service: String,
     pub version: String,
@@ -108,6 +114,8 @@ pub struct DeployState {
     baseline_vid: Option<VersionId>,
     max_warmup_ms: i64,
     pre_measured: bool,
+    /// Per gate (endpoint): the last answer recorded in the timeline.
+    gate_answers: Vec<(String, String)>,
 }
 
 impl DeployState {
@@ -231,7 +239,31 @@ impl DeployState {
 struct ServiceTrack {
     first_seen: Option<i64>,
     known_versions: usize,
+    /// Deploys being judged (or watched for recovery).
     active: Vec<Arc<Mutex<DeployState>>>,
+    /// The newest finished deploy, whole: its page's charts and the derived metrics of the
+    /// service's last deploy. Older finished ones are in the history only.
+    last: Option<Arc<Mutex<DeployState>>>,
+}
+
+/// A deploy held in memory, with what lookups need without taking its lock (which a push
+/// judging it holds).
+struct Held {
+    id: String,
+    service: String,
+    seq: u64,
+    state: Arc<Mutex<DeployState>>,
+}
+
+/// How many deploys are held where (`/metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Being judged, or watched for recovery after a rollback.
+    pub active: usize,
+    /// Held in memory: the active ones and each service's newest finished one.
+    pub in_memory: usize,
+    /// Finished deploys in the history (within its retention).
+    pub history: usize,
 }
 
 /// All deploys, and the judging of the running ones.
@@ -239,13 +271,16 @@ pub struct Deploys {
     settings: Settings,
     rules: ArcSwap<RuleSet>,
     services: RwLock<HashMap<String, Arc<Mutex<ServiceTrack>>>>,
-    all: RwLock<Vec<Arc<Mutex<DeployState>>>>,
+    /// Deploys in memory, in order of creation: every service's active ones and its newest
+    /// finished one.
+    live: RwLock<Vec<Held>>,
+    next_seq: std::sync::atomic::AtomicU64,
     pub external_url: String,
-    /// Where finished deploys are logged, and those read back at start (not judged again).
-    history: std::sync::OnceLock<History>,
+    /// Finished deploys: logged when they finish, and those read back at start (not judged
+    /// again). In memory only (unbounded) until [`Deploys::set_history`].
+    history: RwLock<Arc<History>>,
     /// Where API registrations are made durable before they are answered.
     journal: std::sync::OnceLock<super::journal::Journal>,
-    restored: RwLock<Vec<Record>>,
 }
 
 impl Deploys {
@@ -254,11 +289,38 @@ impl Deploys {
             settings,
             rules: ArcSwap::from_pointee(rules),
             services: RwLock::new(HashMap::new()),
-            all: RwLock::new(Vec::new()),
+            live: RwLock::new(Vec::new()),
+            next_seq: std::sync::atomic::AtomicU64::new(0),
             external_url,
-            history: std::sync::OnceLock::new(),
+            history: RwLock::new(Arc::new(History::in_memory(None))),
             journal: std::sync::OnceLock::new(),
-            restored: RwLock::new(Vec::new()),
+        }
+    }
+
+    fn history(&self) -> Arc<History> {
+        self.history.read().clone()
+    }
+
+    /// A deploy held in memory, by id.
+    fn held(&self, id: &str) -> Option<Arc<Mutex<DeployState>>> {
+        self.live
+            .read()
+            .iter()
+            .find(|h| h.id == id)
+            .map(|h| h.state.clone())
+    }
+
+    /// How many deploys are held where.
+    pub fn counts(&self) -> Counts {
+        // Not under the list's lock: a push takes a service's lock, then the list's.
+        let in_memory = self.live.read().len();
+        let tracks: Vec<Arc<Mutex<ServiceTrack>>> =
+            self.services.read().values().cloned().collect();
+        let active = tracks.iter().map(|t| t.lock().active.len()).sum();
+        Counts {
+            active,
+            in_memory,
+            history: self.history().len(),
         }
     }
 
@@ -270,18 +332,8 @@ impl Deploys {
     /// Drops journal entries of deploys that finished and are in the history.
     pub fn compact_journal(&self) {
         let Some(j) = self.journal.get() else { return };
-        let restored = self.restored.read();
-        let all = self.all.read();
-        let finished: std::collections::HashSet<String> = restored
-            .iter()
-            .map(|r| r.deploy.id.clone())
-            .chain(all.iter().filter_map(|d| {
-                let d = d.lock();
-                d.finished().then(|| d.id.clone())
-            }))
-            .collect();
-        drop((restored, all));
-        match j.compact(|e| !finished.contains(&e.id)) {
+        let history = self.history();
+        match j.compact(|e| !history.contains(&e.id)) {
             Ok(0) => {}
             Ok(n) => tracing::debug!(dropped = n, "Compacted the registration journal."),
             Err(error) => tracing::error!(%error, "Cannot compact the registration journal."),
@@ -292,7 +344,9 @@ impl Deploys {
     /// snapshot: the judge's own events are recomputed when samples are replayed.
     pub fn external_events(&self) -> Vec<(String, Event)> {
         let mut out = Vec::new();
-        for d in self.all.read().iter() {
+        let held: Vec<Arc<Mutex<DeployState>>> =
+            self.live.read().iter().map(|h| h.state.clone()).collect();
+        for d in held {
             let d = d.lock();
             out.extend(d.external.iter().map(|e| (d.id.clone(), e.clone())));
         }
@@ -303,12 +357,18 @@ impl Deploys {
     /// stored, not as judged again on the samples that survived; running deploys get a
     /// `resumed` event saying what happened.
     pub fn finish_restore(&self, detail: &str) {
-        let restored = self.restored.read();
-        let archived = |id: &str| restored.iter().any(|r| r.deploy.id == id);
-        self.all.write().retain(|d| !archived(&d.lock().id));
+        let history = self.history();
+        self.live.write().retain(|h| !history.contains(&h.id));
         for track in self.services.read().values() {
             let mut tr = track.lock();
-            tr.active.retain(|d| !archived(&d.lock().id));
+            tr.active.retain(|d| !history.contains(&d.lock().id));
+            if tr
+                .last
+                .as_ref()
+                .is_some_and(|d| history.contains(&d.lock().id))
+            {
+                tr.last = None;
+            }
             for d in &tr.active {
                 let mut d = d.lock();
                 if !d.finished() {
@@ -319,17 +379,16 @@ impl Deploys {
         }
     }
 
-    /// Logs finished deploys to `history` from now on; `restored` (read from it at start)
-    /// are listed and reported as stored.
-    pub fn set_history(&self, history: History, restored: Vec<Record>) {
-        *self.restored.write() = restored;
-        let _ = self.history.set(history);
+    /// Logs finished deploys to `history` from now on; the finished deploys it holds (read
+    /// from it at start) are listed and reported as stored, not judged again.
+    pub fn set_history(&self, history: History) {
+        *self.history.write() = Arc::new(history);
     }
 
     /// Writes a finished deploy and its final report to the history, once.
     fn archive(&self, d: &DeployState) {
-        let Some(h) = self.history.get() else { return };
-        if self.restored(&d.id).is_some() {
+        let h = self.history();
+        if h.contains(&d.id) {
             return; // judged again in a replay after a restart: logged already
         }
         let record = Record {
@@ -337,7 +396,7 @@ impl Deploys {
             deploy: d.to_json(&self.external_url),
             report: crate::report::build(d),
         };
-        match h.append(&record) {
+        match h.append(record) {
             Ok(()) => {
                 tracing::debug!(deploy_id = %d.id, "Logged the finished deploy to the history.")
             }
@@ -347,20 +406,97 @@ impl Deploys {
         }
     }
 
-    /// A finished deploy read back from the history, by id.
-    pub fn restored(&self, id: &str) -> Option<Record> {
-        self.restored
+    /// A finished deploy leaves memory: it becomes its service's `last` if it is the newest
+    /// finished one (the one it replaces leaves), else it is served from the history only.
+    fn retire(&self, tr: &mut ServiceTrack, d: Arc<Mutex<DeployState>>) {
+        let seq = d.lock().seq;
+        let gone = match &tr.last {
+            Some(last) if last.lock().seq > seq => d,
+            _ => match tr.last.replace(d) {
+                Some(old) => old,
+                None => return,
+            },
+        };
+        let gone = gone.lock().seq;
+        self.live.write().retain(|h| h.seq != gone);
+    }
+
+    /// Forgets services that have not reported for `retention_ms` (event time, counted
+    /// back from the newest sample of any service, or the wall clock if that is earlier): a deploy still open on one ends (its
+    /// data is gone; it goes to the history), and its newest finished deploy leaves memory,
+    /// with its derived metrics. Their deploys stay in the history. Returns how many
+    /// deploys left memory.
+    pub fn forget_idle(&self, store: &Store, retention_ms: i64) -> usize {
+        let Some(newest) = store.services().iter().filter_map(|s| s.newest()).max() else {
+            return 0;
+        };
+        // Not beyond the wall clock: one sample from the far future must not make every
+        // other service look idle.
+        let cutoff = newest.min(crate::now_ms()).saturating_sub(retention_ms);
+        let tracks: Vec<(String, Arc<Mutex<ServiceTrack>>)> = self
+            .services
             .read()
             .iter()
-            .rev()
-            .find(|r| r.deploy.id == id)
-            .cloned()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut gone = Vec::new();
+        for (name, track) in tracks {
+            let idle = store
+                .service(&name)
+                .and_then(|s| s.newest())
+                .is_none_or(|n| n < cutoff);
+            if !idle {
+                continue;
+            }
+            let mut tr = track.lock();
+            for d in std::mem::take(&mut tr.active) {
+                let mut d = d.lock();
+                let at = d.last_step();
+                if d.phase != Phase::Done {
+                    d.phase = Phase::Done;
+                    let detail = format!(
+                        "observation ended with verdict {}: the service has not reported for the retention",
+                        d.verdict
+                    );
+                    d.event(at, "observation_ended", detail);
+                }
+                if d.recovery_until.take().is_some() {
+                    d.event(
+                        at,
+                        "recovery_not_seen",
+                        "the service stopped reporting".into(),
+                    );
+                }
+                self.archive(&d);
+                gone.push(d.seq);
+            }
+            if let Some(d) = tr.last.take() {
+                gone.push(d.lock().seq);
+            }
+        }
+        if !gone.is_empty() {
+            self.live.write().retain(|h| !gone.contains(&h.seq));
+            tracing::debug!(
+                deploys = gone.len(),
+                "Forgot the deploys of services idle for the retention."
+            );
+        }
+        gone.len()
+    }
+
+    /// A finished deploy in the history, by id.
+    pub fn archived(&self, id: &str) -> Option<Arc<Archived>> {
+        self.history().get(id)
     }
 
     /// The post-deploy report of a deploy, live or from the history.
-    pub fn report(&self, id: &str) -> Option<crate::report::Report> {
-        self.with_deploy(id, crate::report::build)
-            .or_else(|| self.restored(id).map(|r| r.report))
+    pub fn report(&self, id: &str) -> Result<Option<crate::report::Report>, DeployError> {
+        if let Some(r) = self.with_deploy(id, crate::report::build) {
+            return Ok(Some(r));
+        }
+        self.history()
+            .report(id)
+            .map_err(|e| DeployError::History(e.to_string()))
     }
 
     /// Rules for deploys that start from now on; running deploys keep theirs.
@@ -396,15 +532,23 @@ impl Deploys {
             for d in &tr.active {
                 self.advance(&mut d.lock(), &svc, now);
             }
-            tr.active.retain(|d| {
-                let d = d.lock();
-                if d.finished() {
-                    self.archive(&d);
-                    false
-                } else {
-                    true
-                }
-            });
+            self.settle(&mut tr);
+        }
+    }
+
+    /// Archives the service's deploys that finished and lets them leave memory.
+    fn settle(&self, tr: &mut ServiceTrack) {
+        let mut finished = Vec::new();
+        tr.active.retain(|d| {
+            let done = d.lock().finished();
+            if done {
+                finished.push(d.clone());
+            }
+            !done
+        });
+        for d in finished {
+            self.archive(&d.lock());
+            self.retire(tr, d);
         }
     }
 
@@ -465,7 +609,11 @@ impl Deploys {
     ) -> Arc<Mutex<DeployState>> {
         let rules = self.rules.load();
         let strategy = reg.strategy.unwrap_or(Strategy::Canary);
+        let seq = self
+            .next_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut d = DeployState {
+            seq,
             id: deploy_id(&reg.service, &reg.version, started_at),
             service: reg.service,
             version: reg.version,
@@ -505,6 +653,7 @@ impl Deploys {
             canary_vid: None,
             baseline_vid: None,
             pre_measured: false,
+            gate_answers: Vec::new(),
         };
         let how = match (source, strategy) {
             (Source::Detected, Strategy::Canary) => {
@@ -529,9 +678,15 @@ impl Deploys {
                 o.event(at, "superseded", detail);
             }
         }
-        let d = Arc::new(Mutex::new(d));
+        let held = Held {
+            id: d.id.clone(),
+            service: d.service.clone(),
+            seq,
+            state: Arc::new(Mutex::new(d)),
+        };
+        let d = held.state.clone();
         tr.active.push(d.clone());
-        self.all.write().push(d.clone());
+        self.live.write().push(held);
         d
     }
 
@@ -545,7 +700,7 @@ impl Deploys {
 
     /// Applies a registration read back from the journal (a replay after a restart).
     pub fn replay_registration(&self, store: &Store, entry: super::journal::Entry) {
-        if self.restored(&entry.id).is_some() {
+        if self.history().contains(&entry.id) {
             return; // finished: in the history
         }
         if let Err(error) = self.register_with(store, entry.registration, false) {
@@ -653,6 +808,8 @@ impl Deploys {
         }
         let d = self.create(reg, Source::Api, started_at, &mut tr);
         let id = d.lock().id.clone();
+        // The deploys it superseded are finished now, even if the service never reports.
+        self.settle(&mut tr);
         Ok(id)
     }
 
@@ -1166,26 +1323,27 @@ impl Deploys {
         }
     }
 
-    /// Every deploy, newest first, optionally of one service; finished deploys restored from
-    /// the history as they were stored.
+    /// Every deploy, newest first, optionally of one service: those in memory as they are
+    /// now, the finished ones from the history as they were stored.
     pub fn list(&self, service: Option<&str>) -> Vec<DeployJson> {
-        let all = self.all.read();
-        let mut out: Vec<DeployJson> = all
+        let held: Vec<Arc<Mutex<DeployState>>> = self
+            .live
+            .read()
             .iter()
             .rev()
-            .filter_map(|d| {
-                let d = d.lock();
-                service
-                    .is_none_or(|s| s == d.service)
-                    .then(|| d.to_json(&self.external_url))
-            })
+            .filter(|h| service.is_none_or(|s| s == h.service))
+            .map(|h| h.state.clone())
             .collect();
-        let restored = self.restored.read();
-        if !restored.is_empty() {
-            for r in restored.iter().rev() {
-                if service.is_none_or(|s| s == r.deploy.service)
-                    && !out.iter().any(|d| d.id == r.deploy.id)
-                {
+        let mut out: Vec<DeployJson> = held
+            .iter()
+            .map(|d| d.lock().to_json(&self.external_url))
+            .collect();
+        let history = self.history().records();
+        if !history.is_empty() {
+            let listed: std::collections::HashSet<String> =
+                out.iter().map(|d| d.id.clone()).collect();
+            for r in history.iter().rev() {
+                if service.is_none_or(|s| s == r.deploy.service) && !listed.contains(&r.deploy.id) {
                     out.push(r.deploy.clone());
                 }
             }
@@ -1195,30 +1353,40 @@ impl Deploys {
         out
     }
 
+    /// The deploys held in memory (being judged, and each service's newest finished one),
+    /// oldest first: what the alert tick compares, O(active deploys).
+    pub fn list_held(&self) -> Vec<DeployJson> {
+        let held: Vec<Arc<Mutex<DeployState>>> =
+            self.live.read().iter().map(|h| h.state.clone()).collect();
+        held.iter()
+            .map(|d| d.lock().to_json(&self.external_url))
+            .collect()
+    }
+
     pub fn get(&self, id: &str) -> Option<DeployJson> {
-        let all = self.all.read();
-        all.iter()
-            .find_map(|d| {
-                let d = d.lock();
-                (d.id == id).then(|| d.to_json(&self.external_url))
-            })
-            .or_else(|| self.restored(id).map(|r| r.deploy))
+        match self.held(id) {
+            Some(d) => Some(d.lock().to_json(&self.external_url)),
+            None => self.archived(id).map(|a| a.deploy.clone()),
+        }
     }
 
     /// The service's newest deploy.
     pub fn current(&self, service: &str) -> Option<DeployJson> {
-        let all = self.all.read();
-        all.iter().rev().find_map(|d| {
-            let d = d.lock();
-            (d.service == service).then(|| d.to_json(&self.external_url))
-        })
+        let d = self
+            .live
+            .read()
+            .iter()
+            .rev()
+            .find(|h| h.service == service)
+            .map(|h| h.state.clone())?;
+        let d = d.lock();
+        Some(d.to_json(&self.external_url))
     }
 
     /// Appends an event from another module (alerts sent, gate answers) to a deploy's
     /// timeline. `at` is event time: callers without one pass the deploy's latest step.
     pub fn record(&self, id: &str, event: &str, detail: String, at: Option<i64>) -> bool {
-        let all = self.all.read();
-        let Some(d) = all.iter().find(|d| d.lock().id == id) else {
+        let Some(d) = self.held(id) else {
             return false;
         };
         let mut d = d.lock();
@@ -1229,18 +1397,270 @@ impl Deploys {
         true
     }
 
-    /// Runs `f` on one deploy's full state (rules, history), if it exists.
+    /// Records a gate's answer in the deploy's timeline only when it differs from the last
+    /// answer recorded for that gate: a controller (or anyone) calling every few seconds
+    /// does not grow the timeline. Returns whether it was recorded.
+    pub fn record_gate_answer(&self, id: &str, gate: &str, answer: &str, detail: String) -> bool {
+        let Some(d) = self.held(id) else {
+            return false;
+        };
+        {
+            let mut d = d.lock();
+            match d.gate_answers.iter_mut().find(|(g, _)| g == gate) {
+                Some((_, last)) if last == answer => return false,
+                Some((_, last)) => *last = answer.to_string(),
+                None => d.gate_answers.push((gate.to_string(), answer.to_string())),
+            }
+        }
+        self.record(id, "gate_answered", detail, None)
+    }
+
+    /// Runs `f` on one deploy's full state (rules, history), if it is held in memory.
     pub fn with_deploy<R>(&self, id: &str, f: impl FnOnce(&DeployState) -> R) -> Option<R> {
-        let all = self.all.read();
-        let d = all.iter().find(|d| d.lock().id == id)?;
+        let d = self.held(id)?;
         let d = d.lock();
         Some(f(&d))
     }
 
-    /// Runs `f` over every deploy (for metrics), oldest first.
+    /// Runs `f` over every deploy held in memory (for metrics), oldest first.
     pub fn for_each(&self, mut f: impl FnMut(&DeployState)) {
-        for d in self.all.read().iter() {
+        let held: Vec<Arc<Mutex<DeployState>>> =
+            self.live.read().iter().map(|h| h.state.clone()).collect();
+        for d in held {
             f(&d.lock());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+    use crate::ingest::{DecodeLimits, Decoder, Protocol};
+    use crate::proto::prometheus as pb;
+    use crate::store::{IngestScratch, StoreConfig};
+
+    const T0: i64 = 1_764_000_000_000;
+    const MIN: i64 = 60_000;
+
+    fn parts() -> (Store, Deploys) {
+        let store = Store::new(StoreConfig {
+            service_label: "job".into(),
+            version_label: "version".into(),
+            retention_ms: 2 * 3_600_000,
+            max_active_series: 100_000,
+            max_series_per_service: 10_000,
+            max_samples_per_series: usize::MAX,
+        });
+        let deploys = Deploys::new(RuleSet::embedded(), Settings::default(), "http://dw".into());
+        (store, deploys)
+    }
+
+    /// One `up` sample per (service, version) at `ts`, through the decoder and the store,
+    /// then judged, as a push is.
+    fn push(store: &Store, deploys: &Deploys, series: &[(&str, &str)], ts: i64) {
+        let req = pb::WriteRequest {
+            timeseries: series
+                .iter()
+                .map(|(job, version)| pb::TimeSeries {
+                    labels: [("__name__", "up"), ("job", job), ("version", version)]
+                        .iter()
+                        .map(|(n, v)| pb::Label {
+                            name: (*n).into(),
+                            value: (*v).into(),
+                        })
+                        .collect(),
+                    samples: vec![pb::Sample {
+                        value: 1.0,
+                        timestamp: ts,
+                    }],
+                    ..Default::default()
+                })
+                .collect(),
+            metadata: vec![],
+        };
+        let body = snap::raw::Encoder::new()
+            .compress_vec(&req.encode_to_vec())
+            .unwrap();
+        let mut d = Decoder::default();
+        let batch = d
+            .decode(Protocol::V1, &body, &DecodeLimits::default())
+            .unwrap();
+        let o = store.ingest(batch, &mut IngestScratch::default()).unwrap();
+        deploys.on_push(store, &o.touched);
+    }
+
+    /// Rolls out `versions` versions of each service, one every `every` ms from `from`
+    /// (each supersedes the one before); returns the event time of the last push.
+    fn roll_out(
+        store: &Store,
+        deploys: &Deploys,
+        services: &[String],
+        versions: std::ops::Range<usize>,
+        from: i64,
+        every: i64,
+    ) -> i64 {
+        let mut t = from;
+        for v in versions {
+            let version = format!("v{v}");
+            // A few scrapes of each version: the service's "now" moves on.
+            for _ in 0..4 {
+                let s: Vec<(&str, &str)> = services
+                    .iter()
+                    .map(|s| (s.as_str(), version.as_str()))
+                    .collect();
+                push(store, deploys, &s, t);
+                t += every / 4;
+            }
+        }
+        t
+    }
+
+    /// Issue 15: finished deploys leave memory for the history. Many deploys run to
+    /// completion; memory holds the active ones and each service's newest finished one,
+    /// every deploy is still listed and readable, the derived metrics cover only those
+    /// held, and a service idle for the retention is forgotten.
+    #[test]
+    fn issue_15_finished_deploys_leave_memory_for_the_history() {
+        let (store, deploys) = parts();
+        let services: Vec<String> = (0..5).map(|i| format!("svc{i}")).collect();
+        let t = roll_out(&store, &deploys, &services, 0..41, T0, 2 * MIN);
+        let counts = deploys.counts();
+        // v0 was running before deploywatch saw the services: 40 deploys each.
+        assert_eq!(counts.history, 5 * 39, "{counts:?}");
+        assert_eq!(counts.active, 5, "{counts:?}");
+        assert!(counts.in_memory <= 2 * 5, "{counts:?}");
+        let mut held = 0;
+        deploys.for_each(|_| held += 1);
+        assert_eq!(held, counts.in_memory);
+        // The API answers as before: every deploy listed, newest first, each readable.
+        let list = deploys.list(None);
+        assert_eq!(list.len(), 5 * 40);
+        assert!(list.windows(2).all(|w| w[0].started_at >= w[1].started_at));
+        assert_eq!(deploys.list(Some("svc3")).len(), 40);
+        let first = list.last().unwrap();
+        assert_eq!(first.phase, Phase::Done);
+        assert_eq!(deploys.get(&first.id).as_ref(), Some(first));
+        let report = deploys.report(&first.id).unwrap().unwrap();
+        assert_eq!(report.deploy.id, first.id);
+        assert!(first.timeline.iter().any(|e| e.event == "superseded"));
+        // The alert tick sees what is held only.
+        assert_eq!(deploys.list_held().len(), counts.in_memory);
+        // svc0 stops; the others go on past the retention: svc0's last deploy is forgotten
+        // (it stays in the history), the others keep theirs.
+        let others = &services[1..];
+        let t = roll_out(&store, &deploys, others, 41..44, t, 50 * MIN);
+        assert_eq!(deploys.forget_idle(&store, 2 * 3_600_000), 2);
+        assert!(deploys.current("svc0").is_none());
+        assert!(deploys.current("svc1").is_some());
+        let svc0 = deploys.list(Some("svc0"));
+        assert_eq!(svc0.len(), 40);
+        assert!(svc0.iter().all(|d| d.phase == Phase::Done));
+        assert_eq!(deploys.counts().active, 4);
+        assert!(deploys.counts().in_memory <= 2 * 4);
+        assert_eq!(deploys.forget_idle(&store, 2 * 3_600_000), 0);
+        assert!(t > T0);
+    }
+
+    /// Issue 15: deploys finishing on several services at once, pushed from threads as
+    /// Prometheus' shards do, while their appends compact the history again and again:
+    /// none is lost, in memory or in the file read back.
+    #[test]
+    fn issue_15_deploys_finishing_concurrently_are_all_in_the_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let retention = std::time::Duration::from_secs(30 * 60);
+        let (store, deploys) = parts();
+        deploys.set_history(History::open(dir.path(), retention).unwrap());
+        let (store, deploys) = (Arc::new(store), Arc::new(deploys));
+        let threads: Vec<_> = (0..4)
+            .map(|i| {
+                let (store, deploys) = (store.clone(), deploys.clone());
+                std::thread::spawn(move || {
+                    let services = vec![format!("svc{i}")];
+                    roll_out(&store, &deploys, &services, 0..41, T0, 2 * MIN)
+                })
+            })
+            .collect();
+        let end = threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .max()
+            .unwrap();
+        // Every deploy that finished within the retention of the newest is in the history.
+        let expected: std::collections::BTreeSet<String> = deploys
+            .list(None)
+            .into_iter()
+            .filter(|d| d.phase == Phase::Done && d.started_at >= end - 25 * MIN)
+            .map(|d| d.id)
+            .collect();
+        assert!(expected.len() >= 4 * 10, "{}", expected.len());
+        let held: std::collections::BTreeSet<String> = deploys
+            .history()
+            .records()
+            .iter()
+            .map(|r| r.deploy.id.clone())
+            .collect();
+        assert!(
+            held.is_superset(&expected),
+            "{:?}",
+            expected.difference(&held)
+        );
+        let reloaded = History::open(dir.path(), retention).unwrap();
+        let reloaded: std::collections::BTreeSet<String> = reloaded
+            .records()
+            .iter()
+            .map(|r| r.deploy.id.clone())
+            .collect();
+        assert_eq!(reloaded, held);
+    }
+
+    /// Issue 15: registrations of a service that never reports supersede each other; the
+    /// superseded ones leave memory at once, not at a push that never comes.
+    #[test]
+    fn issue_15_superseded_registrations_leave_memory_without_a_push() {
+        let (store, deploys) = parts();
+        for v in 0..200 {
+            let reg = Registration {
+                service: "ghost".into(),
+                version: format!("v{v}"),
+                baseline_version: None,
+                strategy: None,
+                at: Some(T0 + v * MIN),
+                commit: String::new(),
+                author: String::new(),
+                url: String::new(),
+                changes: vec![],
+            };
+            deploys.register(&store, reg).unwrap();
+        }
+        let counts = deploys.counts();
+        assert_eq!((counts.active, counts.history), (1, 199), "{counts:?}");
+        assert!(counts.in_memory <= 2, "{counts:?}");
+        assert_eq!(deploys.list(Some("ghost")).len(), 200);
+    }
+
+    /// Issue 15: a gate answer is recorded when it changes, not on every call.
+    #[test]
+    fn issue_15_gate_answers_are_recorded_when_they_change() {
+        let (store, deploys) = parts();
+        let services = vec!["cart".to_string()];
+        roll_out(&store, &deploys, &services, 0..2, T0, 2 * MIN);
+        let id = deploys.current("cart").unwrap().id;
+        let before = deploys.get(&id).unwrap().timeline.len();
+        for i in 0..1000 {
+            let answer = if i < 500 { "go pending" } else { "halt pause" };
+            deploys.record_gate_answer(&id, "gate", answer, format!("call {i}"));
+            deploys.record_gate_answer(&id, "gate?require=pass", "halt pending", "x".into());
+        }
+        let d = deploys.get(&id).unwrap();
+        let gates: Vec<&str> = d
+            .timeline
+            .iter()
+            .filter(|e| e.event == "gate_answered")
+            .map(|e| e.detail.as_str())
+            .collect();
+        assert_eq!(gates, ["call 0", "x", "call 500"]);
+        assert_eq!(d.timeline.len(), before + 3);
     }
 }

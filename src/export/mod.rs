@@ -126,6 +126,44 @@ pub struct StorageMetrics {
     pub restored_skipped_samples: AtomicU64,
 }
 
+/// The gates rollout controllers call, as counted.
+pub const GATE_ENDPOINTS: [&str; 3] = ["/api/v1/verdict", "/api/v1/gate", "/api/v1/rollback-hook"];
+/// What a gate answered on: the deploy's verdict, or `invalid` for a refused request.
+pub const GATE_ANSWERS: [&str; 6] = ["pending", "pass", "warn", "pause", "rollback", "invalid"];
+
+/// Gate calls by endpoint and answer, bumped by `web::gates` (the timeline records only
+/// answers that changed).
+#[derive(Debug, Default)]
+pub struct GateMetrics {
+    pub requests: [[Counter; GATE_ANSWERS.len()]; GATE_ENDPOINTS.len()],
+}
+
+impl GateMetrics {
+    /// Counts one call; unknown names are not counted.
+    pub fn count(&self, endpoint: &str, answer: &str) {
+        let e = GATE_ENDPOINTS.iter().position(|x| *x == endpoint);
+        let a = GATE_ANSWERS.iter().position(|x| *x == answer);
+        if let (Some(e), Some(a)) = (e, a) {
+            self.requests[e][a].inc();
+        }
+    }
+
+    fn encode(&self, e: &mut TextEncoder) {
+        let name = "deploywatch_gate_requests_total";
+        e.family(
+            name,
+            "counter",
+            "Calls of the rollout gates, by endpoint and the verdict answered on (invalid: refused).",
+        );
+        for (i, endpoint) in GATE_ENDPOINTS.iter().enumerate() {
+            for (j, answer) in GATE_ANSWERS.iter().enumerate() {
+                let labels = [("endpoint", *endpoint), ("answer", *answer)];
+                e.sample(name, &labels, self.requests[i][j].get() as f64);
+            }
+        }
+    }
+}
+
 /// Why remote-write requests were refused, as counted.
 pub const REJECT_REASONS: [&str; 8] = [
     "malformed",
@@ -177,6 +215,8 @@ pub struct Metrics {
     pub series_removed: Counter,
     /// Per Alertmanager URL, in configuration order.
     pub alertmanagers: parking_lot::RwLock<Vec<(String, Arc<AlertmanagerMetrics>)>>,
+    /// Gate calls (`web::gates`).
+    pub gates: GateMetrics,
 }
 
 impl Default for Metrics {
@@ -207,6 +247,7 @@ impl Default for Metrics {
             storage: StorageMetrics::default(),
             series_removed: Counter::default(),
             alertmanagers: Default::default(),
+            gates: GateMetrics::default(),
         }
     }
 }
@@ -495,6 +536,7 @@ impl Metrics {
             st.restored_skipped_samples.load(Ordering::Relaxed) as f64,
         );
         self.encode_alerts(e);
+        self.gates.encode(e);
     }
 }
 

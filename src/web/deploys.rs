@@ -63,7 +63,7 @@ pub async fn report(
 ) -> Result<Response, ApiError> {
     let report = app
         .deploys
-        .report(&id)
+        .report(&id)?
         .ok_or_else(|| ApiError::from(DeployError::NotFound(id)))?;
     Ok(match q.format.as_deref() {
         Some("json") => Json(report).into_response(),
@@ -86,7 +86,9 @@ pub async fn verdict(
     State(app): State<Arc<App>>,
     Query(q): Query<ServiceQuery>,
 ) -> Json<serde_json::Value> {
-    Json(current(&app, &q.service.unwrap_or_default()).1)
+    let (verdict, body, _) = current(&app, &q.service.unwrap_or_default());
+    app.metrics.gates.count("/api/v1/verdict", verdict.as_str());
+    Json(body)
 }
 
 /// The current deploy of a service as JSON with its id, or a pending stand-in when none is

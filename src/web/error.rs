@@ -67,7 +67,9 @@ impl ApiError {
             ApiError::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Deploy(DeployError::Invalid(_)) => StatusCode::BAD_REQUEST,
             ApiError::Deploy(DeployError::NotFound(_)) => StatusCode::NOT_FOUND,
-            ApiError::Deploy(DeployError::Journal(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Deploy(DeployError::Journal(_) | DeployError::History(_)) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_)

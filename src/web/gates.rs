@@ -1,6 +1,8 @@
 //! Gates for rollout controllers: Argo Rollouts' `web` metric provider and Flagger's webhooks
 //! in; a status code each controller reads correctly, and the DEPLOY JSON with its reason and
-//! report link, out. Every answer is recorded in the deploy's timeline.
+//! report link, out. Every call is counted (`deploywatch_gate_requests_total`); an answer
+//! is recorded in the deploy's timeline when it differs from that gate's last one, so
+//! callers polling every few seconds (or anyone, unauthenticated) do not grow it.
 
 use std::sync::Arc;
 
@@ -45,6 +47,27 @@ fn parse_payload(body: &[u8]) -> Result<FlaggerPayload, (StatusCode, Json<Value>
     })
 }
 
+/// The endpoints as counted.
+const GATE: &str = "/api/v1/gate";
+const ROLLBACK_HOOK: &str = "/api/v1/rollback-hook";
+
+/// A refused call: counted, answered as it is.
+fn invalid(
+    app: &App,
+    endpoint: &str,
+    answer: (StatusCode, Json<Value>),
+) -> (StatusCode, Json<Value>) {
+    app.metrics.gates.count(endpoint, "invalid");
+    answer
+}
+
+fn no_service() -> (StatusCode, Json<Value>) {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"error": "name: required (or metadata.service)"})),
+    )
+}
+
 fn service_of(p: &FlaggerPayload) -> Option<String> {
     p.metadata
         .get("service")
@@ -62,16 +85,14 @@ pub async fn gate(
 ) -> (StatusCode, Json<Value>) {
     let p = match parse_payload(&body) {
         Ok(p) => p,
-        Err(e) => return e,
+        Err(e) => return invalid(&app, GATE, e),
     };
     let Some(service) = service_of(&p) else {
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"error": "name: required (or metadata.service)"})),
-        );
+        return invalid(&app, GATE, no_service());
     };
     let require_pass = q.require.as_deref() == Some("pass");
     let (verdict, mut body, id) = current(&app, &service);
+    app.metrics.gates.count(GATE, verdict.as_str());
     let go = if require_pass {
         verdict == Verdict::Pass
     } else {
@@ -96,7 +117,13 @@ pub async fn gate(
             p.name,
             if go { "go on" } else { "halt" }
         );
-        app.deploys.record(&id, "gate_answered", detail, None);
+        let gate = if require_pass {
+            "gate?require=pass"
+        } else {
+            "gate"
+        };
+        let answer = format!("{} {verdict}", if go { "go" } else { "halt" });
+        app.deploys.record_gate_answer(&id, gate, &answer, detail);
     }
     (status, Json(body))
 }
@@ -107,25 +134,23 @@ pub async fn gate(
 pub async fn rollback_hook(State(app): State<Arc<App>>, body: Bytes) -> (StatusCode, Json<Value>) {
     let p = match parse_payload(&body) {
         Ok(p) => p,
-        Err(e) => return e,
+        Err(e) => return invalid(&app, ROLLBACK_HOOK, e),
     };
     let Some(service) = service_of(&p) else {
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"error": "name: required (or metadata.service)"})),
-        );
+        return invalid(&app, ROLLBACK_HOOK, no_service());
     };
     let (verdict, body, id) = current(&app, &service);
+    app.metrics.gates.count(ROLLBACK_HOOK, verdict.as_str());
     let roll_back = verdict == Verdict::Rollback;
     if let (Some(id), true) = (id, roll_back) {
-        app.deploys.record(
+        app.deploys.record_gate_answer(
             &id,
-            "gate_answered",
+            "rollback-hook",
+            "roll back",
             format!(
                 "Flagger rollback webhook for {}/{}: roll back",
                 p.namespace, p.name
             ),
-            None,
         );
     }
     let status = if roll_back {

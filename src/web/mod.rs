@@ -140,6 +140,25 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         "Services seen in the data.",
         app.store.services().len() as f64,
     );
+    let counts = app.deploys.counts();
+    e.single(
+        "deploywatch_deploys_active",
+        "gauge",
+        "Deploys being judged, or watched for recovery after a rollback.",
+        counts.active as f64,
+    );
+    e.single(
+        "deploywatch_deploys_in_memory",
+        "gauge",
+        "Deploys held whole in memory: the active ones and each service's newest finished one.",
+        counts.in_memory as f64,
+    );
+    e.single(
+        "deploywatch_history_deploys",
+        "gauge",
+        "Finished deploys in the deploy history (within storage.history_retention).",
+        counts.history as f64,
+    );
     deploys::encode_metrics(&app, &mut e);
     let start = app
         .started_at

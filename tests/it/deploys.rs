@@ -248,3 +248,95 @@ fn verdicts_and_timelines_do_not_depend_on_how_pushes_batch_the_samples() {
         );
     }
 }
+
+/// Issue 15: finished deploys leave memory for the history. 10 services roll out 25
+/// versions each (every version supersedes the one before): every deploy is still listed
+/// and readable with its report, before and after a restart; memory holds the 10 active
+/// deploys and at most each service's newest finished one; `/metrics` carries the
+/// derived series of the deploys held only, not of the 230 long finished.
+#[test]
+fn issue_15_many_finished_deploys_stay_listed_while_memory_and_metrics_stay_bounded() {
+    let mut dw = Deploywatch::start();
+    let services: Vec<String> = (0..10).map(|i| format!("svc{i}")).collect();
+    // Event time ends now: versions two minutes apart, four scrapes each.
+    let t0 = deploywatch::now_ms() - 25 * 2 * 60_000;
+    let mut t = t0;
+    let mut count = 0.0;
+    for v in 0..25 {
+        let version = format!("v{v}");
+        for _ in 0..4 {
+            count += 10.0;
+            let req = write_request(
+                services
+                    .iter()
+                    .map(|job| {
+                        series(
+                            &[
+                                ("__name__", "http_requests_total"),
+                                ("code", "200"),
+                                ("instance", &format!("{version}:80")),
+                                ("job", job),
+                                ("version", &version),
+                            ],
+                            &[(t, count)],
+                        )
+                    })
+                    .collect(),
+            );
+            let (status, body) = dw.push_v1(&req);
+            assert_eq!(status, 204, "{body}");
+            t += 30_000;
+        }
+    }
+    // v0 ran before deploywatch saw the services: 24 deploys each.
+    let check = |dw: &Deploywatch| {
+        let list = dw.get_json("/api/v1/deploys")["deploys"]
+            .as_array()
+            .unwrap()
+            .clone();
+        assert_eq!(list.len(), 10 * 24);
+        let oldest = list.last().unwrap();
+        assert_eq!(oldest["phase"], "done");
+        let id = oldest["id"].as_str().unwrap();
+        assert_eq!(&dw.get_json(&format!("/api/v1/deploys/{id}")), oldest);
+        let report = dw.get_json(&format!("/api/v1/deploys/{id}/report?format=json"));
+        assert_eq!(report["deploy"]["id"], id);
+        assert_eq!(
+            dw.get_json("/api/v1/deploys?service=svc3")["deploys"]
+                .as_array()
+                .unwrap()
+                .len(),
+            24
+        );
+        list
+    };
+    let list = check(&dw);
+    assert_eq!(dw.must_metric("deploywatch_deploys_active", &[]), 10.0);
+    assert!(dw.must_metric("deploywatch_deploys_in_memory", &[]) <= 20.0);
+    assert_eq!(dw.must_metric("deploywatch_history_deploys", &[]), 230.0);
+    // The derived metrics: one deploy per service (its newest), none of the finished ones.
+    let scrape = parse_exposition(&dw.metrics_text());
+    let ids: Vec<String> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "deploywatch_deploy_verdict")
+        .map(|s| s.labels.get("deploy_id").unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 10, "{ids:?}");
+    let newest: Vec<&str> = list
+        .iter()
+        .filter(|d| d["phase"] != "done")
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    for id in &ids {
+        assert!(
+            newest.contains(&id.as_str()),
+            "{id} is not an active deploy"
+        );
+    }
+    // Reloaded from the history after a restart: nothing lost.
+    dw.terminate(std::time::Duration::from_secs(30));
+    dw.restart();
+    check(&dw);
+    assert_eq!(dw.must_metric("deploywatch_history_deploys", &[]), 230.0);
+}

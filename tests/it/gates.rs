@@ -173,3 +173,63 @@ fn gates_answer_each_controller_correctly_for_each_verdict() {
     );
     assert_eq!(res.status, 400, "{}", res.text());
 }
+
+/// Issue 15: a gate call appended to the deploy's timeline each time, so anyone calling it
+/// grew the timeline (and the snapshot and history) without bound. 1000 calls leave one
+/// `gate_answered` event per gate and answer, and are counted.
+#[test]
+fn issue_15_a_thousand_gate_calls_leave_the_timeline_bounded_and_are_counted() {
+    let dw = Deploywatch::start();
+    let res = dw.post_json(
+        "/api/v1/deploys",
+        &json!({"service": "podinfo", "version": "v2", "baseline_version": "v1"}),
+    );
+    assert_eq!(res.status, 201, "{}", res.text());
+    let id = serde_json::from_slice::<Value>(&res.body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let timeline = || -> Vec<String> {
+        dw.get_json(&format!("/api/v1/deploys/{id}"))["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["event"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let before = timeline().len();
+    let phases = ["Progressing", "Promoting", "Initializing"];
+    for i in 0..1000 {
+        let (status, _) = flagger(&dw, "/api/v1/gate", "podinfo", phases[i % 3]);
+        assert_eq!(status, 200);
+    }
+    for _ in 0..10 {
+        assert_eq!(
+            flagger(&dw, "/api/v1/rollback-hook", "podinfo", "Progressing").0,
+            409
+        );
+        assert_eq!(argo(&dw, "podinfo").0, 200);
+    }
+    let after = timeline();
+    let gates = after.iter().filter(|e| *e == "gate_answered").count();
+    assert_eq!(gates, 1, "{after:?}");
+    assert_eq!(after.len(), before + 1, "{after:?}");
+    let count = |endpoint: &str, answer: &str| {
+        dw.must_metric(
+            "deploywatch_gate_requests_total",
+            &[("endpoint", endpoint), ("answer", answer)],
+        )
+    };
+    assert_eq!(count("/api/v1/gate", "pending"), 1000.0);
+    assert_eq!(count("/api/v1/rollback-hook", "pending"), 10.0);
+    assert_eq!(count("/api/v1/verdict", "pending"), 10.0);
+    assert_eq!(count("/api/v1/gate", "invalid"), 0.0);
+    let res = request(
+        Method::POST,
+        &format!("{}/api/v1/gate", dw.url()),
+        &[],
+        b"{}".to_vec(),
+    );
+    assert_eq!(res.status, 400);
+    assert_eq!(count("/api/v1/gate", "invalid"), 1.0);
+}
