@@ -877,13 +877,15 @@ impl Deploys {
             return;
         }
         // A surge rollout: once the old version stops serving, compare after with before.
+        // It has stopped when it has been silent for `stale_after_ms`, or at once when
+        // Prometheus marked every one of its series stale (its last targets went away).
         if !d.before_after {
-            let old_gone = d.baseline_vid.is_none_or(|b| {
-                versions[b as usize]
-                    .newest()
-                    .is_none_or(|n| n < t - self.settings.stale_after_ms)
-            });
-            if old_gone && t - d.started_at > self.settings.stale_after_ms {
+            let stale = self.settings.stale_after_ms;
+            let silent = d
+                .baseline_vid
+                .is_none_or(|b| versions[b as usize].newest().is_none_or(|n| n < t - stale));
+            let marked = || d.baseline_vid.is_some_and(|b| svc.version_marked_stale(b));
+            if (silent && t - d.started_at > stale) || marked() {
                 self.switch_to_before_after(d, svc, t);
             }
         } else if !d.pre_measured {

@@ -236,6 +236,14 @@ impl Service {
     pub fn series(&self) -> Vec<Arc<Series>> {
         self.series.read().clone()
     }
+    /// Whether every series of `version` ended in a stale marker: Prometheus marks a
+    /// target's series stale as soon as the target goes away. False without any series.
+    /// Stops at the first live one, without copying the list.
+    pub fn version_marked_stale(&self, version: VersionId) -> bool {
+        let list = self.series.read();
+        let mut of = list.iter().filter(|s| s.version == version).peekable();
+        of.peek().is_some() && of.all(|s| s.data.lock().stale)
+    }
     pub fn series_count(&self) -> usize {
         self.series.read().len()
     }
