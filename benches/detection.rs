@@ -31,8 +31,7 @@ use deploywatch::demo::world::{self, generate, Family, Kind, Scenario};
 
 /// Seeds looked at while tuning: 1–4 from the start, then each held-out set once its
 /// scorecard had been read (docs/detection.md): 1001–1014, 2001–2014, 3001–3014.
-const TUNING: [std::ops::RangeInclusive<u64>; 4] =
-    [1..=4, 1001..=1014, 2001..=2014, 3001..=3014];
+const TUNING: [std::ops::RangeInclusive<u64>; 4] = [1..=4, 1001..=1014, 2001..=2014, 3001..=3014];
 const HELD_OUT: std::ops::RangeInclusive<u64> = 4001..=4014;
 
 /// The metrics the reference judges read (the others are not recorded).
