@@ -10,6 +10,8 @@ mod bad_input;
 /// The web page in headless Chromium.
 mod browser;
 mod cli_deploy;
+/// The judge's per-push arithmetic: allocations counted, not timed.
+mod cost;
 /// `deploywatch demo`: every built-in story played once by the real binary.
 mod demo;
 mod deploys;
