@@ -31,6 +31,8 @@ mod prometheus_e2e;
 /// canary rolled back, a clean one left alone.
 mod real_stack;
 mod reload;
+/// Several concurrent senders (Prometheus' queue shards) into one judged service.
+mod senders;
 mod sharding;
 
 /// False alarms over many seeded clean canaries.
