@@ -14,6 +14,13 @@ use crate::deploy::Verdict;
 /// running deploywatch would have (the scenario tests use the same).
 pub const PRELUDE: i64 = 30 * MIN;
 
+/// The simulator seeds of the stories (bad-canary, latency, dependency-outage, low-traffic):
+/// their own, played by no test of the judge (`tests/it/demo.rs` checks it), so what a
+/// story expects is a case the judge was neither tuned nor tested on. Picked once, before
+/// the stories were played with them: re-drawn until the stories pass, they would be
+/// tuning seeds again.
+pub const SEEDS: [u64; 4] = [9101, 9102, 9103, 9104];
+
 /// The built-in stories (`--scenario`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
@@ -250,7 +257,7 @@ fn bad_canary(origin: i64) -> Story {
         )
         .on_route("/checkout")
     };
-    let svc = Service::new_at("shop", 103, 3, origin)
+    let svc = Service::new_at("shop", SEEDS[0], 3, origin)
         .canary("v2", t1, 1)
         // v2 promoted: v1's three pods replaced one by one, 20 s apart.
         .rolling("v2", promote, 20 * SEC)
@@ -326,7 +333,7 @@ fn bad_canary(origin: i64) -> Story {
 /// latency.
 fn latency(origin: i64) -> Story {
     let t1 = origin + PRELUDE;
-    let svc = Service::new_at("catalog", 104, 3, origin)
+    let svc = Service::new_at("catalog", SEEDS[1], 3, origin)
         .canary("v2", t1, 1)
         .effect(Effect::step(
             Who::Version("v2".into()),
@@ -370,7 +377,7 @@ fn latency(origin: i64) -> Story {
 fn dependency_outage(origin: i64) -> Story {
     let t1 = origin + PRELUDE;
     let (from, until) = (t1 + 5 * MIN, t1 + 10 * MIN);
-    let svc = Service::new_at("orders", 109, 3, origin)
+    let svc = Service::new_at("orders", SEEDS[2], 3, origin)
         .canary("v2", t1, 1)
         .effect(Effect::step(Who::All, Signal::Errors, 10.0, from, until))
         .effect(Effect::step(Who::All, Signal::Latency, 3.0, from, until));
@@ -411,7 +418,7 @@ fn dependency_outage(origin: i64) -> Story {
 /// never suffices within the story.
 fn low_traffic(origin: i64) -> Story {
     let t1 = origin + PRELUDE;
-    let svc = Service::new_at("ledger", 108, 3, origin)
+    let svc = Service::new_at("ledger", SEEDS[3], 3, origin)
         .canary("v2", t1, 1)
         .with(|s| s.rps = 0.8);
     Story {

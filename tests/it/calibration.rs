@@ -1,7 +1,9 @@
 //! False alarms of the judge on clean canaries: 30 seeded services, each with three `v1`
 //! pods and a clean `v2` canary registered at the same event time, played into ONE
 //! deploywatch (interleaved in the same pushes, as one Prometheus scraping them all would
-//! send them), each observed 20 minutes of event time after its deploy; and the spread of
+//! send them), each observed 20 minutes of event time after its deploy: at most one rolled
+//! back, at most three warned or worse, and every other one `pass` within 12 minutes (a judge
+//! stuck on `pending` fails it); and the spread of
 //! detection delays over seeds for three regressions.
 
 use std::collections::BTreeMap;
@@ -9,18 +11,28 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use crate::harness::Deploywatch;
-use crate::scenarios::{detection_delay, T};
+use crate::scenarios::{detection_delay, PASS_WITHIN, T};
 use crate::sim::{
     deploy, register_deploy, severity, Driver, Effect, Feed, Service, Signal, Sim, Who, MIN, SEC,
 };
 
 const SERVICES: u64 = 30;
 
+/// The seeds of the clean canaries (and of no other test).
+pub const CLEAN_SEEDS: std::ops::RangeInclusive<u64> = 9001..=9000 + SERVICES;
+/// The seeds of the regressions timed by [`detection_delays_over_seeds`].
+pub const DELAY_SEEDS: std::ops::Range<u64> = 7000..7300;
+
 #[test]
-fn clean_canaries_rarely_raise_a_false_alarm() {
+fn clean_canaries_pass_within_12m_and_rarely_raise_a_false_alarm() {
     let dw = Deploywatch::start();
     let sims: Vec<Sim> = (1..=SERVICES)
-        .map(|k| Sim::new(Service::new(&format!("cal{k:02}"), 9000 + k, 3).canary("v2", T, 1)))
+        .map(|k| {
+            Sim::new(
+                Service::new(&format!("cal{k:02}"), CLEAN_SEEDS.start() - 1 + k, 3)
+                    .canary("v2", T, 1),
+            )
+        })
         .collect();
     let names: Vec<String> = sims.iter().map(|s| s.service().to_string()).collect();
     let mut driver = Driver::new(&dw, Feed::new(sims, 5 * SEC));
@@ -81,6 +93,39 @@ fn clean_canaries_rarely_raise_a_false_alarm() {
             bad.push(format!("{}: {v} {rules:?}", names[i]));
         }
     }
+    // A judge that never decides passes the bounds on false alarms: every clean canary that
+    // raised none must have passed, and within PASS_WITHIN of its deploy.
+    let mut not_passed = Vec::new();
+    let mut pass_after: Vec<i64> = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        if worst[i] >= 2 {
+            continue;
+        }
+        let d = deploy(&dw, id).unwrap_or_else(|e| panic!("{e}"));
+        let at = d["verdict_at"].as_i64();
+        match (d["verdict"].as_str(), at) {
+            (Some("pass"), Some(at)) if at <= T + PASS_WITHIN => pass_after.push((at - T) / SEC),
+            (v, at) => not_passed.push(format!(
+                "{}: {v:?} at {:?} s after the deploy; undecided rules: {:?}",
+                names[i],
+                at.map(|at| (at - T) / SEC),
+                d["rules"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|r| r["verdict"] == "pending")
+                    .map(|r| format!("{} ({})", r["rule"], r["reason"]))
+                    .collect::<Vec<_>>()
+            )),
+        }
+    }
+    pass_after.sort_unstable();
+    println!(
+        "calibration passed after (s): min={:?} median={:?} max={:?} all={pass_after:?}",
+        pass_after.first(),
+        pass_after.get(pass_after.len() / 2),
+        pass_after.last()
+    );
     let rollbacks = worst.iter().filter(|&&w| w == 4).count();
     let regressions = worst.iter().filter(|&&w| w >= 2).count();
     println!(
@@ -99,6 +144,12 @@ fn clean_canaries_rarely_raise_a_false_alarm() {
     assert!(
         regressions <= 3,
         "{regressions} clean canaries warned or worse: {bad:#?}"
+    );
+    assert!(
+        not_passed.is_empty(),
+        "{} clean canaries without a false alarm did not pass within {} minutes: {not_passed:#?}",
+        not_passed.len(),
+        PASS_WITHIN / MIN
     );
 }
 
@@ -121,7 +172,7 @@ fn detection_delays_over_seeds() {
         for seed in 0..SEEDS {
             let name = format!("{}-{seed}", kind.replace('_', "-"));
             let effect = Effect::step(Who::Version("v2".into()), *signal, *factor, T, i64::MAX);
-            let svc = Service::new(&name, 7000 + 100 * k as u64 + seed, 3)
+            let svc = Service::new(&name, DELAY_SEEDS.start + 100 * k as u64 + seed, 3)
                 .canary("v2", T, 1)
                 .effect(effect);
             sims.push(Sim::new(svc));

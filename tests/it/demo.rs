@@ -255,3 +255,51 @@ fn alerts_reach_a_real_alertmanager() {
         am.logs()
     );
 }
+
+/// The stories' seeds are their own: no test of the judge plays a simulated service with
+/// one, so each story's expectation is a case nobody tuned the judge on. Every integer
+/// literal in tests/it (but this file) and the seed ranges the calibration draws from are
+/// kept apart from them.
+#[test]
+fn stories_have_seeds_no_judge_test_uses() {
+    use deploywatch::demo::story::{build, Scenario, SEEDS};
+    let origin = crate::sim::EPOCH;
+    let mut demo = std::collections::BTreeSet::new();
+    for scenario in Scenario::ALL {
+        for svc in build(scenario, origin).services {
+            assert!(
+                SEEDS.contains(&svc.seed),
+                "{scenario}: {} has seed {}, not one of story::SEEDS",
+                svc.name,
+                svc.seed
+            );
+            demo.insert(svc.seed);
+        }
+    }
+    assert_eq!(demo.len(), SEEDS.len(), "one seed per story: {demo:?}");
+    for seed in &demo {
+        assert!(
+            !crate::calibration::CLEAN_SEEDS.contains(seed)
+                && !crate::calibration::DELAY_SEEDS.contains(seed),
+            "demo seed {seed} is one the calibration plays"
+        );
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it");
+    for entry in std::fs::read_dir(&dir).expect("tests/it") {
+        let path = entry.expect("an entry").path();
+        if path.extension().is_none_or(|e| e != "rs") || path.ends_with("demo.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("a test source");
+        let literals = text
+            .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .filter_map(|w| w.trim_end_matches("u64").parse::<u64>().ok());
+        for n in literals {
+            assert!(
+                !demo.contains(&n),
+                "{} uses {n}, a seed of the demo's stories",
+                path.display()
+            );
+        }
+    }
+}

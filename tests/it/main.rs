@@ -10,6 +10,8 @@ mod bad_input;
 /// The web page in headless Chromium.
 mod browser;
 mod cli_deploy;
+/// The judge's per-push arithmetic: allocations counted, not timed.
+mod cost;
 /// `deploywatch demo`: every built-in story played once by the real binary.
 mod demo;
 mod deploys;
@@ -29,6 +31,8 @@ mod prometheus_e2e;
 /// canary rolled back, a clean one left alone.
 mod real_stack;
 mod reload;
+/// Several concurrent senders (Prometheus' queue shards) into one judged service.
+mod senders;
 mod sharding;
 
 /// False alarms over many seeded clean canaries.
