@@ -238,12 +238,51 @@ impl DeployState {
 #[derive(Default)]
 struct ServiceTrack {
     first_seen: Option<i64>,
-    known_versions: usize,
+    /// Per version (by id): whether detection is done with it (a deploy was detected or
+    /// registered for it, it was running before deploywatch saw the service, or it has no
+    /// name). A version not done yet is looked at again when it starts serving.
+    decided: Vec<bool>,
+    /// Per version (by id): since when it serves, the first sample of its first series
+    /// a rule selects ([`Serving`]); `None` while it has none (a stray version label on a
+    /// sidecar's or a batch job's metric).
+    serving_since: Vec<Option<i64>>,
+    /// The next series `seq` of the service detection has not looked at: each series is
+    /// classified once, when it appears, under the rules then in force.
+    scanned: u64,
+    /// A version started serving and detection has not looked at it yet.
+    started_serving: bool,
     /// Deploys being judged (or watched for recovery).
     active: Vec<Arc<Mutex<DeployState>>>,
     /// The newest finished deploy, whole: its page's charts and the derived metrics of the
     /// service's last deploy. Older finished ones are in the history only.
     last: Option<Arc<Mutex<DeployState>>>,
+}
+
+/// What makes a version *serve*: a series one of the rules selects (any selector of any
+/// rule: `http_requests_total`, `process_cpu_seconds_total`, ... under the default rules).
+/// A version label value that appears only on other metrics (a sidecar's `*_build_info`, a
+/// batch job's metrics under the service's job label) is not a deploy. Rebuilt with the
+/// rules.
+struct Serving {
+    selectors: Vec<crate::rules::Selector>,
+}
+
+impl Serving {
+    fn new(rules: &RuleSet) -> Serving {
+        let mut selectors: Vec<crate::rules::Selector> = Vec::new();
+        for r in &rules.rules {
+            for (_, sel) in r.signal.selectors() {
+                if !selectors.iter().any(|s| s.text == sel.text) {
+                    selectors.push(sel.clone());
+                }
+            }
+        }
+        Serving { selectors }
+    }
+
+    fn matches(&self, labels: &crate::store::LabelSet) -> bool {
+        self.selectors.iter().any(|s| s.matches(labels))
+    }
 }
 
 /// A deploy held in memory, with what lookups need without taking its lock (which a push
@@ -270,6 +309,8 @@ pub struct Counts {
 pub struct Deploys {
     settings: Settings,
     rules: ArcSwap<RuleSet>,
+    /// What makes a version serve, from `rules`.
+    serving: ArcSwap<Serving>,
     services: RwLock<HashMap<String, Arc<Mutex<ServiceTrack>>>>,
     /// Deploys in memory, in order of creation: every service's active ones and its newest
     /// finished one.
@@ -287,6 +328,7 @@ impl Deploys {
     pub fn new(rules: RuleSet, settings: Settings, external_url: String) -> Deploys {
         Deploys {
             settings,
+            serving: ArcSwap::from_pointee(Serving::new(&rules)),
             rules: ArcSwap::from_pointee(rules),
             services: RwLock::new(HashMap::new()),
             live: RwLock::new(Vec::new()),
@@ -501,6 +543,7 @@ impl Deploys {
 
     /// Rules for deploys that start from now on; running deploys keep theirs.
     pub fn set_rules(&self, rules: RuleSet) {
+        self.serving.store(Arc::new(Serving::new(&rules)));
         self.rules.store(Arc::new(rules));
     }
 
@@ -552,7 +595,64 @@ impl Deploys {
         }
     }
 
+    /// Classifies the service's series that appeared since the last look: a version with a
+    /// series a rule selects serves from that series' first sample. Stops at such a series
+    /// without a sample yet (a push still appending to it): it is looked at on the next
+    /// push. Only new series are looked at, so a push that creates none costs a lock and a
+    /// comparison.
+    fn scan_serving(&self, svc: &Service, tr: &mut ServiceTrack) {
+        let new = svc.series_since(tr.scanned);
+        if new.is_empty() {
+            return;
+        }
+        let serving = self.serving.load();
+        for s in &new {
+            let v = s.version as usize;
+            if tr.serving_since.len() <= v {
+                tr.serving_since.resize(v + 1, None);
+            }
+            if tr.serving_since[v].is_none() && serving.matches(&s.labels) {
+                let Some(first) = s.data.lock().ring.first_ts() else {
+                    return;
+                };
+                tr.serving_since[v] = Some(first);
+                tr.started_serving = true;
+            }
+            tr.scanned = s.seq + 1;
+        }
+    }
+
+    /// Whether version `v` of the service serves (see [`Serving`]).
+    fn serves(tr: &ServiceTrack, v: VersionId) -> bool {
+        tr.serving_since
+            .get(v as usize)
+            .is_some_and(Option::is_some)
+    }
+
+    /// The version a new version `name` replaces: the other version that reported last,
+    /// among those that serve if any does (a stray version label is nobody's baseline).
+    fn baseline_of<'a>(
+        tr: &ServiceTrack,
+        versions: &'a [Arc<crate::store::Version>],
+        name: &str,
+    ) -> Option<&'a Arc<crate::store::Version>> {
+        let others = || {
+            versions
+                .iter()
+                .filter(move |o| *o.name != *name && !o.name.is_empty())
+        };
+        let newest = |o: &&Arc<crate::store::Version>| o.newest().unwrap_or(i64::MIN);
+        others()
+            .filter(|o| Self::serves(tr, o.id))
+            .max_by_key(newest)
+            .or_else(|| others().max_by_key(newest))
+    }
+
+    /// Starts a detected deploy for every version that started serving since the last push
+    /// (docs: README, "How deploys are judged"): a new value of the version label counts
+    /// once it is on a series the rules judge, from that series' first sample.
     fn detect(&self, svc: &Service, now: i64, tr: &mut ServiceTrack) {
+        self.scan_serving(svc, tr);
         let versions = svc.versions();
         let first = versions
             .iter()
@@ -560,29 +660,37 @@ impl Deploys {
             .min()
             .unwrap_or(now);
         let first_seen = *tr.first_seen.get_or_insert(first);
-        while tr.known_versions < versions.len() {
-            let v = &versions[tr.known_versions];
-            tr.known_versions += 1;
-            if v.name.is_empty() {
+        if !std::mem::take(&mut tr.started_serving) {
+            return;
+        }
+        if tr.decided.len() < versions.len() {
+            tr.decided.resize(versions.len(), false);
+        }
+        for v in &versions {
+            let (i, name) = (v.id as usize, &*v.name);
+            let Some(seen) = tr.serving_since.get(i).copied().flatten() else {
+                continue; // not serving (yet)
+            };
+            if tr.decided[i] {
+                continue;
+            }
+            tr.decided[i] = true;
+            if name.is_empty() {
                 continue; // series without a version label
             }
-            if tr.active.iter().any(|d| d.lock().version == *v.name) {
+            if tr.active.iter().any(|d| d.lock().version == *name) {
                 continue; // registered through the API before it reported
             }
-            let seen = v.first_seen().unwrap_or(now);
             if seen - first_seen <= self.settings.detect_grace_ms {
                 continue; // running before deploywatch saw the service
             }
-            let baseline = versions
-                .iter()
-                .filter(|o| o.id != v.id && !o.name.is_empty())
-                .max_by_key(|o| o.newest().unwrap_or(i64::MIN));
+            let baseline = Self::baseline_of(tr, &versions, name);
             let serving = baseline
                 .and_then(|b| b.newest())
                 .is_some_and(|t| t >= seen - self.settings.stale_after_ms);
             let reg = Registration {
                 service: svc.name.to_string(),
-                version: v.name.to_string(),
+                version: name.to_string(),
                 baseline_version: baseline.map(|b| b.name.to_string()),
                 strategy: Some(if serving {
                     Strategy::Canary
@@ -596,7 +704,7 @@ impl Deploys {
                 changes: Vec::new(),
             };
             let d = self.create(reg, Source::Detected, seen, tr);
-            tracing::info!(deploy_id = %d.lock().id, service = %svc.name, version = %v.name, "Detected a deploy.");
+            tracing::info!(deploy_id = %d.lock().id, service = %svc.name, version = %name, "Detected a deploy.");
         }
     }
 
@@ -730,6 +838,10 @@ impl Deploys {
         let track = self.track(&reg.service);
         let mut tr = track.lock();
         let newest = svc.as_ref().and_then(|s| s.newest());
+        if let Some(s) = &svc {
+            // Which versions serve, up to now: the baseline is one of them.
+            self.scan_serving(s, &mut tr);
+        }
         if let Some(d) = tr.active.iter().find(|d| d.lock().version == reg.version) {
             let mut guard = d.lock();
             let d = &mut *guard;
@@ -772,11 +884,7 @@ impl Deploys {
         let mut reg = reg;
         if reg.baseline_version.is_none() {
             reg.baseline_version = svc.as_ref().and_then(|s| {
-                s.versions()
-                    .iter()
-                    .filter(|v| *v.name != *reg.version && !v.name.is_empty())
-                    .max_by_key(|v| v.newest().unwrap_or(i64::MIN))
-                    .map(|v| v.name.to_string())
+                Self::baseline_of(&tr, &s.versions(), &reg.version).map(|v| v.name.to_string())
             });
         }
         if reg.strategy.is_none() {
@@ -1459,14 +1567,26 @@ mod tests {
         (store, deploys)
     }
 
-    /// One `up` sample per (service, version) at `ts`, through the decoder and the store,
-    /// then judged, as a push is.
+    /// One `http_requests_total` sample per (service, version) at `ts` (a series the
+    /// rules judge: each version serves), through the decoder and the store, then judged,
+    /// as a push is.
     fn push(store: &Store, deploys: &Deploys, series: &[(&str, &str)], ts: i64) {
+        push_metric(store, deploys, "http_requests_total", series, ts)
+    }
+
+    /// One `metric` sample per (service, version) at `ts`, pushed and judged.
+    fn push_metric(
+        store: &Store,
+        deploys: &Deploys,
+        metric: &str,
+        series: &[(&str, &str)],
+        ts: i64,
+    ) {
         let req = pb::WriteRequest {
             timeseries: series
                 .iter()
                 .map(|(job, version)| pb::TimeSeries {
-                    labels: [("__name__", "up"), ("job", job), ("version", version)]
+                    labels: [("__name__", metric), ("job", job), ("version", version)]
                         .iter()
                         .map(|(n, v)| pb::Label {
                             name: (*n).into(),
@@ -1664,5 +1784,151 @@ mod tests {
             .collect();
         assert_eq!(gates, ["call 0", "x", "call 500"]);
         assert_eq!(d.timeline.len(), before + 3);
+    }
+
+    /// The deploys of `service`, oldest first: (version, baseline, source, phase).
+    fn deploys_of(deploys: &Deploys, service: &str) -> Vec<(String, Option<String>, Phase)> {
+        let mut list = deploys.list(Some(service));
+        list.reverse();
+        list.into_iter()
+            .map(|d| (d.version, d.baseline_version, d.phase))
+            .collect()
+    }
+
+    /// v1 serves from T0; v2 joins it as a canary at T0 + 5 min. Returns the event time
+    /// of the next scrape.
+    fn canary_v2(store: &Store, deploys: &Deploys) -> i64 {
+        let mut t = T0;
+        while t < T0 + 5 * MIN {
+            push(store, deploys, &[("shop", "v1")], t);
+            t += 15_000;
+        }
+        push(store, deploys, &[("shop", "v1"), ("shop", "v2")], t);
+        t + 15_000
+    }
+
+    /// Issue 15: a version counts once it serves. A new version label value on a metric no
+    /// rule selects (a sidecar's build info, a batch job's counter) starts no deploy and
+    /// leaves the running canary alone; the same value on a judged metric is a deploy,
+    /// from the first sample of that metric.
+    #[test]
+    fn issue_15_a_stray_version_label_does_not_cancel_a_canary() {
+        let (store, deploys) = parts();
+        let mut t = canary_v2(&store, &deploys);
+        assert_eq!(
+            deploys_of(&deploys, "shop"),
+            [("v2".into(), Some("v1".into()), Phase::Warmup)]
+        );
+        let canary = deploys.current("shop").unwrap();
+        assert_eq!(canary.strategy, Strategy::Canary);
+        assert_eq!(canary.source, Source::Detected);
+        for i in 0..8 {
+            push(&store, &deploys, &[("shop", "v1"), ("shop", "v2")], t);
+            push_metric(
+                &store,
+                &deploys,
+                "sidecar_build_info",
+                &[("shop", "abc123")],
+                t + 1,
+            );
+            push_metric(
+                &store,
+                &deploys,
+                "batch_runs_total",
+                &[("shop", &format!("build-{i}"))],
+                t + 2,
+            );
+            t += 15_000;
+        }
+        let now = deploys_of(&deploys, "shop");
+        assert_eq!(now.len(), 1, "{now:?}");
+        let d = deploys.get(&canary.id).unwrap();
+        assert_ne!(d.phase, Phase::Done);
+        assert!(
+            d.timeline.iter().all(|e| e.event != "superseded"),
+            "{:?}",
+            d.timeline
+        );
+        // abc123 starts serving: a deploy, from its first request, against the version
+        // that serves (not a stray one that reported later).
+        let served = t + 5;
+        push(&store, &deploys, &[("shop", "abc123")], served);
+        push_metric(
+            &store,
+            &deploys,
+            "batch_runs_total",
+            &[("shop", "build-9")],
+            served + 1,
+        );
+        let now = deploys_of(&deploys, "shop");
+        assert_eq!(now.len(), 2, "{now:?}");
+        assert_eq!(
+            now[0].2,
+            Phase::Done,
+            "v2 superseded by a version that serves"
+        );
+        let new = deploys.current("shop").unwrap();
+        assert_eq!(new.version, "abc123");
+        assert_eq!(new.started_at, served);
+        assert_ne!(new.baseline_version.as_deref(), Some("build-9"));
+        assert!(matches!(new.baseline_version.as_deref(), Some("v2" | "v1")));
+    }
+
+    /// Issue 15: a version seen first on a stray metric and serving later starts its deploy
+    /// when it serves, even after the detection grace of the service's first sample.
+    #[test]
+    fn issue_15_a_version_is_deployed_from_when_it_serves() {
+        let (store, deploys) = parts();
+        // Both from the start: v1 serves, v2 only labels a sidecar metric.
+        let mut t = T0;
+        for _ in 0..20 {
+            push(&store, &deploys, &[("api", "v1")], t);
+            push_metric(&store, &deploys, "sidecar_build_info", &[("api", "v2")], t);
+            t += 15_000;
+        }
+        assert!(deploys.list(Some("api")).is_empty());
+        push(&store, &deploys, &[("api", "v1"), ("api", "v2")], t);
+        let d = deploys.current("api").expect("v2 serves now: a deploy");
+        assert_eq!((d.version.as_str(), d.started_at), ("v2", t));
+        assert_eq!(d.baseline_version.as_deref(), Some("v1"));
+        assert_eq!(d.strategy, Strategy::Canary);
+    }
+
+    /// Issue 15: a registration without a baseline compares with the version that serves,
+    /// not with a stray label that reported last; registrations need no serving series.
+    #[test]
+    fn issue_15_a_registration_takes_a_serving_baseline() {
+        let (store, deploys) = parts();
+        let mut t = T0;
+        for _ in 0..8 {
+            push(&store, &deploys, &[("cart", "v1")], t);
+            push_metric(
+                &store,
+                &deploys,
+                "sidecar_build_info",
+                &[("cart", "sidecar-7")],
+                t + 1,
+            );
+            t += 15_000;
+        }
+        let reg = Registration {
+            service: "cart".into(),
+            version: "v2".into(),
+            baseline_version: None,
+            strategy: None,
+            at: None,
+            commit: String::new(),
+            author: String::new(),
+            url: String::new(),
+            changes: vec![],
+        };
+        let id = deploys.register(&store, reg).unwrap();
+        let d = deploys.get(&id).unwrap();
+        assert_eq!(d.baseline_version.as_deref(), Some("v1"));
+        assert_eq!(d.strategy, Strategy::Canary);
+        // A registered version that never serves stays registered: nothing detected.
+        push_metric(&store, &deploys, "sidecar_build_info", &[("cart", "v2")], t);
+        assert_eq!(deploys.list(Some("cart")).len(), 1);
+        assert_eq!(deploys.current("cart").unwrap().id, id);
     }
 }

@@ -340,3 +340,121 @@ fn issue_15_many_finished_deploys_stay_listed_while_memory_and_metrics_stay_boun
     check(&dw);
     assert_eq!(dw.must_metric("deploywatch_history_deploys", &[]), 230.0);
 }
+
+/// Issue 15: a version counts as deployed once it serves — once it is on a series the rules
+/// judge. A new value of the version label on another metric of the job (a sidecar's build
+/// info, a batch job's build number) starts no deploy and does not supersede the running
+/// canary; a new version on `http_requests_total` still does.
+#[test]
+fn issue_15_a_stray_version_label_does_not_cancel_a_detected_canary() {
+    let dw = Deploywatch::start();
+    let t0 = 1_764_000_000_000i64;
+    let scrape = |pods: &[&str], stray: &[(&str, &str)], i: i64| {
+        let ts = t0 + i * 15_000;
+        let mut all: Vec<_> = pods
+            .iter()
+            .map(|v| {
+                series(
+                    &[
+                        ("__name__", "http_requests_total"),
+                        ("code", "200"),
+                        ("instance", &format!("{v}:80")),
+                        ("job", "checkout"),
+                        ("version", v),
+                    ],
+                    &[(ts, (i * 100) as f64)],
+                )
+            })
+            .collect();
+        for (metric, version) in stray {
+            all.push(series(
+                &[
+                    ("__name__", metric),
+                    ("instance", "v2:9901"),
+                    ("job", "checkout"),
+                    ("version", version),
+                ],
+                &[(ts + 1, 1.0)],
+            ));
+        }
+        let (status, body) = dw.push_v1(&write_request(all));
+        assert_eq!(status, 204, "{body}");
+    };
+    let deploys = || {
+        dw.get_json("/api/v1/deploys?service=checkout")["deploys"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    // v1 serves for 5 minutes, then v2 joins it: a detected canary.
+    for i in 0..20 {
+        scrape(&["v1"], &[], i);
+    }
+    for i in 20..24 {
+        scrape(&["v1", "v2"], &[], i);
+    }
+    let list = deploys();
+    assert_eq!(list.len(), 1, "{list:?}");
+    let canary = list[0].clone();
+    assert_eq!(
+        (&canary["version"], &canary["source"], &canary["strategy"]),
+        (&json!("v2"), &json!("detected"), &json!("canary"))
+    );
+    // A sidecar's build info and a batch job's counter bring new version values.
+    for i in 24..40 {
+        let build = format!("build-{i}");
+        let stray = [
+            ("envoy_build_info", "abc123"),
+            ("batch_job_runs_total", build.as_str()),
+        ];
+        scrape(&["v1", "v2"], &stray, i);
+    }
+    // They are stored (the service shows them), but they are no deploy…
+    let services = dw.services();
+    assert!(version(&services, "checkout", "abc123").is_some());
+    assert!(version(&services, "checkout", "build-30").is_some());
+    let list = deploys();
+    assert_eq!(
+        list.len(),
+        1,
+        "a stray version label started a deploy: {list:?}"
+    );
+    // …and the canary runs on, neither superseded nor ended.
+    let v2 = dw.get_json(&format!(
+        "/api/v1/deploys/{}",
+        canary["id"].as_str().unwrap()
+    ));
+    assert_ne!(v2["phase"], "done", "{v2}");
+    let events: Vec<&str> = v2["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert!(!events.contains(&"superseded"), "{events:?}");
+    let verdict = dw.get_json("/api/v1/verdict?service=checkout");
+    assert_eq!(verdict["version"], "v2", "{verdict}");
+    // A real new version, serving requests, is a deploy and supersedes the canary; its
+    // baseline is a version that serves, not the stray one that reported last.
+    for i in 40..44 {
+        scrape(
+            &["v1", "v2", "v3"],
+            &[("batch_job_runs_total", "build-99")],
+            i,
+        );
+    }
+    let list = deploys();
+    assert_eq!(list.len(), 2, "{list:?}");
+    let v3 = &list[0];
+    assert_eq!(
+        (&v3["version"], &v3["source"], &v3["strategy"]),
+        (&json!("v3"), &json!("detected"), &json!("canary"))
+    );
+    assert_eq!(v3["started_at"], t0 + 40 * 15_000);
+    assert!(
+        v3["baseline_version"] == "v1" || v3["baseline_version"] == "v2",
+        "{v3}"
+    );
+    assert_eq!(list[1]["version"], "v2");
+    assert_eq!(list[1]["phase"], "done");
+}
