@@ -1123,7 +1123,6 @@ pub fn metadata_request() -> rw1::WriteRequest {
                 "The number of container restarts per container.",
             ),
         ],
-        ..Default::default()
     }
 }
 

@@ -22,20 +22,18 @@ fn series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> pb::TimeSeries {
     }
 }
 
+/// A decoded series: its labels and its (timestamp, value bits) samples.
+type Decoded = (Vec<(String, String)>, Vec<(i64, u64)>);
+
 fn snappy(b: &[u8]) -> Vec<u8> {
     snap::raw::Encoder::new().compress_vec(b).unwrap()
 }
 
-fn decode_v1(
-    req: &pb::WriteRequest,
-) -> Result<Vec<(Vec<(String, String)>, Vec<(i64, u64)>)>, DecodeError> {
+fn decode_v1(req: &pb::WriteRequest) -> Result<Vec<Decoded>, DecodeError> {
     decode_body(Protocol::V1, &snappy(&req.encode_to_vec()))
 }
 
-fn decode_body(
-    p: Protocol,
-    body: &[u8],
-) -> Result<Vec<(Vec<(String, String)>, Vec<(i64, u64)>)>, DecodeError> {
+fn decode_body(p: Protocol, body: &[u8]) -> Result<Vec<Decoded>, DecodeError> {
     let mut d = Decoder::default();
     let b = d.decode(p, body, &DecodeLimits::default())?;
     // Labels Prometheus sends contiguously are parsed on demand: parse them all.

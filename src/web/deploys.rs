@@ -21,6 +21,9 @@ pub struct ServiceQuery {
     service: Option<String>,
 }
 
+/// A metric family to write: name, help, label names, and (label values, value) lines.
+type Family<'a> = (&'a str, &'a str, &'a [&'a str], Vec<(Vec<String>, f64)>);
+
 pub async fn register(
     State(app): State<Arc<App>>,
     body: Bytes,
@@ -152,7 +155,7 @@ pub fn encode_metrics(app: &App, e: &mut TextEncoder) {
             }
         }
     });
-    let families: [(&str, &str, &[&str], Vec<(Vec<String>, f64)>); 4] = [
+    let families: [Family; 4] = [
         (
             "deploywatch_deploy_verdict",
             "Verdict of a deploy: 0 pending, 1 pass, 2 warn, 3 pause, 4 rollback.",
