@@ -465,7 +465,10 @@ impl Inner {
             if lines.is_empty() {
                 return;
             }
-            let buf = lines.iter().flat_map(|(_, l)| l.iter().copied()).collect::<Vec<u8>>();
+            let buf = lines
+                .iter()
+                .flat_map(|(_, l)| l.iter().copied())
+                .collect::<Vec<u8>>();
             match (&*file).write_all(&buf).and_then(|()| file.sync_data()) {
                 Ok(()) => {
                     let mut st = self.state.lock();
@@ -842,7 +845,10 @@ mod tests {
         for i in 0..500 {
             h.append(record(&format!("d{i}"), "cart", T0 + i)).unwrap();
             // Served at once, whether its line is written yet or not.
-            assert_eq!(h.report(&format!("d{i}")).unwrap().unwrap().deploy.id, format!("d{i}"));
+            assert_eq!(
+                h.report(&format!("d{i}")).unwrap().unwrap().deploy.id,
+                format!("d{i}")
+            );
         }
         assert!(flusher.flush(Duration::from_secs(10)));
         assert_eq!(flusher.pending(), 0);
@@ -852,7 +858,10 @@ mod tests {
             h.append(record(&format!("d{i}"), "cart", T0 + i)).unwrap();
         }
         drop(h);
-        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1000);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap().lines().count(),
+            1000
+        );
         let h = History::open(dir.path(), Duration::from_secs(3600)).unwrap();
         assert_eq!(h.len(), 1000);
         assert_eq!(h.report("d999").unwrap().unwrap().deploy.id, "d999");
