@@ -96,6 +96,9 @@ pub fn judge_parts(config: &Config, rules: RuleSet, external_url: String) -> (St
     (store, Deploys::new(rules, settings, external_url))
 }
 
+/// How long a push that finished a deploy waits for its history line to be on disk.
+const HISTORY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Pushes judged at once: the CPUs the process may use.
 fn judge_parallelism() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -168,17 +171,32 @@ impl App {
         protocol: Protocol,
         body: bytes::Bytes,
     ) -> Result<PushOutcome, PushError> {
-        let _slot = self
+        let slot = self
             .judge_slots
             .clone()
             .acquire_owned()
             .await
             .expect("the judge slots are never closed");
+        let queued = self.history.queued();
         let app = self.clone();
-        match tokio::task::spawn_blocking(move || app.push(protocol, &body)).await {
+        let outcome = match tokio::task::spawn_blocking(move || app.push(protocol, &body)).await {
             Ok(outcome) => outcome,
             Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
+        drop(slot);
+        if self.history.queued() != queued {
+            // The push finished a deploy (or one finished meanwhile): it is answered once
+            // the history's line is on disk, as when the push wrote it itself; the wait
+            // holds no lock, no judge slot and no worker.
+            let history = self.history.clone();
+            let flushed = tokio::task::spawn_blocking(move || history.flush(HISTORY_WAIT))
+                .await
+                .unwrap_or(false);
+            if !flushed {
+                tracing::warn!(timeout = ?HISTORY_WAIT, "The deploy history's writer is behind; answering the push anyway.");
+            }
         }
+        outcome
     }
 
     /// Decodes one remote-write body and stores its samples. Synchronous and CPU-bound;

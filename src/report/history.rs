@@ -199,6 +199,12 @@ impl HistoryFlusher {
         self.0.flush(timeout)
     }
 
+    /// Records appended so far: compare before and after a call to learn whether it
+    /// appended any (or another thread did meanwhile).
+    pub fn queued(&self) -> u64 {
+        self.0.progress.lock().queued
+    }
+
     /// Records appended and not yet handled by the writer.
     pub fn pending(&self) -> u64 {
         let p = self.0.progress.lock();
