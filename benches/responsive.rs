@@ -193,7 +193,11 @@ fn main() {
 
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let load_avg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("responsive: {secs} s of pushes ({connections} connections, {series} series, 2,000 per request, one judged canary) on {cpus} CPUs, load {}", load_avg.split(' ').take(3).collect::<Vec<_>>().join(" "));
+    let per_request = series.div_ceil(connections).min(2000);
+    println!(
+        "responsive: {secs} s of pushes ({connections} connections, {series} series, {per_request} per request, one judged canary) on {cpus} CPUs, load {}",
+        load_avg.split(' ').take(3).collect::<Vec<_>>().join(" ")
+    );
     println!("  binary: {bin}");
     let summary: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_default();
     println!(
