@@ -29,6 +29,8 @@ use crate::store::{IngestScratch, RingBuffer, TimeBounds};
 /// versions are still serving is read from their newest sample at each push, so the replay
 /// advances it as the live pushes did.
 const REPLAY_WINDOW_MS: i64 = 5_000;
+/// How long a snapshot waits for the deploy history's queued records to be on disk.
+const HISTORY_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Series per replayed push at most.
 const REPLAY_BATCH_SERIES: usize = 20_000;
 
@@ -77,6 +79,12 @@ impl App {
         self.metrics.series_removed.inc_by(swept as u64);
         self.deploys
             .forget_idle(&self.store, self.store.config().retention_ms);
+        // The deploy history's queued records first: whatever this snapshot holds, the
+        // records of the deploys it finished are on disk before it (a crash after it can
+        // neither lose them nor judge them again from samples the history never saw).
+        if !self.history.flush(HISTORY_FLUSH_TIMEOUT) {
+            tracing::warn!(timeout = ?HISTORY_FLUSH_TIMEOUT, pending = self.history.pending(), "The deploy history's writer is behind; snapshotting anyway.");
+        }
         let state = State {
             written_at: crate::now_ms(),
             events: self.deploys.external_events(),

@@ -45,8 +45,14 @@ pub struct App {
     pub metrics: Metrics,
     /// Verdicts as alerts to Alertmanager; started by `main` (`AlertService::start`).
     pub alerts: Arc<AlertService>,
-    /// Bounds the remote-write requests being decoded at once.
+    /// Bounds the remote-write requests in flight (being read, waiting, or judged).
     pub ingest_slots: tokio::sync::Semaphore,
+    /// Bounds the pushes decoded, stored and judged at once (on the blocking pool, never on
+    /// a runtime worker) to the CPUs: more would only share them, and the runtime's
+    /// workers, which answer health, readiness and the gates, keep their turn.
+    pub judge_slots: Arc<tokio::sync::Semaphore>,
+    /// Waits for the deploy history's queued records to be on disk (before a snapshot).
+    pub history: crate::report::history::HistoryFlusher,
     ready: AtomicBool,
     /// One snapshot at a time (the timer's and the one at exit).
     snapshot_lock: parking_lot::Mutex<()>,
@@ -90,6 +96,14 @@ pub fn judge_parts(config: &Config, rules: RuleSet, external_url: String) -> (St
     (store, Deploys::new(rules, settings, external_url))
 }
 
+/// How long a push that finished a deploy waits for its history line to be on disk.
+const HISTORY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Pushes judged at once: the CPUs the process may use.
+fn judge_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 thread_local! {
     /// Decode and resolve scratch space, reused by every push this thread handles.
     static SCRATCH: RefCell<(Decoder, IngestScratch)> = RefCell::new(Default::default());
@@ -99,18 +113,18 @@ impl App {
     pub fn new(runtime: Runtime, config: Config, rules: RuleSet) -> App {
         let (store, deploys) = judge_parts(&config, rules, runtime.external_url.clone());
         // Finished deploys of earlier runs: listed and reported as stored, not judged again.
-        match crate::report::history::History::open(
+        let history = match crate::report::history::History::open(
             &runtime.storage_path,
             config.storage.history_retention,
         ) {
-            Ok(history) => deploys.set_history(history),
+            Ok(history) => history,
             Err(error) => {
                 tracing::error!(%error, "Cannot open the deploy history; finished deploys are kept in memory only, until exit.");
-                deploys.set_history(crate::report::history::History::in_memory(Some(
-                    config.storage.history_retention,
-                )));
+                crate::report::history::History::in_memory(Some(config.storage.history_retention))
             }
-        }
+        };
+        let history_flusher = history.flusher();
+        deploys.set_history(history);
         let metrics = Metrics::default();
         // Alertmanagers from the flags and the config file; changes apply after a restart.
         let alerts = Arc::new(AlertService::new(
@@ -129,6 +143,8 @@ impl App {
             deploys,
             alerts,
             ingest_slots: tokio::sync::Semaphore::new(config.limits.max_inflight_requests),
+            judge_slots: Arc::new(tokio::sync::Semaphore::new(judge_parallelism())),
+            history: history_flusher,
             runtime,
             config: ArcSwap::from_pointee(config),
             store,
@@ -145,6 +161,42 @@ impl App {
 
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed)
+    }
+
+    /// [`App::push`] off the runtime's workers: waits (asynchronously) for one of the
+    /// [`App::judge_slots`], then decodes, stores and judges on the blocking pool. The
+    /// deploys the push touched are judged before it returns, as the contract says.
+    pub async fn push_off_worker(
+        self: &Arc<Self>,
+        protocol: Protocol,
+        body: bytes::Bytes,
+    ) -> Result<PushOutcome, PushError> {
+        let slot = self
+            .judge_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the judge slots are never closed");
+        let queued = self.history.queued();
+        let app = self.clone();
+        let outcome = match tokio::task::spawn_blocking(move || app.push(protocol, &body)).await {
+            Ok(outcome) => outcome,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
+        drop(slot);
+        if self.history.queued() != queued {
+            // The push finished a deploy (or one finished meanwhile): it is answered once
+            // the history's line is on disk, as when the push wrote it itself; the wait
+            // holds no lock, no judge slot and no worker.
+            let history = self.history.clone();
+            let flushed = tokio::task::spawn_blocking(move || history.flush(HISTORY_WAIT))
+                .await
+                .unwrap_or(false);
+            if !flushed {
+                tracing::warn!(timeout = ?HISTORY_WAIT, "The deploy history's writer is behind; answering the push anyway.");
+            }
+        }
+        outcome
     }
 
     /// Decodes one remote-write body and stores its samples. Synchronous and CPU-bound;

@@ -11,14 +11,26 @@
 //! copies the bulk without the lock and takes it only to copy the lines appended meanwhile
 //! and rename: a deploy finishing while it runs is never lost. A torn last line (a crash
 //! mid-append) is skipped and compacted away at start.
+//!
+//! The file is written off the caller's path (issue 15: a push that finished a deploy used
+//! to append and `fsync` under its service's lock, on a runtime worker): [`History::append`]
+//! records the deploy in memory at once (listed, served, its report kept in memory until
+//! its line is on disk) and queues the line for the history's writer thread, which appends
+//! what is queued in batches, one `fsync` per batch, and compacts. [`History::flush`] (and
+//! a [`HistoryFlusher`]) waits until everything queued is on disk: a snapshot does so before
+//! it is written, and dropping the history drains the queue, so a crash loses at most
+//! records whose deploys the snapshot on disk can judge again from its samples.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 
 use super::Report;
@@ -29,6 +41,14 @@ pub const FILE_NAME: &str = "deploys.jsonl";
 
 /// A file with fewer dead lines than this is not compacted, however few live ones it has.
 const MIN_DEAD_TO_COMPACT: usize = 16;
+
+/// Records queued for the writer at most; beyond it an append waits for the disk
+/// (backpressure, never a lost record).
+const QUEUE: usize = 4096;
+/// Records appended with one `fsync` at most.
+const BATCH: usize = 1024;
+/// Attempts to write a batch before its records are left in memory only (until exit).
+const WRITE_ATTEMPTS: u32 = 3;
 
 /// One finished deploy, as a line of the log.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -85,6 +105,9 @@ struct State {
     oldest: Option<i64>,
     next_seq: u64,
     log: Option<LogFile>,
+    /// Records queued for the writer and not yet on disk, by `seq`: their reports are
+    /// served from here meanwhile.
+    pending: HashMap<u64, Arc<Record>>,
 }
 
 impl State {
@@ -92,6 +115,7 @@ impl State {
         let a = Arc::new(a);
         if let Some(old) = self.by_id.insert(a.deploy.id.clone(), a.clone()) {
             self.records.retain(|r| r.seq != old.seq); // the same deploy again: the newer wins
+            self.pending.remove(&old.seq);
         }
         self.records.push(a.clone());
         self.newest = Some(self.newest.map_or(a.finished_at, |n| n.max(a.finished_at)));
@@ -101,11 +125,14 @@ impl State {
         let cutoff = newest.saturating_sub(retention);
         self.oldest = Some(self.oldest.map_or(a.finished_at, |o| o.min(a.finished_at)));
         if self.oldest.is_some_and(|o| o < cutoff) {
-            let by_id = &mut self.by_id;
+            let (by_id, pending) = (&mut self.by_id, &mut self.pending);
             self.records.retain(|r| {
                 let keep = r.finished_at >= cutoff;
-                if !keep && by_id.get(&r.deploy.id).is_some_and(|x| x.seq == r.seq) {
-                    by_id.remove(&r.deploy.id);
+                if !keep {
+                    pending.remove(&r.seq); // not written: it would be a dead line
+                    if by_id.get(&r.deploy.id).is_some_and(|x| x.seq == r.seq) {
+                        by_id.remove(&r.deploy.id);
+                    }
                 }
                 keep
             });
@@ -122,23 +149,92 @@ impl State {
     }
 }
 
-/// The deploy history: a log file, or (backtests, tests) memory only.
-pub struct History {
+/// One record for the writer.
+struct Job {
+    seq: u64,
+    record: Arc<Record>,
+}
+
+/// Appends queued for the writer and handled by it (written, or given up on), for flushes.
+#[derive(Default)]
+struct Progress {
+    queued: u64,
+    handled: u64,
+}
+
+/// What the history and its writer thread share.
+struct Inner {
     path: Option<PathBuf>,
     retention_ms: Option<i64>,
     state: Mutex<State>,
-    /// One compaction at a time.
-    compacting: Mutex<()>,
+    /// The file's one writer at a time: a batch of appends, or a compaction.
+    file_lock: Mutex<()>,
+    progress: Mutex<Progress>,
+    /// Signalled when the writer has handled a batch.
+    handled: Condvar,
+}
+
+/// The writer thread and its queue.
+struct Writer {
+    tx: SyncSender<Job>,
+    thread: JoinHandle<()>,
+}
+
+/// The deploy history: a log file, or (backtests, tests) memory only.
+pub struct History {
+    inner: Arc<Inner>,
+    /// `None` for a history without a file, and once dropped.
+    writer: Mutex<Option<Writer>>,
+}
+
+/// Waits for the history's queued records to be on disk; held by whoever must order its own
+/// writes after them (the snapshot).
+#[derive(Clone)]
+pub struct HistoryFlusher(Arc<Inner>);
+
+impl HistoryFlusher {
+    /// Waits (at most `timeout`) until every record appended before the call is on disk
+    /// (or given up on after a write error, which is logged). Whether it got there in time.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        self.0.flush(timeout)
+    }
+
+    /// Records appended so far: compare before and after a call to learn whether it
+    /// appended any (or another thread did meanwhile).
+    pub fn queued(&self) -> u64 {
+        self.0.progress.lock().queued
+    }
+
+    /// Records appended and not yet handled by the writer.
+    pub fn pending(&self) -> u64 {
+        let p = self.0.progress.lock();
+        p.queued - p.handled
+    }
+}
+
+impl Drop for History {
+    /// Drains the queue: every record appended is on disk when the history is gone.
+    fn drop(&mut self) {
+        if let Some(Writer { tx, thread }) = self.writer.lock().take() {
+            drop(tx);
+            let _ = thread.join();
+        }
+    }
 }
 
 impl History {
     /// A history without a file, bounded by `retention` (none: unbounded), for backtests.
     pub fn in_memory(retention: Option<std::time::Duration>) -> History {
         History {
-            path: None,
-            retention_ms: retention.map(|r| r.as_millis() as i64),
-            state: Mutex::new(State::default()),
-            compacting: Mutex::new(()),
+            inner: Arc::new(Inner {
+                path: None,
+                retention_ms: retention.map(|r| r.as_millis() as i64),
+                state: Mutex::new(State::default()),
+                file_lock: Mutex::new(()),
+                progress: Mutex::new(Progress::default()),
+                handled: Condvar::new(),
+            }),
+            writer: Mutex::new(None),
         }
     }
 
@@ -159,11 +255,13 @@ impl History {
             .open(&path)
             .map_err(io)?;
         let bytes = std::fs::read(&path).map_err(io)?;
-        let h = History {
+        let h = Inner {
             path: Some(path.clone()),
             retention_ms: Some(retention.as_millis() as i64),
             state: Mutex::new(State::default()),
-            compacting: Mutex::new(()),
+            file_lock: Mutex::new(()),
+            progress: Mutex::new(Progress::default()),
+            handled: Condvar::new(),
         };
         let mut st = h.state.lock();
         let mut log = LogFile {
@@ -213,12 +311,196 @@ impl History {
         if unreadable > 0 || dead > 0 {
             h.compact()?;
         }
-        Ok(h)
+        let inner = Arc::new(h);
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+        let writing = inner.clone();
+        let thread = std::thread::Builder::new()
+            .name("deploy-history".into())
+            .spawn(move || writing.run(rx))
+            .map_err(io)?;
+        Ok(History {
+            inner,
+            writer: Mutex::new(Some(Writer { tx, thread })),
+        })
     }
 
     /// The log file, if the history has one.
     pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
+        self.inner.path.as_deref()
+    }
+
+    /// A handle that waits for this history's queued records to be on disk.
+    pub fn flusher(&self) -> HistoryFlusher {
+        HistoryFlusher(self.inner.clone())
+    }
+
+    /// Waits (at most `timeout`) until every record appended before the call is on disk.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        self.inner.flush(timeout)
+    }
+
+    /// Records a finished deploy: in memory at once (listed and served, its report too),
+    /// and queued for the writer thread, which appends and syncs it to the file; forgets
+    /// what fell out of retention. Waits only when the writer is [`QUEUE`] records behind.
+    pub fn append(&self, record: Record) -> Result<(), HistoryError> {
+        let tx = self.writer.lock().as_ref().map(|w| w.tx.clone());
+        let Some(tx) = tx else {
+            return self.inner.append_in_memory(record);
+        };
+        let record = Arc::new(record);
+        let seq = {
+            let mut st = self.inner.state.lock();
+            let seq = st.next_seq;
+            st.next_seq += 1;
+            st.pending.insert(seq, record.clone());
+            st.insert(
+                Archived {
+                    finished_at: record.finished_at,
+                    deploy: record.deploy.clone(),
+                    seq,
+                    report: None,
+                },
+                self.inner.retention_ms,
+            );
+            seq
+        };
+        self.inner.progress.lock().queued += 1;
+        if tx.send(Job { seq, record }).is_err() {
+            // The writer is gone (it panicked): the record stays in memory until exit.
+            tracing::error!("The deploy history's writer has stopped; a finished deploy is kept in memory only.");
+            self.inner.progress.lock().handled += 1;
+        }
+        Ok(())
+    }
+
+    /// Rewrites the file with the live records' lines only (see [`Inner::compact`]).
+    pub fn compact(&self) -> Result<(), HistoryError> {
+        self.inner.compact()
+    }
+
+    /// A finished deploy, by id.
+    pub fn get(&self, id: &str) -> Option<Arc<Archived>> {
+        self.inner.state.lock().by_id.get(id).cloned()
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.inner.state.lock().by_id.contains_key(id)
+    }
+
+    /// Finished deploys held, in order of arrival (oldest first).
+    pub fn records(&self) -> Vec<Arc<Archived>> {
+        self.inner.state.lock().records.clone()
+    }
+
+    /// How many finished deploys are held.
+    pub fn len(&self) -> usize {
+        self.inner.state.lock().records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The final report of a finished deploy: from memory while its line is queued, then
+    /// read back from the file.
+    pub fn report(&self, id: &str) -> Result<Option<Report>, HistoryError> {
+        self.inner.report(id)
+    }
+}
+
+impl Inner {
+    /// The writer thread: appends what is queued, a batch per `fsync`, and compacts when
+    /// half the file is dead; returns once the history is dropped and the queue drained.
+    fn run(&self, rx: Receiver<Job>) {
+        while let Ok(first) = rx.recv() {
+            let mut jobs = vec![first];
+            while jobs.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(j) => jobs.push(j),
+                    Err(_) => break,
+                }
+            }
+            let n = jobs.len() as u64;
+            self.write_batch(jobs);
+            if self.state.lock().worth_compacting() {
+                if let Err(error) = self.compact() {
+                    tracing::error!(%error, "Cannot compact the deploy history.");
+                }
+            }
+            self.progress.lock().handled += n;
+            self.handled.notify_all();
+        }
+    }
+
+    fn flush(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut p = self.progress.lock();
+        let target = p.queued;
+        while p.handled < target {
+            if self.handled.wait_until(&mut p, deadline).timed_out() {
+                return p.handled >= target;
+            }
+        }
+        true
+    }
+
+    /// Appends the records still live (not expired or replaced meanwhile) with one sync;
+    /// on an error, retries, then leaves them in memory (served until exit) and logs it.
+    fn write_batch(&self, jobs: Vec<Job>) {
+        // Serialised outside every lock.
+        let mut lines: Vec<(u64, Vec<u8>)> = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            match serde_json::to_vec(&*job.record) {
+                Ok(mut line) => {
+                    line.push(b'\n');
+                    lines.push((job.seq, line));
+                }
+                Err(error) => {
+                    tracing::error!(deploy_id = %job.record.deploy.id, %error, "Cannot serialise a finished deploy; it is kept in memory only.")
+                }
+            }
+        }
+        let _file = self.file_lock.lock();
+        for attempt in 1..=WRITE_ATTEMPTS {
+            let (file, len) = {
+                let st = self.state.lock();
+                let Some(log) = st.log.as_ref() else { return };
+                lines.retain(|(seq, _)| st.pending.contains_key(seq));
+                (log.file.clone(), log.len)
+            };
+            if lines.is_empty() {
+                return;
+            }
+            let buf = lines
+                .iter()
+                .flat_map(|(_, l)| l.iter().copied())
+                .collect::<Vec<u8>>();
+            match (&*file).write_all(&buf).and_then(|()| file.sync_data()) {
+                Ok(()) => {
+                    let mut st = self.state.lock();
+                    let State { log, pending, .. } = &mut *st;
+                    let Some(log) = log.as_mut() else { return };
+                    for (seq, line) in &lines {
+                        log.at.insert(*seq, (log.len, line.len()));
+                        log.len += line.len() as u64;
+                        log.lines += 1;
+                        pending.remove(seq);
+                    }
+                    return;
+                }
+                Err(error) => {
+                    // Take a partial write back, so the next append starts a line of its own.
+                    let _ = file.set_len(len);
+                    let error = self.io(error);
+                    if attempt == WRITE_ATTEMPTS {
+                        tracing::error!(%error, records = lines.len(), "Cannot log finished deploys to the history; they are kept in memory only, until exit.");
+                    } else {
+                        tracing::warn!(%error, attempt, "Cannot log finished deploys to the history; retrying.");
+                        std::thread::sleep(Duration::from_millis(100 << attempt));
+                    }
+                }
+            }
+        }
     }
 
     fn io(&self, source: std::io::Error) -> HistoryError {
@@ -228,67 +510,40 @@ impl History {
         }
     }
 
-    /// Appends a finished deploy (synced before it returns); forgets what fell out of
-    /// retention, and compacts the file when half of it is dead.
-    pub fn append(&self, record: Record) -> Result<(), HistoryError> {
-        let line = match self.path {
-            Some(_) => {
-                let mut line =
-                    serde_json::to_vec(&record).map_err(|e| self.io(std::io::Error::other(e)))?;
-                line.push(b'\n');
-                line
-            }
-            None => Vec::new(),
-        };
+    /// Appends a finished deploy to a history without a file.
+    fn append_in_memory(&self, record: Record) -> Result<(), HistoryError> {
         let mut st = self.state.lock();
         let seq = st.next_seq;
-        if let Some(log) = st.log.as_mut() {
-            let written = (&*log.file)
-                .write_all(&line)
-                .and_then(|()| log.file.sync_data());
-            if let Err(e) = written {
-                // Take a partial line back, so the next append starts a line of its own.
-                let _ = log.file.set_len(log.len);
-                return Err(self.io(e));
-            }
-            log.at.insert(seq, (log.len, line.len()));
-            log.len += line.len() as u64;
-            log.lines += 1;
-        }
         st.next_seq += 1;
         let Record {
             finished_at,
             deploy,
             report,
         } = record;
-        let report = self.path.is_none().then_some(report);
         st.insert(
             Archived {
                 finished_at,
                 deploy,
                 seq,
-                report,
+                report: Some(report),
             },
             self.retention_ms,
         );
-        let compact = st.worth_compacting();
-        drop(st);
-        if compact {
-            self.compact()?;
-        }
         Ok(())
     }
 
     /// Rewrites the file with the live records' lines only. The bulk is copied without the
-    /// lock; the lines appended meanwhile are copied and the file renamed under it, so no
-    /// append is lost (an earlier version released the lock before re-reading the file and
-    /// renaming, and lost what finished in between).
-    pub fn compact(&self) -> Result<(), HistoryError> {
+    /// state's lock; the lines appended meanwhile are copied and the file renamed under it,
+    /// so no append is lost (an earlier version released the lock before re-reading the
+    /// file and renaming, and lost what finished in between). It holds the file's lock
+    /// throughout, so the writer appends nothing meanwhile; records queued wait for it and
+    /// go to the new file.
+    fn compact(&self) -> Result<(), HistoryError> {
         let Some(path) = self.path.as_deref() else {
             return Ok(());
         };
-        let Some(_one) = self.compacting.try_lock() else {
-            return Ok(()); // one is running; it will catch up with this append
+        let Some(_one) = self.file_lock.try_lock() else {
+            return Ok(()); // the writer is busy; it compacts after its batch if worth it
         };
         let io = |e| self.io(e);
         let (old, lines): (Arc<File>, Vec<Line>) = {
@@ -371,31 +626,7 @@ impl History {
         Ok(())
     }
 
-    /// A finished deploy, by id.
-    pub fn get(&self, id: &str) -> Option<Arc<Archived>> {
-        self.state.lock().by_id.get(id).cloned()
-    }
-
-    pub fn contains(&self, id: &str) -> bool {
-        self.state.lock().by_id.contains_key(id)
-    }
-
-    /// Finished deploys held, in order of arrival (oldest first).
-    pub fn records(&self) -> Vec<Arc<Archived>> {
-        self.state.lock().records.clone()
-    }
-
-    /// How many finished deploys are held.
-    pub fn len(&self) -> usize {
-        self.state.lock().records.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The final report of a finished deploy, read back from the file.
-    pub fn report(&self, id: &str) -> Result<Option<Report>, HistoryError> {
+    fn report(&self, id: &str) -> Result<Option<Report>, HistoryError> {
         let (file, (offset, n)) = {
             let st = self.state.lock();
             let Some(a) = st.by_id.get(id) else {
@@ -403,6 +634,9 @@ impl History {
             };
             if let Some(r) = &a.report {
                 return Ok(Some(r.clone()));
+            }
+            if let Some(r) = st.pending.get(&a.seq) {
+                return Ok(Some(r.report.clone()));
             }
             let Some(log) = st.log.as_ref() else {
                 return Ok(None);
@@ -529,6 +763,7 @@ mod tests {
         for i in 0..200 {
             h.append(record(&format!("d{i}"), "cart", T0 + i * 60_000))
                 .unwrap();
+            assert!(h.flush(Duration::from_secs(10)));
             assert!(h.len() <= 61, "{}", h.len());
             assert!(lines(&h) <= 2 * 61 + MIN_DEAD_TO_COMPACT, "{}", lines(&h));
         }
@@ -602,6 +837,40 @@ mod tests {
         for id in &expected {
             assert_eq!(&h.report(id).unwrap().unwrap().deploy.id, id);
         }
+    }
+
+    /// Issue 15: appending does not wait for the disk. A record is listed and its report
+    /// served at once; a flush returns once its line is on disk, and dropping the history
+    /// drains what is queued.
+    #[test]
+    fn appends_are_served_at_once_written_by_the_writer_and_drained_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::open(dir.path(), Duration::from_secs(3600)).unwrap();
+        let flusher = h.flusher();
+        let path = h.path().unwrap().to_path_buf();
+        for i in 0..500 {
+            h.append(record(&format!("d{i}"), "cart", T0 + i)).unwrap();
+            // Served at once, whether its line is written yet or not.
+            assert_eq!(
+                h.report(&format!("d{i}")).unwrap().unwrap().deploy.id,
+                format!("d{i}")
+            );
+        }
+        assert!(flusher.flush(Duration::from_secs(10)));
+        assert_eq!(flusher.pending(), 0);
+        let on_disk = std::fs::read_to_string(&path).unwrap().lines().count();
+        assert_eq!(on_disk, 500);
+        for i in 500..1000 {
+            h.append(record(&format!("d{i}"), "cart", T0 + i)).unwrap();
+        }
+        drop(h);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap().lines().count(),
+            1000
+        );
+        let h = History::open(dir.path(), Duration::from_secs(3600)).unwrap();
+        assert_eq!(h.len(), 1000);
+        assert_eq!(h.report("d999").unwrap().unwrap().deploy.id, "d999");
     }
 
     #[test]

@@ -30,7 +30,11 @@ pub async fn register(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let reg = DeployRequest::parse(&body)?;
     let (service, version) = (reg.service.clone(), reg.version.clone());
-    let id = app.deploys.register(&app.store, reg)?;
+    // The registration is synced to the journal before the 201: file I/O, on the blocking
+    // pool rather than a runtime worker.
+    let registering = app.clone();
+    let id =
+        super::off_worker(move || registering.deploys.register(&registering.store, reg)).await?;
     tracing::info!(deploy_id = %id, %service, %version, "Deploy registered.");
     Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
 }
@@ -89,7 +93,9 @@ pub async fn verdict(
     State(app): State<Arc<App>>,
     Query(q): Query<ServiceQuery>,
 ) -> Json<serde_json::Value> {
-    let (verdict, body, _) = current(&app, &q.service.unwrap_or_default());
+    let service = q.service.unwrap_or_default();
+    let reading = app.clone();
+    let (verdict, body, _) = super::off_worker(move || current(&reading, &service)).await;
     app.metrics.gates.count("/api/v1/verdict", verdict.as_str());
     Json(body)
 }

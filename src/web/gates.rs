@@ -91,7 +91,9 @@ pub async fn gate(
         return invalid(&app, GATE, no_service());
     };
     let require_pass = q.require.as_deref() == Some("pass");
-    let (verdict, mut body, id) = current(&app, &service);
+    // The deploy's lock (held while a push judges it) is waited for off the workers.
+    let reading = app.clone();
+    let (verdict, mut body, id) = super::off_worker(move || current(&reading, &service)).await;
     app.metrics.gates.count(GATE, verdict.as_str());
     let go = if require_pass {
         verdict == Verdict::Pass
@@ -123,7 +125,13 @@ pub async fn gate(
             "gate"
         };
         let answer = format!("{} {verdict}", if go { "go" } else { "halt" });
-        app.deploys.record_gate_answer(&id, gate, &answer, detail);
+        let recording = app.clone();
+        super::off_worker(move || {
+            recording
+                .deploys
+                .record_gate_answer(&id, gate, &answer, detail)
+        })
+        .await;
     }
     (status, Json(body))
 }
@@ -139,19 +147,22 @@ pub async fn rollback_hook(State(app): State<Arc<App>>, body: Bytes) -> (StatusC
     let Some(service) = service_of(&p) else {
         return invalid(&app, ROLLBACK_HOOK, no_service());
     };
-    let (verdict, body, id) = current(&app, &service);
+    let reading = app.clone();
+    let (verdict, body, id) = super::off_worker(move || current(&reading, &service)).await;
     app.metrics.gates.count(ROLLBACK_HOOK, verdict.as_str());
     let roll_back = verdict == Verdict::Rollback;
     if let (Some(id), true) = (id, roll_back) {
-        app.deploys.record_gate_answer(
-            &id,
-            "rollback-hook",
-            "roll back",
-            format!(
-                "Flagger rollback webhook for {}/{}: roll back",
-                p.namespace, p.name
-            ),
+        let detail = format!(
+            "Flagger rollback webhook for {}/{}: roll back",
+            p.namespace, p.name
         );
+        let recording = app.clone();
+        super::off_worker(move || {
+            recording
+                .deploys
+                .record_gate_answer(&id, "rollback-hook", "roll back", detail)
+        })
+        .await;
     }
     let status = if roll_back {
         StatusCode::OK

@@ -20,6 +20,16 @@ use crate::app::App;
 use crate::export::{self, TextEncoder};
 pub use error::ApiError;
 
+/// Runs `f` on the blocking pool: work that takes a lock a push may hold while it judges
+/// (a deploy's, a service's), or does file I/O, never waits on a runtime worker, which
+/// answer `/-/healthy` and `/-/ready`. A panic in `f` is the caller's panic.
+pub(crate) async fn off_worker<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
 /// All routes of the HTTP API.
 pub fn router(app: Arc<App>) -> Router {
     Router::new()

@@ -42,7 +42,7 @@ pub async fn write(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) 
 }
 
 async fn handle(
-    app: &App,
+    app: &Arc<App>,
     protocol: Result<Protocol, DecodeError>,
     headers: &HeaderMap,
     body: Body,
@@ -79,7 +79,9 @@ async fn handle(
         })?
         .to_bytes();
     app.metrics.write_bytes.inc_by(bytes.len() as u64);
-    let mut outcome = app.push(protocol, &bytes)?;
+    // Decoding, storing and judging are CPU work: on the blocking pool, a few at a time, so
+    // the runtime's workers keep answering health, readiness and the gates.
+    let mut outcome = app.push_off_worker(protocol, bytes).await?;
     if let Some(refused) = outcome.store.refused.take() {
         // The rest of the request is stored; the sender learns of the first refused sample
         // (and does not retry a 4xx: the same samples would be refused again).

@@ -26,6 +26,8 @@ mod gates;
 mod hostile;
 mod ingest;
 mod k8s;
+/// Issue 15: readiness and gates answer while pushes saturate; nothing acknowledged is lost.
+mod offpath;
 mod prometheus_e2e;
 /// A real Prometheus scraping real instrumented pods through file-based discovery: a bad
 /// canary rolled back, a clean one left alone.
