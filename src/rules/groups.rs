@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 
+use crate::rules::eval::{bucket_total, cumulative_at};
 use crate::rules::{Alphas, Bad, Rule, Tier};
 use crate::stats::rate::RateEvidence;
 use crate::stats::ratio::RatioEvidence;
@@ -65,21 +66,20 @@ impl Groups {
 
     /// The group of a series (`route=/checkout`), if it has a grouping label.
     pub fn slot(&mut self, labels: &LabelSet) -> Option<usize> {
-        let key = key_of(labels)?;
-        Some(match self.groups.iter().position(|g| g.key == key) {
-            Some(i) => i,
-            None => {
-                self.groups.push(Group {
-                    key,
-                    step: Default::default(),
-                    pending: Default::default(),
-                    total: Default::default(),
-                    ev: RatioEvidence::new(&self.grid),
-                    recent: VecDeque::new(),
-                });
-                self.groups.len() - 1
-            }
-        })
+        let grid = &self.grid;
+        slot_in(
+            &mut self.groups,
+            labels,
+            |g| &g.key,
+            |key| Group {
+                key,
+                step: Default::default(),
+                pending: Default::default(),
+                total: Default::default(),
+                ev: RatioEvidence::new(grid),
+                recent: VecDeque::new(),
+            },
+        )
     }
 
     /// Starts a step: nothing counted yet.
@@ -185,11 +185,24 @@ impl Groups {
     }
 }
 
-/// The group key of a series (`route=/checkout`), if it has a grouping label.
-fn key_of(labels: &LabelSet) -> Option<String> {
-    GROUP_LABELS
+/// The slot in `groups` of a series' group (`route=/checkout`), made by `new` the first
+/// time; `None` without a grouping label.
+fn slot_in<G>(
+    groups: &mut Vec<G>,
+    labels: &LabelSet,
+    key: impl Fn(&G) -> &String,
+    new: impl FnOnce(String) -> G,
+) -> Option<usize> {
+    let k = GROUP_LABELS
         .iter()
-        .find_map(|l| labels.get(l).map(|v| format!("{l}={v}")))
+        .find_map(|l| labels.get(l).map(|v| format!("{l}={v}")))?;
+    Some(match groups.iter().position(|g| *key(g) == k) {
+        Some(i) => i,
+        None => {
+            groups.push(new(k));
+            groups.len() - 1
+        }
+    })
 }
 
 /// Per-tier state of one group of a quantile rule: the latency the tier holds the canary
@@ -227,27 +240,10 @@ impl Default for LatencyGroups {
     }
 }
 
-fn total(bounds: &[f64], buckets: &[f64]) -> f64 {
-    bounds
-        .iter()
-        .zip(buckets)
-        .filter(|(b, _)| b.is_infinite())
-        .map(|(_, c)| *c)
-        .sum()
-}
-
+/// Requests slower than `le` of per-slot bucket increases, and all of them.
 fn above(bounds: &[f64], buckets: &[f64], le: f64) -> (f64, f64) {
-    let n = total(bounds, buckets);
-    let mut b: Vec<(f64, f64)> = bounds
-        .iter()
-        .copied()
-        .zip(buckets.iter().copied())
-        .collect();
-    b.sort_by(|x, y| x.0.total_cmp(&y.0));
-    (
-        (n - crate::rules::eval::cumulative_at_sorted(&b, le)).max(0.0),
-        n,
-    )
+    let n = bucket_total(bounds, buckets);
+    ((n - cumulative_at(bounds, buckets, le)).max(0.0), n)
 }
 
 impl LatencyGroups {
@@ -257,21 +253,19 @@ impl LatencyGroups {
 
     /// The group of a bucket series, if it has a grouping label.
     pub fn slot(&mut self, labels: &LabelSet) -> Option<usize> {
-        let key = key_of(labels)?;
-        Some(match self.groups.iter().position(|g| g.key == key) {
-            Some(i) => i,
-            None => {
-                self.groups.push(LatencyGroup {
-                    key,
-                    step: Default::default(),
-                    baseline_all: Vec::new(),
-                    canary_all: Vec::new(),
-                    tiers: None,
-                    recent: VecDeque::new(),
-                });
-                self.groups.len() - 1
-            }
-        })
+        slot_in(
+            &mut self.groups,
+            labels,
+            |g| &g.key,
+            |key| LatencyGroup {
+                key,
+                step: Default::default(),
+                baseline_all: Vec::new(),
+                canary_all: Vec::new(),
+                tiers: None,
+                recent: VecDeque::new(),
+            },
+        )
     }
 
     /// Starts a step: nothing counted yet.
@@ -319,7 +313,7 @@ impl LatencyGroups {
             if !judged {
                 continue;
             }
-            if g.tiers.is_none() && total(bounds, &g.baseline_all) >= rule.min_evidence {
+            if g.tiers.is_none() && bucket_total(bounds, &g.baseline_all) >= rule.min_evidence {
                 let qb = crate::rules::eval::histogram_quantile(q, bounds, &g.baseline_all);
                 g.tiers = Some(
                     Tier::ALL
@@ -384,7 +378,7 @@ impl LatencyGroups {
         let judged: Vec<&LatencyGroup> = self
             .groups
             .iter()
-            .filter(|g| g.tiers.is_some() && total(bounds, &g.canary_all) > 0.0)
+            .filter(|g| g.tiers.is_some() && bucket_total(bounds, &g.canary_all) > 0.0)
             .collect();
         if judged.len() < 2 || rule.bad != Bad::Up {
             return None;
@@ -392,7 +386,7 @@ impl LatencyGroups {
         let k = judged.len() as f64;
         let mut worst: Option<Local> = None;
         for g in judged {
-            if total(bounds, &g.canary_all) < rule.min_evidence {
+            if bucket_total(bounds, &g.canary_all) < rule.min_evidence {
                 continue;
             }
             let Some(tiers) = &g.tiers else { continue };

@@ -110,14 +110,7 @@ impl RuleState {
                 let bq = histogram_quantile(q, &self.bounds, base);
                 self.canary_value = cq;
                 self.baseline_value = bq;
-                let total = |v: &[f64]| -> f64 {
-                    self.bounds
-                        .iter()
-                        .zip(v)
-                        .filter(|(b, _)| b.is_infinite())
-                        .map(|(_, x)| *x)
-                        .sum()
-                };
+                let total = |v: &[f64]| bucket_total(&self.bounds, v);
                 self.canary_samples = total(canary_cum);
                 self.baseline_samples = total(base);
                 self.effect = match (cq, bq) {

@@ -116,14 +116,7 @@ impl RuleState {
                         *a += x;
                     }
                 }
-                let count = |buckets: &[f64]| -> f64 {
-                    self.bounds
-                        .iter()
-                        .zip(buckets)
-                        .filter(|(le, _)| le.is_infinite())
-                        .map(|(_, v)| *v)
-                        .sum()
-                };
+                let count = |buckets: &[f64]| bucket_total(&self.bounds, buckets);
                 let below =
                     |buckets: &[f64], le: f64| -> f64 { cumulative_at(&self.bounds, buckets, le) };
                 let (tc, tb) = (count(&c.buckets), count(&b.buckets));

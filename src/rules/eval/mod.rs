@@ -30,7 +30,7 @@ pub use baseline::known_baseline;
 use decide::*;
 use evidence::*;
 use select::*;
-use signals::*;
+pub(crate) use signals::{bucket_total, cumulative_at};
 pub use signals::{cumulative_at_sorted, histogram_quantile};
 
 /// Which side of the comparison a series feeds.

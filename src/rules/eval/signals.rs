@@ -180,14 +180,14 @@ impl RuleState {
 
 /// Observations at or below `x`, interpolating linearly within buckets as
 /// `histogram_quantile` does. `bounds`/`counts` are per slot, counts cumulative per `le`.
-pub(super) fn cumulative_at(bounds: &[f64], counts: &[f64], x: f64) -> f64 {
+pub(crate) fn cumulative_at(bounds: &[f64], counts: &[f64], x: f64) -> f64 {
     let mut b: Vec<(f64, f64)> = bounds.iter().copied().zip(counts.iter().copied()).collect();
     b.sort_by(|p, q| p.0.total_cmp(&q.0));
     cumulative_at_sorted(&b, x)
 }
 
 /// All observations of per-slot bucket increases: the `+Inf` bucket's.
-pub(super) fn bucket_total(bounds: &[f64], buckets: &[f64]) -> f64 {
+pub(crate) fn bucket_total(bounds: &[f64], buckets: &[f64]) -> f64 {
     bounds
         .iter()
         .zip(buckets)
