@@ -42,6 +42,7 @@ pub struct Config {
     pub alerting: AlertingConfig,
     pub limits: LimitsConfig,
     pub storage: StorageConfig,
+    pub gates: GatesConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +80,25 @@ pub struct StorageConfig {
     pub history_retention: Duration,
 }
 
+/// How the rollout gates (`/api/v1/verdict`, `/api/v1/gate`, `/api/v1/rollback-hook`)
+/// answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GatesConfig {
+    pub unknown_service: UnknownService,
+}
+
+/// What a gate answers for a service deploywatch has never seen (no series, no deploy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownService {
+    /// `pending`, as for a version whose pods have not reported yet.
+    #[default]
+    Pending,
+    /// `404` naming the service and the known ones: a typo in a rollout's gate URL must
+    /// not let every rollout through.
+    Refuse,
+}
+
 // ---------------------------------------------------------------------------------------
 // The file as written.
 
@@ -100,6 +120,17 @@ struct RawConfig {
     /// Snapshots of state under `--storage.path`.
     #[serde(default)]
     storage: RawStorage,
+    /// How the rollout gates answer.
+    #[serde(default)]
+    gates: RawGates,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawGates {
+    /// What the gates answer for a service never seen (no series and no deploy of it):
+    /// `pending` (default), or `refuse` (`404` naming the known services).
+    unknown_service: UnknownService,
 }
 
 #[derive(Debug, Deserialize)]
@@ -627,6 +658,9 @@ impl Config {
                 snapshot_interval: raw.storage.snapshot_interval.0,
                 history_retention: raw.storage.history_retention.0,
             },
+            gates: GatesConfig {
+                unknown_service: raw.gates.unknown_service,
+            },
         })
     }
 }
@@ -756,6 +790,21 @@ mod tests {
         assert!(err.to_string().starts_with("dw.yml:2:"), "{err}");
         assert!(parse_time_ahead("400d").is_err());
         assert_eq!(parse_time_ahead("10m"), Ok(Duration::from_secs(600)));
+    }
+
+    #[test]
+    fn gates_refuse_unknown_services_only_when_told() {
+        assert_eq!(
+            Config::embedded().gates.unknown_service,
+            UnknownService::Pending
+        );
+        let c = Config::parse("gates:\n  unknown_service: refuse\n", "x").unwrap();
+        assert_eq!(c.gates.unknown_service, UnknownService::Refuse);
+        let err = Config::parse("gates:\n  unknown_service: deny\n", "dw.yml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("dw.yml:2:"), "{err}");
+        assert!(err.contains("refuse"), "{err}");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use parking_lot::{Mutex, RwLock};
 
 use super::{
@@ -116,6 +116,10 @@ pub struct DeployState {
     pre_measured: bool,
     /// Per gate (endpoint): the last answer recorded in the timeline.
     gate_answers: Vec<(String, String)>,
+    /// The DEPLOY JSON as of the last change, published for the gates, which read it
+    /// without this deploy's lock: a push holds that lock while it judges the deploy, and a
+    /// judging step over many series can take seconds (issue 15).
+    published: Arc<ArcSwapOption<DeployJson>>,
 }
 
 impl DeployState {
@@ -290,8 +294,21 @@ impl Serving {
 struct Held {
     id: String,
     service: String,
+    version: String,
     seq: u64,
     state: Arc<Mutex<DeployState>>,
+    /// The deploy's [`DeployState::published`] DEPLOY JSON.
+    published: Arc<ArcSwapOption<DeployJson>>,
+}
+
+/// What a gate found for a service (and version): see [`Deploys::for_gate`].
+#[derive(Debug, Default)]
+pub struct GateLookup {
+    /// The deploy the gate answers for, as last published.
+    pub deploy: Option<Arc<DeployJson>>,
+    /// The service's newest deploy held in memory, whatever its version and phase: named
+    /// in the answer when there is no deploy to answer for.
+    pub newest: Option<Arc<DeployJson>>,
 }
 
 /// How many deploys are held where (`/metrics`).
@@ -416,6 +433,7 @@ impl Deploys {
                 if !d.finished() {
                     let at = d.last_step();
                     d.event(at, "resumed", detail.to_string());
+                    self.publish(&d);
                 }
             }
         }
@@ -573,7 +591,13 @@ impl Deploys {
             let mut tr = track.lock();
             self.detect(&svc, now, &mut tr);
             for d in &tr.active {
-                self.advance(&mut d.lock(), &svc, now);
+                let mut d = d.lock();
+                let before = d.next_step;
+                self.advance(&mut d, &svc, now);
+                // Every change the judge makes is made in a step.
+                if d.next_step != before {
+                    self.publish(&d);
+                }
             }
             self.settle(&mut tr);
         }
@@ -762,6 +786,7 @@ impl Deploys {
             baseline_vid: None,
             pre_measured: false,
             gate_answers: Vec::new(),
+            published: Arc::new(ArcSwapOption::empty()),
         };
         let how = match (source, strategy) {
             (Source::Detected, Strategy::Canary) => {
@@ -784,12 +809,16 @@ impl Deploys {
                 let detail = format!("superseded by {} {}", d.service, d.version);
                 let at = started_at.max(o.started_at);
                 o.event(at, "superseded", detail);
+                self.publish(&o);
             }
         }
+        self.publish(&d);
         let held = Held {
             id: d.id.clone(),
             service: d.service.clone(),
+            version: d.version.clone(),
             seq,
+            published: d.published.clone(),
             state: Arc::new(Mutex::new(d)),
         };
         let d = held.state.clone();
@@ -803,7 +832,9 @@ impl Deploys {
     /// The registration is in the journal (synced) before anything changes, so a deploy
     /// this returns an id for survives a crash.
     pub fn register(&self, store: &Store, reg: Registration) -> Result<String, DeployError> {
-        self.register_with(store, reg, true)
+        let id = self.register_with(store, reg, true)?;
+        self.publish_held(&id);
+        Ok(id)
     }
 
     /// Applies a registration read back from the journal (a replay after a restart).
@@ -811,8 +842,11 @@ impl Deploys {
         if self.history().contains(&entry.id) {
             return; // finished: in the history
         }
-        if let Err(error) = self.register_with(store, entry.registration, false) {
-            tracing::warn!(deploy_id = %entry.id, %error, "Cannot replay a registration.");
+        match self.register_with(store, entry.registration, false) {
+            Ok(id) => self.publish_held(&id),
+            Err(error) => {
+                tracing::warn!(deploy_id = %entry.id, %error, "Cannot replay a registration.")
+            }
         }
     }
 
@@ -1493,6 +1527,73 @@ impl Deploys {
         Some(d.to_json(&self.external_url))
     }
 
+    /// Publishes `d`'s DEPLOY JSON for the readers that must not wait for its lock.
+    fn publish(&self, d: &DeployState) {
+        d.published
+            .store(Some(Arc::new(d.to_json(&self.external_url))));
+    }
+
+    /// Publishes a held deploy again after a change made outside the judge (a
+    /// registration completing its metadata).
+    fn publish_held(&self, id: &str) {
+        if let Some(d) = self.held(id) {
+            self.publish(&d.lock());
+        }
+    }
+
+    /// The deploy a gate answers for (contract, "Gates for rollout controllers"), as last
+    /// published: no deploy's or service's lock is taken, so a gate never waits for a push
+    /// judging that deploy. With `version`: the newest deploy of that service and version,
+    /// held or in the history; none if that version has not been seen. Without: the
+    /// service's newest deploy still being observed (warm-up or observing), if any.
+    pub fn for_gate(&self, service: &str, version: Option<&str>) -> GateLookup {
+        let mut found = GateLookup::default();
+        for h in self
+            .live
+            .read()
+            .iter()
+            .rev()
+            .filter(|h| h.service == service)
+        {
+            let Some(p) = h.published.load_full() else {
+                continue;
+            };
+            if found.newest.is_none() {
+                found.newest = Some(p.clone());
+            }
+            let hit = match version {
+                Some(v) => h.version == v,
+                None => p.phase != Phase::Done,
+            };
+            if hit {
+                found.deploy = Some(p);
+                return found;
+            }
+        }
+        if let Some(v) = version {
+            found.deploy = self
+                .history()
+                .records()
+                .iter()
+                .rev()
+                .find(|a| a.deploy.service == service && a.deploy.version == v)
+                .map(|a| Arc::new(a.deploy.clone()));
+        }
+        found
+    }
+
+    /// The services with a deploy held or in the history, sorted.
+    pub fn services(&self) -> Vec<String> {
+        let mut names: std::collections::BTreeSet<String> =
+            self.live.read().iter().map(|h| h.service.clone()).collect();
+        for a in self.history().records() {
+            if !names.contains(&a.deploy.service) {
+                names.insert(a.deploy.service.clone());
+            }
+        }
+        names.into_iter().collect()
+    }
+
     /// Appends an event from another module (alerts sent, gate answers) to a deploy's
     /// timeline. `at` is event time: callers without one pass the deploy's latest step.
     pub fn record(&self, id: &str, event: &str, detail: String, at: Option<i64>) -> bool {
@@ -1504,6 +1605,7 @@ impl Deploys {
         d.event(at, event, detail);
         let e = d.timeline.last().cloned().expect("just pushed");
         d.external.push(e);
+        self.publish(&d);
         true
     }
 
@@ -1930,5 +2032,93 @@ mod tests {
         push_metric(&store, &deploys, "sidecar_build_info", &[("cart", "v2")], t);
         assert_eq!(deploys.list(Some("cart")).len(), 1);
         assert_eq!(deploys.current("cart").unwrap().id, id);
+    }
+
+    /// Every held deploy's published DEPLOY JSON is its current state's.
+    fn assert_published(deploys: &Deploys) {
+        deploys.for_each(|d| {
+            assert_eq!(
+                d.published.load_full().as_deref(),
+                Some(&d.to_json(&deploys.external_url)),
+                "{}",
+                d.id
+            );
+        });
+    }
+
+    /// Issue 16: a gate answers for the deploy of the version it asks about, held or in the
+    /// history; a version not seen is none; without a version, the deploy being observed.
+    /// What it reads is what the judge published, equal to the deploy's state.
+    #[test]
+    fn issue_16_gates_find_the_deploy_of_their_version() {
+        let (store, deploys) = parts();
+        let services = vec!["cart".to_string()];
+        // v0 ran before deploywatch saw the service; v1 … v4 are deploys, each superseding
+        // the one before: v1, v2 in the history, v3 held as the newest finished one.
+        roll_out(&store, &deploys, &services, 0..5, T0, 2 * MIN);
+        assert_published(&deploys);
+        for v in ["v1", "v2", "v3", "v4"] {
+            let found = deploys.for_gate("cart", Some(v));
+            let d = found.deploy.unwrap_or_else(|| panic!("{v}"));
+            assert_eq!(d.version, v);
+            assert_eq!(Some(&*d), deploys.get(&d.id).as_ref(), "{v}");
+        }
+        assert!(deploys
+            .history()
+            .records()
+            .iter()
+            .any(|a| a.deploy.version == "v1"));
+        let unseen = deploys.for_gate("cart", Some("v5"));
+        assert!(unseen.deploy.is_none());
+        assert_eq!(unseen.newest.unwrap().version, "v4");
+        let observed = deploys.for_gate("cart", None).deploy.unwrap();
+        assert_eq!(observed.version, "v4");
+        assert_ne!(observed.phase, Phase::Done);
+        assert!(deploys.for_gate("shop", None).newest.is_none());
+        assert_eq!(deploys.services(), vec!["cart".to_string()]);
+
+        // A gate answer is published with the deploy's timeline.
+        let id = observed.id.clone();
+        assert!(deploys.record_gate_answer(&id, "gate", "go pending", "x".into()));
+        let d = deploys.for_gate("cart", Some("v4")).deploy.unwrap();
+        assert_eq!(d.timeline.last().unwrap().event, "gate_answered");
+        assert_published(&deploys);
+
+        // v4 (started 8 minutes in) ends after its hour of observation: no deploy is
+        // observed, and v4 still answers for v4.
+        push(&store, &deploys, &[("cart", "v4")], T0 + 90 * MIN);
+        assert_published(&deploys);
+        let v4 = deploys.for_gate("cart", Some("v4")).deploy.unwrap();
+        assert_eq!(v4.phase, Phase::Done);
+        let none = deploys.for_gate("cart", None);
+        assert!(none.deploy.is_none());
+        assert_eq!(none.newest.unwrap().version, "v4");
+    }
+
+    /// Issue 15/16: a gate never waits for the deploy's lock, which a push holds while it
+    /// judges the deploy (seconds for a big canary's first steps).
+    #[test]
+    fn issue_16_a_gate_does_not_wait_for_a_deploy_being_judged() {
+        let (store, deploys) = parts();
+        let deploys = Arc::new(deploys);
+        roll_out(&store, &deploys, &["cart".to_string()], 0..2, T0, 2 * MIN);
+        let id = deploys.current("cart").unwrap().id;
+        let state = deploys.held(&id).unwrap();
+        let judging = state.lock();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reading = deploys.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(
+                reading
+                    .for_gate("cart", Some("v1"))
+                    .deploy
+                    .map(|d| d.verdict),
+            );
+        });
+        let verdict = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("the gate waited for the deploy's lock");
+        assert_eq!(verdict, Some(judging.verdict));
+        drop(judging);
     }
 }

@@ -128,8 +128,17 @@ pub struct StorageMetrics {
 
 /// The gates rollout controllers call, as counted.
 pub const GATE_ENDPOINTS: [&str; 3] = ["/api/v1/verdict", "/api/v1/gate", "/api/v1/rollback-hook"];
-/// What a gate answered on: the deploy's verdict, or `invalid` for a refused request.
-pub const GATE_ANSWERS: [&str; 6] = ["pending", "pass", "warn", "pause", "rollback", "invalid"];
+/// What a gate answered on: the deploy's verdict; `invalid` for a refused request,
+/// `unknown_service` for a service never seen under `gates.unknown_service: refuse`.
+pub const GATE_ANSWERS: [&str; 7] = [
+    "pending",
+    "pass",
+    "warn",
+    "pause",
+    "rollback",
+    "invalid",
+    "unknown_service",
+];
 
 /// Gate calls by endpoint and answer, bumped by `web::gates` (the timeline records only
 /// answers that changed).
@@ -153,7 +162,7 @@ impl GateMetrics {
         e.family(
             name,
             "counter",
-            "Calls of the rollout gates, by endpoint and the verdict answered on (invalid: refused).",
+            "Calls of the rollout gates, by endpoint and the verdict answered on (invalid: refused; unknown_service: a service never seen, refused).",
         );
         for (i, endpoint) in GATE_ENDPOINTS.iter().enumerate() {
             for (j, answer) in GATE_ANSWERS.iter().enumerate() {

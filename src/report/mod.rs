@@ -18,6 +18,7 @@ use crate::logging::rfc3339_ms;
 pub struct Report {
     pub deploy: Header,
     /// The event time the report describes (the deploy's latest judged step).
+    #[serde(deserialize_with = "time")]
     pub as_of: String,
     /// Before and after, per rule.
     pub rules: Vec<RuleReport>,
@@ -42,14 +43,18 @@ pub struct Header {
     pub source: String,
     /// `side-by-side` or `before-after`.
     pub comparison: String,
+    #[serde(deserialize_with = "time")]
     pub started_at: String,
     pub phase: Phase,
     pub verdict: Verdict,
+    #[serde(default, deserialize_with = "opt_time")]
     pub verdict_at: Option<String>,
     pub commit: String,
     pub author: String,
     pub url: String,
+    #[serde(default, deserialize_with = "opt_time")]
     pub rollback_observed_at: Option<String>,
+    #[serde(default, deserialize_with = "opt_time")]
     pub recovered_at: Option<String>,
 }
 
@@ -59,6 +64,7 @@ pub struct RuleReport {
     /// The rule's signal (`ratio`, `quantile`, …): the unit of the values.
     pub signal: String,
     pub verdict: Verdict,
+    #[serde(default, deserialize_with = "opt_time")]
     pub verdict_at: Option<String>,
     /// The baseline's statistic (the old version, or the service before the deploy).
     pub before: Option<f64>,
@@ -72,6 +78,7 @@ pub struct RuleReport {
     pub effect: Option<f64>,
     #[serde(deserialize_with = "crate::jsonl::number_or_null")]
     pub confidence: f64,
+    #[serde(default, deserialize_with = "opt_time")]
     pub first_deviation_at: Option<String>,
     pub matched_series: usize,
     pub reason: String,
@@ -81,6 +88,7 @@ pub struct RuleReport {
 pub struct Anomaly {
     pub rule: String,
     /// Event time it began: the rule's first deviation.
+    #[serde(deserialize_with = "time")]
     pub since: String,
     pub scope: Scope,
     pub verdict: Verdict,
@@ -98,6 +106,7 @@ pub struct ChangeReport {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Entry {
+    #[serde(deserialize_with = "time")]
     pub at: String,
     pub event: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -105,6 +114,25 @@ pub struct Entry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
     pub detail: String,
+}
+
+/// A report time as stored (RFC 3339, as the Markdown shows it) or as the API's JSON gives it
+/// (Unix milliseconds): a report reads back the same from either.
+fn time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(opt_time(d)?.unwrap_or_default())
+}
+
+fn opt_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Time {
+        Stored(String),
+        Ms(i64),
+    }
+    Ok(Option::<Time>::deserialize(d)?.map(|t| match t {
+        Time::Stored(s) => s,
+        Time::Ms(ms) => rfc3339_ms(ms),
+    }))
 }
 
 /// The report of a deploy as it stands.

@@ -1,16 +1,18 @@
 //! Tell the world over HTTP: requests in, answers out. Routing and the small handlers live
-//! here; the remote-write handler in `write`, error-to-status mapping in `error`.
+//! here; the remote-write handler in `write`, the deploy endpoints in `deploys`, the rollout
+//! gates in `gates`, query parameters in `params`, error-to-status mapping in `error`.
 
 pub mod deploys;
 pub mod error;
 pub mod gates;
 pub mod page;
+pub mod params;
 pub mod write;
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
-use axum::http::{header, StatusCode};
+use axum::extract::State;
+use axum::http::{header, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -19,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::app::App;
 use crate::export::{self, TextEncoder};
 pub use error::ApiError;
+use params::Params;
 
 /// Runs `f` on the blocking pool: work that takes a lock a push may hold while it judges
 /// (a deploy's, a service's), or does file I/O, never waits on a runtime worker, which
@@ -41,7 +44,7 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/api/v1/deploys/{id}", get(deploys::get))
         .route("/api/v1/deploys/{id}/report", get(deploys::report))
-        .route("/api/v1/verdict", get(deploys::verdict))
+        .route("/api/v1/verdict", get(gates::verdict))
         .route("/api/v1/gate", post(gates::gate))
         .route("/api/v1/rollback-hook", post(gates::rollback_hook))
         .route("/metrics", get(metrics))
@@ -50,7 +53,28 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/-/reload", post(reload).put(reload))
         .route("/", get(page::index))
         .route("/deploys/{id}", get(page::deploy))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(app)
+}
+
+/// A path no route serves: JSON under `/api/`, as every API error.
+async fn not_found(method: Method, uri: Uri) -> Response {
+    let path = uri.path();
+    if path.starts_with("/api/") {
+        ApiError::NotFound(format!("no API endpoint {method} {path}")).into_response()
+    } else {
+        (StatusCode::NOT_FOUND, "404 page not found\n").into_response()
+    }
+}
+
+/// A method the path does not take (axum adds the `Allow` header).
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+    }
+    .into_response()
 }
 
 /// `GET /api/v1/services` body.
@@ -82,21 +106,19 @@ pub struct RuleMatch {
     pub matched_series: usize,
 }
 
-#[derive(Deserialize)]
-struct ServiceFilter {
-    service: Option<String>,
-}
-
 async fn services(
     State(app): State<Arc<App>>,
-    Query(q): Query<ServiceFilter>,
-) -> Json<ServicesResponse> {
+    params: Params,
+) -> Result<Json<ServicesResponse>, ApiError> {
+    let filter = params
+        .only("GET /api/v1/services", &["service"])?
+        .get("service")?;
     let rules = app.deploys.rules();
     let mut services: Vec<ServiceInfo> = app
         .store
         .services()
         .into_iter()
-        .filter(|s| q.service.as_deref().is_none_or(|f| f == &*s.name))
+        .filter(|s| filter.is_none_or(|f| f == &*s.name))
         .map(|s| ServiceInfo {
             service: s.name.to_string(),
             newest_sample_at: s.newest(),
@@ -132,7 +154,7 @@ async fn services(
         })
         .collect();
     services.sort_by(|a, b| a.service.cmp(&b.service));
-    Json(ServicesResponse { services })
+    Ok(Json(ServicesResponse { services }))
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {

@@ -1,14 +1,17 @@
 //! Every class of bad remote-write input gets its documented status (400 for data that will
 //! stay bad, 413 over the size limit, 415 for an unsupported format) and changes no state.
-//! Each test seeds deploywatch with valid data first, so "unchanged" means something.
+//! Each test seeds deploywatch with valid data first, so "unchanged" means something. And
+//! (issue 16) every error of the rest of the API is JSON naming what is wrong in the
+//! user's terms.
 
+use hyper::Method;
 use prost::Message;
 use serde_json::Value;
 
 use deploywatch::proto::prometheus as rw1;
 
 use crate::harness::{
-    series, snappy, version, write_request, Deploywatch, Symbols, RW1_CONTENT_TYPE,
+    request, series, snappy, version, write_request, Deploywatch, Symbols, RW1_CONTENT_TYPE,
     RW2_CONTENT_TYPE,
 };
 
@@ -506,4 +509,273 @@ fn rw2_malformed_label_refs_are_400() {
         400,
         "odd number",
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// The rest of the API (issue 16): every error answer is JSON, `{"error": "one line"}`,
+// names the field or parameter, quotes no implementation and says nothing twice.
+// ---------------------------------------------------------------------------------------
+
+/// Words of the implementation an error message must not quote: type names, serde's and the
+/// JSON parser's vocabulary, axum's rejections.
+const INTERNALS: [&str; 12] = [
+    "struct",
+    "DeployRequest",
+    "FlaggerPayload",
+    "Change",
+    "sequence",
+    "i64",
+    "elements",
+    "serde",
+    "Failed to deserialize",
+    "EOF while parsing",
+    "key must be a string",
+    "expected map",
+];
+
+/// Checks an API error answer: `status`, JSON `{"error": …}` of one line mentioning `says`,
+/// no implementation words, no part repeated. Returns the message.
+fn assert_api_error(res: &crate::harness::Response, status: u16, says: &str, what: &str) -> String {
+    assert_eq!(res.status, status, "{what}: {}", res.text());
+    let ct = res
+        .headers
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(
+        ct.as_deref(),
+        Some("application/json"),
+        "{what}: {}",
+        res.text()
+    );
+    let v: Value = serde_json::from_slice(&res.body)
+        .unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {}", res.text()));
+    let error = v["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{what}: no \"error\" in {v}"))
+        .to_string();
+    assert!(
+        !error.is_empty() && !error.contains('\n'),
+        "{what}: {error:?}"
+    );
+    assert!(
+        error.contains(says),
+        "{what}: {error:?} should say {says:?}"
+    );
+    for word in INTERNALS {
+        assert!(!error.contains(word), "{what}: {error:?} quotes {word:?}");
+    }
+    // Nothing said twice ("invalid deploy: body: invalid deploy: …").
+    let parts: Vec<&str> = error.split(": ").collect();
+    for (i, p) in parts.iter().enumerate() {
+        assert!(!parts[..i].contains(p), "{what}: {error:?} repeats {p:?}");
+    }
+    error
+}
+
+/// Registration bodies that are not a registration: each `400` names the field in the
+/// user's terms — what it must be and what it was — never serde's words (`expected struct
+/// DeployRequest with 9 elements`).
+#[test]
+fn issue_16_a_bad_registration_is_json_naming_the_field_in_the_users_terms() {
+    let dw = Deploywatch::start();
+    let cases: [(&[u8], &str); 14] = [
+        (br#"["checkout", "v2"]"#, "body: expected a JSON object with at least \"service\" and \"version\", got a list"),
+        (br#""checkout""#, "body: expected a JSON object"),
+        (b"", "body: empty"),
+        (b"{not json", "body: not valid JSON (line 1, column 2)"),
+        (br#"{"service": "a", "version": "v2""#, "body: not valid JSON"),
+        (br#"{"service": 3, "version": "v2"}"#, "service: expected a string, got the number 3"),
+        (br#"{"service": "a", "version": "v2", "at": "now"}"#, "at: expected Unix milliseconds of event time (an integer), got the string \"now\""),
+        (br#"{"service": "a", "version": "v2", "at": 1764000000}"#, "at: 1764000000 is not Unix milliseconds"),
+        (br#"{"service": "a", "version": "v2", "changes": {"component": "db"}}"#, "changes: expected a list of changes, each {\"component\", \"summary\", \"files\"}, got an object"),
+        (br#"{"service": "a", "version": "v2", "changes": ["db"]}"#, "changes[0]: expected a change: an object with component, summary and files, got the string \"db\""),
+        (br#"{"service": "a", "version": "v2", "changes": [{"component": "db", "files": "src/db.rs"}]}"#, "changes[0].files: expected a list of file paths (strings), got the string \"src/db.rs\""),
+        (br#"{"service": "a", "version": "v2", "changes": [{"component": "db", "file": ["x"]}]}"#, "changes[0].file: unknown field; the fields are component, summary, files"),
+        (br#"{"service": "a", "version": "v2", "colour": "red"}"#, "colour: unknown field; the fields are service, version,"),
+        (br#"{"service": "a", "version": "v2", "strategy": "yolo"}"#, "strategy: expected canary, rolling or blue-green, got \"yolo\""),
+    ];
+    for (body, says) in cases {
+        let res = request(
+            Method::POST,
+            &format!("{}/api/v1/deploys", dw.url()),
+            &[("content-type", "application/json")],
+            body.to_vec(),
+        );
+        assert_api_error(&res, 400, says, &String::from_utf8_lossy(body));
+    }
+    let res = request(
+        Method::POST,
+        &format!("{}/api/v1/deploys?dry_run=1", dw.url()),
+        &[("content-type", "application/json")],
+        br#"{"service": "a", "version": "v2"}"#.to_vec(),
+    );
+    assert_api_error(&res, 400, "unknown query parameter \"dry_run\"", "?dry_run");
+    assert_eq!(
+        dw.get_json("/api/v1/deploys"),
+        serde_json::json!({"deploys": []})
+    );
+}
+
+/// Every other API error: unknown query parameters and values (`400`, not ignored), the
+/// verdict without a service, unknown ids, paths and methods (`404`, `405`), a gate's bad
+/// payload, and a refused remote-write request — each JSON.
+#[test]
+fn issue_16_every_api_error_is_json_and_unknown_parameters_are_400() {
+    let dw = seeded(Deploywatch::start());
+    let url = |path: &str| format!("{}{path}", dw.url());
+    let get = |path: &str| request(Method::GET, &url(path), &[], Vec::new());
+    let id = crate::sim::register_deploy(
+        &dw,
+        &serde_json::json!({"service": "checkout", "version": "v2", "at": T0}),
+    )
+    .unwrap();
+    for (path, status, says) in [
+        (
+            "/api/v1/deploys?servce=checkout",
+            400,
+            "unknown query parameter \"servce\": GET /api/v1/deploys takes only service",
+        ),
+        (
+            "/api/v1/deploys?verdict=rollback",
+            400,
+            "unknown query parameter \"verdict\"",
+        ),
+        (
+            "/api/v1/deploys?service=checkout&service=cart",
+            400,
+            "query parameter \"service\" given twice",
+        ),
+        (
+            "/api/v1/deploys?service=",
+            400,
+            "service: must not be empty",
+        ),
+        (
+            "/api/v1/services?job=checkout",
+            400,
+            "unknown query parameter \"job\": GET /api/v1/services takes only service",
+        ),
+        (
+            &format!("/api/v1/deploys/{id}?format=json"),
+            400,
+            "unknown query parameter \"format\"",
+        ),
+        (
+            &format!("/api/v1/deploys/{id}/report?format=xml"),
+            400,
+            "format: expected markdown, md or json, got \"xml\"",
+        ),
+        (
+            &format!("/api/v1/deploys/{id}/report?fmt=json"),
+            400,
+            "unknown query parameter \"fmt\"",
+        ),
+        ("/api/v1/verdict", 400, "service: required"),
+        (
+            "/api/v1/verdict?service=checkout&env=prod",
+            400,
+            "unknown query parameter \"env\"",
+        ),
+        ("/api/v1/deploys/nope", 404, "no deploy with id \"nope\""),
+        (
+            "/api/v1/deploys/nope/report",
+            404,
+            "no deploy with id \"nope\"",
+        ),
+        ("/api/v1/deploy", 404, "no API endpoint GET /api/v1/deploy"),
+    ] {
+        assert_api_error(&get(path), status, says, path);
+    }
+    // The filters that are taken still work.
+    assert_eq!(get("/api/v1/deploys?service=checkout").status, 200);
+    assert_eq!(
+        get(&format!("/api/v1/deploys/{id}/report?format=md")).status,
+        200
+    );
+
+    let res = request(Method::DELETE, &url("/api/v1/deploys"), &[], Vec::new());
+    let e = assert_api_error(
+        &res,
+        405,
+        "DELETE is not allowed on /api/v1/deploys",
+        "DELETE",
+    );
+    assert!(res.headers.contains_key("allow"), "{e}");
+    for (path, body, says) in [
+        (
+            "/api/v1/gate",
+            br#"{"namespace": 3}"#.to_vec(),
+            "namespace: expected a string, got the number 3",
+        ),
+        (
+            "/api/v1/gate",
+            br#"[1, 2]"#.to_vec(),
+            "body: expected Flagger's webhook payload",
+        ),
+        ("/api/v1/gate", b"{".to_vec(), "body: not valid JSON"),
+        (
+            "/api/v1/gate",
+            br#"{"namespace": "shop"}"#.to_vec(),
+            "name: required (or metadata.service)",
+        ),
+        (
+            "/api/v1/rollback-hook",
+            br#"{"name": "web", "metadata": {"version": 2}}"#.to_vec(),
+            "metadata.version: expected a string, got the number 2",
+        ),
+    ] {
+        let res = request(
+            Method::POST,
+            &url(path),
+            &[("content-type", "application/json")],
+            body.clone(),
+        );
+        assert_api_error(&res, 400, says, &String::from_utf8_lossy(&body));
+    }
+    // Remote write, refused: JSON too (Prometheus logs the body as it is).
+    let res = request(
+        Method::POST,
+        &url("/api/v1/write"),
+        &[("content-type", "text/plain")],
+        b"x".to_vec(),
+    );
+    assert_api_error(
+        &res,
+        415,
+        "unsupported content type \"text/plain\"",
+        "write",
+    );
+}
+
+/// The JSON report gives its times as the rest of the API does: Unix milliseconds of event
+/// time (the Markdown report keeps RFC 3339).
+#[test]
+fn issue_16_the_json_report_gives_times_as_unix_milliseconds() {
+    let dw = seeded(Deploywatch::start());
+    let id = crate::sim::register_deploy(
+        &dw,
+        &serde_json::json!({"service": "checkout", "version": "v2", "at": T0}),
+    )
+    .unwrap();
+    let r = dw.get_json(&format!("/api/v1/deploys/{id}/report?format=json"));
+    assert_eq!(r["deploy"]["started_at"], T0, "{r}");
+    assert!(r["as_of"].is_i64(), "{r}");
+    let timeline = r["timeline"].as_array().unwrap();
+    assert!(!timeline.is_empty());
+    for e in timeline {
+        assert!(e["at"].is_i64(), "{e}");
+    }
+    assert_eq!(timeline[0]["at"], T0);
+    assert_eq!(
+        dw.get_json(&format!("/api/v1/deploys/{id}"))["started_at"],
+        T0
+    );
+    let md = request(
+        Method::GET,
+        &format!("{}/api/v1/deploys/{id}/report", dw.url()),
+        &[],
+        Vec::new(),
+    )
+    .text();
+    assert!(md.contains("2025-11-24T16:00:00.000Z"), "{md}");
 }

@@ -620,9 +620,19 @@ fn manifests_name_the_ports_paths_labels_and_rules_deploywatch_uses() {
     let url = web["url"].as_str().unwrap();
     assert!(url.starts_with(&format!("{base}/")), "{url} is not {base}");
     assert!(url.contains("service={{args.service}}"), "{url}");
+    // Issue 16: the analysis asks about the version this rollout brings.
+    assert!(url.contains("version={{args.version}}"), "{url}");
+    let args: Vec<&str> = at["spec"]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(args, ["service", "version"]);
     let local = url
         .replacen(&base, &dw.url(), 1)
-        .replace("{{args.service}}", "k8s");
+        .replace("{{args.service}}", "k8s")
+        .replace("{{args.version}}", "v2");
     let r = request(
         Method::GET,
         &local,
@@ -632,6 +642,7 @@ fn manifests_name_the_ports_paths_labels_and_rules_deploywatch_uses() {
     assert_eq!(r.status, 200, "{url}: {}", r.text());
     let body: Value = serde_json::from_slice(&r.body).expect("JSON");
     assert!(body["verdict"].is_string(), "{body}");
+    assert_eq!(body["version"], "v2", "{body}");
     assert!(["{$}", "{$.verdict}"].contains(&web["jsonPath"].as_str().unwrap()));
     assert!(web["timeoutSeconds"].as_u64().is_some_and(|t| t > 0));
     assert!(m["interval"].is_string() && m["count"].is_u64() && m["failureLimit"].is_u64());
@@ -659,8 +670,11 @@ fn manifests_name_the_ports_paths_labels_and_rules_deploywatch_uses() {
             h["metadata"]["service"].is_string(),
             "{kind}: metadata.service"
         );
+        let version = h["metadata"]["version"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{kind}: metadata.version"));
         let payload = json!({"name": "checkout", "namespace": "shop", "phase": "Progressing",
-                             "checksum": "abc", "metadata": {"service": "k8s"}});
+                             "checksum": "abc", "metadata": {"service": "k8s", "version": version}});
         let r = request(
             Method::POST,
             &format!("{}{path}", dw.url()),
@@ -671,6 +685,7 @@ fn manifests_name_the_ports_paths_labels_and_rules_deploywatch_uses() {
         assert_eq!(r.status, status, "{kind} {path}: {}", r.text());
         let body: Value = serde_json::from_slice(&r.body).expect("JSON");
         assert_eq!(body["verdict"], "pending");
+        assert_eq!(body["version"], version);
     }
 
     // The remote_write URL's path is the write route (an empty body is bad data, not 404).
