@@ -6,7 +6,7 @@
 //! with the judged deploy's own `service` and `version` (never `exported_*`), and every
 //! label its legend or annotation text names.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use hyper::Method;
@@ -356,4 +356,132 @@ fn issue_16_the_dashboard_shows_the_deploys_own_labels_through_a_real_prometheus
     let build = instant(&prom, "deploywatch_build_info");
     assert_eq!(build.len(), 1, "{build:?}");
     assert_eq!(build[0]["metric"]["service"], TARGET_SERVICE);
+}
+
+/// The derived samples of `name` on a live `/metrics`, as label maps and values.
+fn derived(dw: &Deploywatch, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+    parse_exposition(&dw.metrics_text())
+        .samples
+        .into_iter()
+        .filter(|s| s.metric == name)
+        .map(|s| {
+            let labels = s
+                .labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let v = match s.value {
+                prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            };
+            (labels, v)
+        })
+        .collect()
+}
+
+#[test]
+fn issue_16_rule_metrics_carry_the_deploy_its_phase_and_its_firing_alert() {
+    let dw = Deploywatch::start();
+    let t = EPOCH + 30 * MIN;
+    let svc = Service::new("phases", 1602, 2)
+        .canary("v2", t, 1)
+        .effect(Effect::step(
+            Who::Version("v2".into()),
+            Signal::Errors,
+            10.0,
+            t,
+            i64::MAX,
+        ));
+    let mut driver = Driver::new(&dw, Feed::new(vec![Sim::new(svc)], 5_000));
+    driver.run_to(t);
+    let id = register_deploy(
+        &dw,
+        &json!({"service": "phases", "version": "v2", "baseline_version": "v1", "at": t}),
+    )
+    .unwrap();
+
+    // Pending, in warm-up: one phase at 1, and no alert.
+    let phases = derived(&dw, "deploywatch_deploy_phase");
+    let current: Vec<&str> = phases
+        .iter()
+        .filter(|(l, v)| l["deploy_id"] == id && *v == 1.0)
+        .map(|(l, _)| l["phase"].as_str())
+        .collect();
+    assert_eq!(current, ["warmup"], "{phases:?}");
+    assert_eq!(
+        phases.iter().filter(|(l, _)| l["deploy_id"] == id).count(),
+        3,
+        "every phase, 0 but the current one: {phases:?}"
+    );
+    assert!(derived(&dw, "deploywatch_deploy_alert_firing").is_empty());
+
+    driver.run_to(t + 4 * MIN);
+    let d = crate::sim::deploy(&dw, &id).unwrap();
+    assert_eq!(d["verdict"], "rollback", "{d:#}");
+    let phase = d["phase"].as_str().unwrap().to_string();
+    let current: Vec<String> = derived(&dw, "deploywatch_deploy_phase")
+        .into_iter()
+        .filter(|(l, v)| l["deploy_id"] == id && *v == 1.0)
+        .map(|(l, _)| l["phase"].clone())
+        .collect();
+    assert_eq!(current, [phase], "the API's phase");
+    for name in ["deploywatch_rule_verdict", "deploywatch_rule_value"] {
+        let samples = derived(&dw, name);
+        assert!(!samples.is_empty(), "{name}");
+        for (l, _) in &samples {
+            assert_eq!(l.get("deploy_id"), Some(&id), "{name} {l:?}");
+            assert_eq!(l["version"], "v2", "{name} {l:?}");
+        }
+    }
+    // The alert lifecycle ticks every second; no Alertmanager is configured.
+    let want = BTreeMap::from(
+        [
+            ("service", "phases"),
+            ("version", "v2"),
+            ("deploy_id", id.as_str()),
+            ("severity", "critical"),
+            ("action", "rollback"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    wait_for(
+        "the rollback alert to fire",
+        Duration::from_secs(10),
+        || match derived(&dw, "deploywatch_deploy_alert_firing").as_slice() {
+            [(l, v)] if *l == want && *v == 1.0 => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+
+    // A registration of v3 supersedes v2: its alert resolves, and only the service's
+    // newest deploy is exported (O(active deploys), not every deploy ever).
+    let v3 = register_deploy(
+        &dw,
+        &json!({"service": "phases", "version": "v3", "baseline_version": "v1"}),
+    )
+    .unwrap();
+    wait_for(
+        "the superseded deploy's alert to resolve",
+        Duration::from_secs(10),
+        || match derived(&dw, "deploywatch_deploy_alert_firing").as_slice() {
+            [] => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    for name in [
+        "deploywatch_deploy_verdict",
+        "deploywatch_deploy_phase",
+        "deploywatch_rule_verdict",
+    ] {
+        let ids: BTreeSet<String> = derived(&dw, name)
+            .into_iter()
+            .map(|(l, _)| l["deploy_id"].clone())
+            .collect();
+        if name == "deploywatch_rule_verdict" {
+            // v3 has no data yet: its rules may not be listed.
+            assert!(ids.iter().all(|i| *i == v3), "{name}: {ids:?}");
+        } else {
+            assert_eq!(ids, BTreeSet::from([v3.clone()]), "{name}");
+        }
+    }
 }
