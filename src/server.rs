@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::app::{App, Runtime};
+use crate::app::{App, LockError, Runtime, StorageLock};
 use crate::config::{check_http_url, Config, ConfigError, LimitFlags};
 use crate::rules::RuleSet;
 
@@ -48,6 +48,8 @@ pub enum ServerError {
         path: PathBuf,
         error: std::io::Error,
     },
+    #[error(transparent)]
+    Lock(#[from] LockError),
     #[error("cannot listen on {address}: {error}")]
     Listen {
         address: SocketAddr,
@@ -64,11 +66,14 @@ pub struct Prepared {
     config: Config,
     rules: RuleSet,
     alertmanager_urls: Vec<String>,
+    /// `--storage.path`, held from here until the server has stopped.
+    lock: StorageLock,
 }
 
 impl ServerSettings {
-    /// Loads and validates the config and rules, checks the URLs and creates the storage
-    /// directory.
+    /// Loads and validates the config and rules, checks the URLs, creates the storage
+    /// directory and locks it: a second deploywatch on the same directory fails here, at
+    /// once, naming the one that holds it.
     pub fn prepare(self) -> Result<Prepared, ServerError> {
         let mut config = match &self.config_file {
             Some(path) => Config::load(path)?,
@@ -88,11 +93,13 @@ impl ServerSettings {
             path: self.storage_path.clone(),
             error,
         })?;
+        let lock = StorageLock::acquire(&self.storage_path)?;
         Ok(Prepared {
             settings: self,
             config,
             rules,
             alertmanager_urls,
+            lock,
         })
     }
 }
@@ -106,6 +113,7 @@ impl Prepared {
             config,
             rules,
             alertmanager_urls,
+            lock,
         } = self;
         let address = settings.listen_address;
         let listener = tokio::net::TcpListener::bind(address)
@@ -114,6 +122,7 @@ impl Prepared {
         let local_addr = listener
             .local_addr()
             .map_err(|error| ServerError::Listen { address, error })?;
+        lock.set_address(local_addr);
         let external_url = match &settings.external_url {
             Some(u) => check_http_url(u).map_err(ServerError::Url)?,
             None => format!("http://{}:{}", settings.default_host, local_addr.port()),
@@ -144,6 +153,7 @@ impl Prepared {
             app,
             listener,
             local_addr,
+            lock,
         })
     }
 }
@@ -153,6 +163,8 @@ pub struct Server {
     app: Arc<App>,
     listener: tokio::net::TcpListener,
     local_addr: SocketAddr,
+    /// Released once the final snapshot is written (or the process dies).
+    lock: StorageLock,
 }
 
 impl Server {
@@ -172,13 +184,18 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
-        let app = self.app;
+        let Server {
+            app,
+            listener,
+            lock,
+            ..
+        } = self;
         let hup = tokio::spawn(reload_on_sighup(app.clone()));
         let snapshots = tokio::spawn(snapshot_periodically(app.clone()));
         app.alerts.start(app.clone());
         app.set_ready(true);
         let (stopping, mut stop) = tokio::sync::watch::channel(false);
-        let server = axum::serve(self.listener, crate::web::router(app.clone()))
+        let server = axum::serve(listener, crate::web::router(app.clone()))
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 let _ = stopping.send(true);
@@ -219,6 +236,7 @@ impl Server {
                 tracing::error!(timeout = ?FINAL_SNAPSHOT_TIMEOUT, "The final snapshot did not finish in time; the previous one stays.")
             }
         }
+        drop(lock);
         served.map_err(ServerError::Serve)?;
         tracing::info!("In-flight requests finished; see you next time.");
         Ok(())

@@ -66,6 +66,14 @@ impl Lifecycle {
             .count()
     }
 
+    /// The alerts firing now (not those resolved and still being re-sent).
+    pub fn firing_alerts(&self) -> impl Iterator<Item = &Alert> {
+        self.tracked
+            .values()
+            .filter(|t| t.resolved_at.is_none())
+            .map(|t| &t.alert)
+    }
+
     /// The deploys with a firing alert.
     pub fn firing_deploys(&self) -> Vec<String> {
         let mut ids: Vec<String> = self
@@ -348,14 +356,14 @@ pub fn rfc3339(ms: i64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::deploy::{Event, RuleJson, SideJson, Source, Strategy, Suspect};
 
     const MIN: i64 = 60_000;
     const T0: i64 = 1_800_000_000_000;
 
-    fn deploy(id: &str, verdict: Verdict, phase: Phase) -> DeployJson {
+    pub(crate) fn deploy(id: &str, verdict: Verdict, phase: Phase) -> DeployJson {
         DeployJson {
             id: id.into(),
             service: "checkout".into(),
@@ -496,6 +504,11 @@ mod tests {
         assert_eq!(events, ["alert_resolved", "alert_firing"]);
         assert!(s.events[0].detail.contains("escalated to rollback"));
         assert_eq!(lc.firing(), 1);
+        let firing: Vec<&str> = lc
+            .firing_alerts()
+            .map(|a| a.labels["action"].as_str())
+            .collect();
+        assert_eq!(firing, ["rollback"], "the resolved warning is not firing");
     }
 
     #[test]

@@ -4,6 +4,10 @@
 //! Off the ingest path: a task wakes every `tick`, diffs `Deploys::list` against what it
 //! has sent ([`lifecycle`]) and queues the alerts' current states per Alertmanager
 //! ([`queue`]); one sender per Alertmanager delivers them with retries ([`client`]).
+//! The alerts firing are also exported (`deploywatch_deploy_alert_firing`, read by
+//! [`AlertService::firing`] at scrape time): the lifecycle runs without any Alertmanager
+//! too, as Prometheus evaluates its alerting rules without one, then sending nothing and
+//! recording nothing in the deploys' timelines.
 
 pub mod client;
 pub mod lifecycle;
@@ -20,7 +24,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::deploy::DeployJson;
-use crate::export::Metrics;
+use crate::export::{FiringAlert, Metrics};
 use client::{AlertClient, Target};
 use lifecycle::Lifecycle;
 
@@ -199,13 +203,35 @@ impl AlertService {
             .map(|t| t.queued())
     }
 
-    /// Spawns the lifecycle task and one sender per Alertmanager (nothing without any).
+    /// The alerts firing now, for `deploywatch_deploy_alert_firing`: O(deploys held).
+    pub fn firing(&self) -> Vec<FiringAlert> {
+        let lifecycle = self.lifecycle.lock();
+        let mut out: Vec<FiringAlert> = lifecycle
+            .firing_alerts()
+            .map(|a| {
+                let label = |k: &str| a.labels.get(k).cloned().unwrap_or_default();
+                FiringAlert {
+                    service: label("service"),
+                    version: label("version"),
+                    deploy_id: label("deploy_id"),
+                    severity: label("severity"),
+                    action: label("action"),
+                }
+            })
+            .collect();
+        drop(lifecycle);
+        out.sort();
+        out
+    }
+
+    /// Spawns the lifecycle task and one sender per Alertmanager. Without any Alertmanager
+    /// the lifecycle still runs, for [`AlertService::firing`], and sends nothing.
     pub fn start(self: &Arc<Self>, source: Arc<dyn DeploySource>) {
         if self.targets.is_empty() {
-            tracing::info!("No Alertmanager configured (--alertmanager.url, alerting.alertmanagers); verdicts are not sent as alerts.");
-            return;
+            tracing::info!("No Alertmanager configured (--alertmanager.url, alerting.alertmanagers); verdicts are not sent as alerts, only exported as deploywatch_deploy_alert_firing.");
+        } else {
+            tracing::info!(alertmanagers = ?self.config.alertmanagers, resend_interval = ?self.config.resend_interval, "Sending verdicts as alerts.");
         }
-        tracing::info!(alertmanagers = ?self.config.alertmanagers, resend_interval = ?self.config.resend_interval, "Sending verdicts as alerts.");
         let client = AlertClient::new(self.config.timeout);
         let mut senders = self.senders.lock();
         for t in &self.targets {
@@ -228,11 +254,10 @@ impl AlertService {
     }
 
     /// Compares the deploys with the alerts sent and queues what is due. Called by the
-    /// lifecycle task every tick, and once more at shutdown.
+    /// lifecycle task every tick, and once more at shutdown. Without Alertmanagers it only
+    /// keeps the firing state: nothing is queued, logged or recorded in a timeline (no
+    /// alert went anywhere).
     pub fn evaluate(&self, source: &dyn DeploySource) {
-        if self.targets.is_empty() {
-            return;
-        }
         let mut deploys = source.deploys();
         let now = (self.clock)();
         let mut lifecycle = self.lifecycle.lock();
@@ -244,6 +269,9 @@ impl AlertService {
         }
         let step = lifecycle.step(&deploys, now);
         drop(lifecycle);
+        if self.targets.is_empty() {
+            return;
+        }
         for t in &self.targets {
             t.enqueue(&step.send);
         }
@@ -260,13 +288,13 @@ impl AlertService {
     /// At exit: queues the current state once more and delivers what is queued, for at
     /// most `within`; what is left is dropped, counted and logged.
     pub async fn shutdown(&self, source: &dyn DeploySource, within: Duration) {
-        if self.targets.is_empty() {
-            return;
-        }
         let ticker = self.ticker.lock().take();
         if let Some(t) = ticker {
             self.stop.notify_one();
             let _ = t.await;
+        }
+        if self.targets.is_empty() {
+            return;
         }
         self.evaluate(source);
         for t in &self.targets {
@@ -314,6 +342,50 @@ mod tests {
             serde_json::to_string(&a).unwrap(),
             r#"{"labels":{"alertname":"DeployRegression"},"annotations":{"summary":"s"},"startsAt":"2025-11-24T16:00:00.000Z","endsAt":"2025-11-24T16:04:00.500Z","generatorURL":"http://dw/deploys/x"}"#
         );
+    }
+
+    /// A deploy list that records what is recorded into timelines.
+    struct Fixed(Vec<DeployJson>, Mutex<Vec<String>>);
+
+    impl DeploySource for Fixed {
+        fn deploys(&self) -> Vec<DeployJson> {
+            self.0.clone()
+        }
+        fn record(&self, deploy_id: &str, event: &str, _detail: String) {
+            self.1.lock().push(format!("{deploy_id} {event}"));
+        }
+    }
+
+    #[test]
+    fn without_alertmanagers_alerts_fire_as_state_only() {
+        use crate::deploy::{Phase, Verdict};
+        let metrics = Metrics::default();
+        let svc = AlertService::with_clock(
+            AlertConfig::new(vec![], "http://dw:1", Duration::from_secs(60)),
+            &metrics,
+            Arc::new(|| 1_800_000_000_000),
+        );
+        let mut d = lifecycle::tests::deploy("d1", Verdict::Pause, Phase::Observing);
+        let source = Fixed(vec![d.clone()], Mutex::new(vec![]));
+        assert!(svc.firing().is_empty());
+        svc.evaluate(&source);
+        assert_eq!(
+            svc.firing(),
+            [FiringAlert {
+                service: "checkout".into(),
+                version: "v2".into(),
+                deploy_id: "d1".into(),
+                severity: "critical".into(),
+                action: "pause".into(),
+            }]
+        );
+        assert!(
+            source.1.lock().is_empty(),
+            "no alert went anywhere: nothing for the timeline"
+        );
+        d.phase = Phase::Done;
+        svc.evaluate(&Fixed(vec![d], Mutex::new(vec![])));
+        assert!(svc.firing().is_empty(), "resolved once the deploy is done");
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //! goes through, from body bytes to stored samples.
 
 mod durable;
+mod lock;
 
 pub use durable::Restored;
+pub use lock::{LockError, StorageLock, LOCK_FILE};
 
 use std::cell::RefCell;
 use std::path::PathBuf;

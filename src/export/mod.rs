@@ -1,13 +1,15 @@
 //! Tell the world, as metrics: counters bumped by the other modules in, Prometheus text
-//! exposition out. State such as active series is read from its owner at scrape time, not
-//! mirrored into gauges.
+//! exposition out. State such as active series, verdicts and firing alerts is read from its
+//! owner at scrape time ([`deploys`]), not mirrored into gauges.
 
+pub mod deploys;
 pub mod text;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use deploys::FiringAlert;
 pub use text::{TextEncoder, CONTENT_TYPE};
 
 use crate::ingest::Protocol;

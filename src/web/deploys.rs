@@ -1,5 +1,5 @@
-//! The deploy endpoints: registrations in (`POST /api/v1/deploys`), DEPLOY JSON out, and the
-//! derived verdict metrics rendered at scrape time from the deploys' current state.
+//! The deploy endpoints: registrations in (`POST /api/v1/deploys`), DEPLOY JSON out (the
+//! derived verdict metrics are `export::deploys`).
 
 use std::sync::Arc;
 
@@ -15,10 +15,7 @@ use super::error::{body_error, ApiError};
 use super::params::Params;
 use crate::app::App;
 use crate::deploy::{DeployError, DeployJson, DeployRequest};
-use crate::export::TextEncoder;
 
-/// A metric family to write: name, help, label names, and (label values, value) lines.
-type Family<'a> = (&'a str, &'a str, &'a [&'a str], Vec<(Vec<String>, f64)>);
 
 /// What each field of a registration must be, by its path with list indices blanked.
 fn registration_field(path: &str) -> &'static str {
@@ -151,80 +148,5 @@ fn times_as_ms(v: &mut Value) {
         }
         Value::Array(a) => a.iter_mut().for_each(times_as_ms),
         _ => {}
-    }
-}
-
-/// Writes the derived metrics of the contract from the deploys' state.
-pub fn encode_metrics(app: &App, e: &mut TextEncoder) {
-    // The newest deploy of each service, and any deploy still being judged.
-    let mut newest: std::collections::HashMap<String, String> = Default::default();
-    app.deploys.for_each(|d| {
-        newest.insert(d.service.clone(), d.id.clone());
-    });
-    let mut deploy_lines = Vec::new();
-    let mut started = Vec::new();
-    let mut rule_lines = Vec::new();
-    let mut value_lines = Vec::new();
-    app.deploys.for_each(|d| {
-        if d.phase == crate::deploy::Phase::Done && newest.get(&d.service) != Some(&d.id) {
-            return;
-        }
-        let base = d.baseline_version.clone().unwrap_or_default();
-        deploy_lines.push((
-            vec![d.service.clone(), d.version.clone(), base, d.id.clone()],
-            d.verdict.code() as f64,
-        ));
-        started.push((
-            vec![d.service.clone(), d.version.clone(), d.commit.clone()],
-            d.started_at as f64 / 1000.0,
-        ));
-        for r in &d.rules {
-            let labels = vec![d.service.clone(), d.version.clone(), r.rule.name.clone()];
-            rule_lines.push((labels.clone(), r.verdict.code() as f64));
-            for (side, v) in [("canary", r.canary_value), ("baseline", r.baseline_value)] {
-                if let Some(v) = v.filter(|v| v.is_finite()) {
-                    let mut l = labels.clone();
-                    l.push(side.into());
-                    value_lines.push((l, v));
-                }
-            }
-        }
-    });
-    let families: [Family; 4] = [
-        (
-            "deploywatch_deploy_verdict",
-            "Verdict of a deploy: 0 pending, 1 pass, 2 warn, 3 pause, 4 rollback.",
-            &["service", "version", "baseline_version", "deploy_id"],
-            deploy_lines,
-        ),
-        (
-            "deploywatch_rule_verdict",
-            "Verdict of one rule for a deploy: 0 pending, 1 pass, 2 warn, 3 pause, 4 rollback.",
-            &["service", "version", "rule"],
-            rule_lines,
-        ),
-        (
-            "deploywatch_rule_value",
-            "The statistic a rule compares, for the new version (canary) and the baseline.",
-            &["service", "version", "rule", "side"],
-            value_lines,
-        ),
-        (
-            "deploywatch_deploy_started_timestamp_seconds",
-            "Event time a deploy started, for Grafana annotations.",
-            &["service", "version", "commit"],
-            started,
-        ),
-    ];
-    for (name, help, names, lines) in families {
-        e.family(name, "gauge", help);
-        for (values, v) in lines {
-            let labels: Vec<(&str, &str)> = names
-                .iter()
-                .copied()
-                .zip(values.iter().map(String::as_str))
-                .collect();
-            e.sample(name, &labels, v);
-        }
     }
 }

@@ -191,7 +191,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         "Finished deploys in the deploy history (within storage.history_retention).",
         counts.history as f64,
     );
-    deploys::encode_metrics(&app, &mut e);
+    export::deploys::encode(&app.deploys, &app.alerts.firing(), &mut e);
     let start = app
         .started_at
         .duration_since(std::time::UNIX_EPOCH)

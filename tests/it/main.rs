@@ -33,9 +33,13 @@ mod prometheus_e2e;
 /// canary rolled back, a clean one left alone.
 mod real_stack;
 mod reload;
+/// Issue 16: a real Prometheus scrapes deploywatch; the dashboard's queries keep the deploy's labels.
+mod selfscrape;
 /// Several concurrent senders (Prometheus' queue shards) into one judged service.
 mod senders;
 mod sharding;
+/// Issue 16: one deploywatch per --storage.path.
+mod storage_lock;
 
 /// False alarms over many seeded clean canaries.
 mod calibration;
