@@ -25,10 +25,11 @@ pub const EXIT_TIMEOUT: i32 = 5;
 /// start, since every rule with data first warms up on each new instance, then observes
 /// (latency 3m + 3m, CPU and memory 2m + 4m, traffic share 1m + 5m, errors 30s + 4m). On
 /// clean deploys (docs/detection.md): typically 6-8 minutes at 5 requests/s per pod or
-/// more, about 7 at 1-5 requests/s, 11 or more below 1 request/s (each side must first see
-/// 200 requests), and never for a rollout that met a blip of errors (it stays at warn). The
-/// default --timeout of 15m covers moderate traffic; raise it for quiet services. A
-/// regression is found sooner: a rollback can come within a minute or two.
+/// more, about 7 at 1-5 requests/s; below 1 request/s 11 or more, and often none within 20
+/// minutes (each side must first see 200 requests); never for a rollout that met a blip of
+/// errors (it stays at warn). The default --timeout of 15m covers moderate traffic; raise
+/// it for quiet services. A regression is found sooner: a rollback can come within a
+/// minute or two.
 ///
 /// Registering the same service and version again (a retried step) is the same deploy: the
 /// same id, nothing recorded twice.
