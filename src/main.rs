@@ -24,8 +24,7 @@ struct Cli {
 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
-    /// Register a deploy with a running deploywatch and wait for its verdict (for CI/CD
-    /// pipelines). Exit codes: 0 pass, 3 pause, 4 rollback, 5 timeout, 2 unreachable or refused.
+    // Its help (what it does, exit codes, how long a pass takes) is `DeployArgs`' own.
     Deploy(deploywatch::cli::deploy::DeployArgs),
     /// See it work: plays a story (a clean canary, then a bad one caught, explained and
     /// rolled back) into a deploywatch on its defaults, with its web page. Try this first.

@@ -141,6 +141,22 @@ impl DeploySource for crate::app::App {
     }
 }
 
+/// Whether the deploy's timeline already says this alert fires (its last alert event is
+/// the same `alert_firing`): after a restart the alert lifecycle starts empty, and the
+/// alerts the restored deploys want are sent again without being logged or recorded anew.
+fn already_firing(deploys: &[DeployJson], deploy_id: &str, detail: &str) -> bool {
+    deploys
+        .iter()
+        .find(|d| d.id == deploy_id)
+        .and_then(|d| {
+            d.timeline
+                .iter()
+                .rev()
+                .find(|e| e.event == "alert_firing" || e.event == "alert_resolved")
+        })
+        .is_some_and(|e| e.event == "alert_firing" && e.detail == detail)
+}
+
 /// Wall-clock Unix milliseconds; replaceable so that tests can run on paused time.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
@@ -276,6 +292,11 @@ impl AlertService {
             t.enqueue(&step.send);
         }
         for e in step.events {
+            if e.event == "alert_firing" && already_firing(&deploys, &e.deploy_id, &e.detail) {
+                // Restored after a restart: sent again, but not news.
+                tracing::debug!(deploy_id = %e.deploy_id, "Alert DeployRegression is still firing after a restart; sending it again.");
+                continue;
+            }
             if e.event == "alert_firing" {
                 tracing::info!(deploy_id = %e.deploy_id, severity = %e.labels["severity"], action = %e.labels["action"], service = %e.labels["service"], "Alert DeployRegression is firing.");
             } else {

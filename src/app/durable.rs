@@ -161,7 +161,10 @@ impl App {
         let held: u64 = series.iter().map(|(_, r)| r.len() as u64).sum();
         let (plan, invalid) = self.plan(&series);
         out.skipped_series = invalid;
+        // What the judge finds again in the replay was logged when it happened.
+        self.deploys.set_replaying(true);
         out.samples = self.replay(plan, entries);
+        self.deploys.set_replaying(false);
         out.skipped_samples = held.saturating_sub(out.samples);
         if out.skipped_samples > 0 {
             tracing::warn!(

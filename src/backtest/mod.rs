@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::config::{parse_duration, Config};
+use crate::deploy::tracker::Undeployed;
 use crate::deploy::DeployJson;
 use crate::rules::RuleSet;
 use replay::{Chunk, Replay};
@@ -104,9 +105,16 @@ pub enum Format {
     Json,
 }
 
+/// History read before `--from`: a scrape interval of up to a minute, so that every
+/// version serving at `--from` shows there, and a version that starts serving at any time
+/// after `--from` is judged as a deploy (docs/backtest.md, "Start early enough").
+pub const LEAD_IN_MS: i64 = 60_000;
+
 /// What a backtest found, and what it cost.
 pub struct Outcome {
     pub deploys: Vec<DeployJson>,
+    /// The versions in the history that are not deploys (under the first rule set), and why.
+    pub not_deployed: Vec<Undeployed>,
     /// Under --compare-rules, if given.
     pub compared: Option<Vec<DeployJson>>,
     pub stats: Stats,
@@ -207,11 +215,19 @@ pub async fn backtest(args: &BacktestArgs) -> Result<Outcome, BacktestError> {
         Some(load_rules(&args.compare_rules).map_err(|e| BacktestError::Usage(e.to_string()))?)
     };
 
+    // Versions serving at `--from` must show in the history read, however their scrapes
+    // fall: the lead-in before it is read and replayed too.
+    let from = args.from;
     // The replay runs on its own thread while the next chunk is read.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(1);
     let replayer = std::thread::spawn(move || -> Result<_, BacktestError> {
-        let mut first = Replay::new(&config, rules, window);
-        let mut second = compare.map(|r| Replay::new(&config, r, window));
+        let judge = |rules| {
+            let mut r = Replay::new(&config, rules, window);
+            r.judge_from(from);
+            r
+        };
+        let mut first = judge(rules);
+        let mut second = compare.map(judge);
         let mut busy = Duration::ZERO;
         while let Some(chunk) = rx.blocking_recv() {
             let t = Instant::now();
@@ -228,13 +244,18 @@ pub async fn backtest(args: &BacktestArgs) -> Result<Outcome, BacktestError> {
             busy,
             thread_cpu(),
         );
-        Ok((first.deploys(), second.map(|s| s.deploys()), stats))
+        Ok((
+            first.deploys(),
+            first.not_deployed(),
+            second.map(|s| s.deploys()),
+            stats,
+        ))
     });
 
     let reader = read::RemoteRead::new(&url, args.read_timeout);
     let mut stats = Stats::default();
     let mut read_error = None;
-    let mut start = args.from;
+    let mut start = args.from.saturating_sub(LEAD_IN_MS);
     while start <= args.to {
         let end = ((start.div_euclid(chunk_ms) + 1) * chunk_ms).min(args.to + 1);
         let t = Instant::now();
@@ -262,7 +283,7 @@ pub async fn backtest(args: &BacktestArgs) -> Result<Outcome, BacktestError> {
     if let Some(e) = read_error {
         return Err(e);
     }
-    let (deploys, compared, (samples, pushes, dropped, busy, replay_cpu)) = replayed?;
+    let (deploys, not_deployed, compared, (samples, pushes, dropped, busy, replay_cpu)) = replayed?;
     stats.replay_cpu = replay_cpu;
     stats.samples = samples;
     stats.pushes = pushes;
@@ -271,6 +292,7 @@ pub async fn backtest(args: &BacktestArgs) -> Result<Outcome, BacktestError> {
     stats.wall = started.elapsed();
     Ok(Outcome {
         deploys,
+        not_deployed,
         compared,
         stats,
     })

@@ -1,10 +1,12 @@
 //! Printing: the deploys a backtest found (and, with a second rule set, the difference) in;
-//! a table for people or JSON (`{"deploys": [DEPLOY...], "comparison": {...}}`) out.
+//! a table for people or JSON (`{"deploys": [DEPLOY...], "not_deployed": [...],
+//! "comparison": {...}}`) out, with every version that was not judged as a deploy and why.
 
 use serde::Serialize;
 use serde_json::json;
 
 use super::{BacktestArgs, Outcome, Stats};
+use crate::deploy::tracker::{NotDeployed, Undeployed};
 use crate::deploy::{DeployJson, Scope, Verdict};
 use crate::logging::rfc3339_ms;
 
@@ -163,9 +165,9 @@ pub fn compare(before: &[DeployJson], after: &[DeployJson]) -> Comparison {
     c
 }
 
-/// `{"deploys": [...]}`, plus `"comparison"` (with the compared rules' deploys) if asked.
+/// `{"deploys": [...], "not_deployed": [...]}`, plus `"comparison"` (with the compared rules' deploys) if asked.
 pub fn json(o: &Outcome, args: &BacktestArgs) -> String {
-    let mut v = json!({ "deploys": o.deploys });
+    let mut v = json!({ "deploys": o.deploys, "not_deployed": o.not_deployed });
     if let Some(after) = &o.compared {
         let mut c = serde_json::to_value(compare(&o.deploys, after)).expect("serialisable");
         c["rules"] = json!(files(&args.rules));
@@ -186,6 +188,7 @@ fn files(f: &[std::path::PathBuf]) -> Vec<String> {
 /// One row per deploy, oldest first, then the comparison if any.
 pub fn table(o: &Outcome, args: &BacktestArgs) -> String {
     let mut out = deploy_table(&o.deploys);
+    out += &not_deployed_lines(&o.not_deployed);
     if let Some(after) = &o.compared {
         let c = compare(&o.deploys, after);
         let (b, a) = (
@@ -236,6 +239,41 @@ pub fn table(o: &Outcome, args: &BacktestArgs) -> String {
         }
     }
     out.trim_end().to_string()
+}
+
+/// Every version in the history that was not judged as a deploy, one line each with why.
+pub fn not_deployed_lines(list: &[Undeployed]) -> String {
+    if list.is_empty() {
+        return String::new();
+    }
+    let mut out = match list.len() {
+        1 => "1 version not judged as a deploy:\n".to_string(),
+        n => format!("{n} versions not judged as deploys:\n"),
+    };
+    for u in list {
+        let why = match &u.why {
+            NotDeployed::RunningBefore { serving_since, .. } => format!(
+                "serving since {}, at or before --from: running before the range",
+                rfc3339_ms(*serving_since)
+            ),
+            NotDeployed::WithinGrace {
+                serving_since,
+                first_sample,
+                grace_ms,
+            } => format!(
+                "serving since {}, within {} of the service's first sample ({}, after --from: \
+                 nothing of the service before it): taken as running when its history begins",
+                rfc3339_ms(*serving_since),
+                secs(*grace_ms),
+                rfc3339_ms(*first_sample)
+            ),
+            NotDeployed::NotServing => {
+                "on no series the rules select (it does not serve requests the rules judge)".into()
+            }
+        };
+        out += &format!("  {} {}: {why}\n", u.service, u.version);
+    }
+    out
 }
 
 fn secs(ms: i64) -> String {

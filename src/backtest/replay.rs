@@ -8,7 +8,7 @@ use prost::Message;
 
 use super::BacktestError;
 use crate::config::Config;
-use crate::deploy::tracker::Deploys;
+use crate::deploy::tracker::{Deploys, Undeployed};
 use crate::deploy::DeployJson;
 use crate::ingest::{Batch, DecodeLimits, Sample};
 use crate::proto::prometheus::TimeSeries;
@@ -203,6 +203,17 @@ impl Replay {
         self.pushes += 1;
         self.dropped += outcome.duplicates + outcome.out_of_order + outcome.samples_over_limit;
         Ok(())
+    }
+
+    /// Versions serving at or before `from` (event time) were running before the range:
+    /// not deploys. Any version that starts serving after it is one.
+    pub fn judge_from(&mut self, from: i64) {
+        self.deploys.set_running_until(from);
+    }
+
+    /// The versions in the history that are not deploys, and why.
+    pub fn not_deployed(&self) -> Vec<Undeployed> {
+        self.deploys.not_deployed(&self.store)
     }
 
     /// Every deploy found, newest first, as the contract's DEPLOY JSON.

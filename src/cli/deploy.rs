@@ -18,10 +18,21 @@ pub const EXIT_PAUSE: i32 = 3;
 pub const EXIT_ROLLBACK: i32 = 4;
 pub const EXIT_TIMEOUT: i32 = 5;
 
-/// Registers a deploy with a running deploywatch and waits for its verdict.
+/// Register a deploy with a running deploywatch and wait for its verdict (for CI/CD
+/// pipelines). Exit codes: 0 pass, 3 pause, 4 rollback, 5 timeout, 2 unreachable or refused.
 ///
-/// Exit codes: 0 pass, 3 pause, 4 rollback, 5 timeout, 2 deploywatch unreachable or the
-/// deploy refused.
+/// How long a pass takes: under the default rules, at least 6 minutes from the deploy's
+/// start, since every rule with data first warms up on each new instance, then observes
+/// (latency 3m + 3m, CPU and memory 2m + 4m, traffic share 1m + 5m, errors 30s + 4m). On
+/// clean deploys (docs/detection.md): typically 6-8 minutes at 5 requests/s per pod or
+/// more, about 7 at 1-5 requests/s; below 1 request/s 11 or more, and often none within 20
+/// minutes (each side must first see 200 requests); never for a rollout that met a blip of
+/// errors (it stays at warn). The default --timeout of 15m covers moderate traffic; raise
+/// it for quiet services. A regression is found sooner: a rollback can come within a
+/// minute or two.
+///
+/// Registering the same service and version again (a retried step) is the same deploy: the
+/// same id, nothing recorded twice.
 #[derive(Debug, clap::Args)]
 pub struct DeployArgs {
     /// Base URL of the running deploywatch.
@@ -52,12 +63,30 @@ pub struct DeployArgs {
     /// from the commit subjects).
     #[arg(long = "changes-from", value_name = "REF1..REF2")]
     pub changes_from: Option<String>,
-    /// Give up waiting after this long (exit 5).
-    #[arg(long, default_value = "15m", value_parser = parse_duration)]
+    /// Give up waiting after this long (exit 5). A pass takes at least 6 minutes under the
+    /// default rules, 6-8 at moderate traffic: keep this well above that.
+    #[arg(long, default_value = DEFAULT_TIMEOUT, value_parser = parse_duration)]
     pub timeout: Duration,
     /// How often to ask for the verdict.
     #[arg(long = "poll-interval", default_value = "5s", value_parser = parse_duration)]
     pub poll_interval: Duration,
+}
+
+/// The default `--timeout`: room for a clean deploy at moderate traffic to pass (twice
+/// the least time a pass takes under the default rules, and the p90 measured at 1-5
+/// requests/s per pod with room to spare).
+pub const DEFAULT_TIMEOUT: &str = "15m";
+
+/// The least time a deploy takes to pass under `rules` (each rule that holds a pass back
+/// warms up, then observes), for a service whose series every such rule selects.
+pub fn min_pass_time(rules: &crate::rules::RuleSet) -> Duration {
+    rules
+        .rules
+        .iter()
+        .filter(|r| !r.slow())
+        .map(|r| r.warmup + r.observe)
+        .max()
+        .unwrap_or_default()
 }
 
 /// Runs the subcommand; returns the exit code.
@@ -73,9 +102,25 @@ pub async fn run(args: DeployArgs) -> i32 {
 
 async fn run_inner(a: &DeployArgs) -> Result<i32, String> {
     let base = a.url.trim_end_matches('/');
+    let least = min_pass_time(&crate::rules::RuleSet::embedded());
+    if a.timeout < least {
+        eprintln!(
+            "deploywatch deploy: --timeout {} is shorter than the {} a pass takes at the least under the default rules: unless a regression is found first, this step ends in a timeout (exit 5)",
+            crate::config::format_duration(a.timeout),
+            crate::config::format_duration(least)
+        );
+    }
     let client = HttpClient::new(Duration::from_secs(10));
     let changes = match &a.changes_from {
-        Some(range) => changes_from_git(range, Path::new("."))?,
+        Some(range) => {
+            if range
+                .split_once("..")
+                .is_some_and(|(a, _)| is_null_commit(a))
+            {
+                eprintln!("deploywatch deploy: --changes-from {range}: no commit before (a first push); the changes are the deployed commit's");
+            }
+            changes_from_git(range, Path::new("."))?
+        }
         None => Vec::new(),
     };
     let mut body = json!({"service": a.service, "version": a.version, "changes": changes});
@@ -101,13 +146,30 @@ async fn run_inner(a: &DeployArgs) -> Result<i32, String> {
             res.text()
         ));
     }
-    let id = serde_json::from_slice::<Value>(&res.body)
-        .ok()
-        .and_then(|v| v["id"].as_str().map(str::to_string))
+    let answer = serde_json::from_slice::<Value>(&res.body).unwrap_or_default();
+    let id = answer["id"]
+        .as_str()
+        .map(str::to_string)
         .ok_or_else(|| format!("unexpected answer: {}", res.text()))?;
+    if res.status == 201 {
+        println!(
+            "deploywatch: registered {} {} as {id}",
+            a.service, a.version
+        );
+    } else {
+        // A repeat: the deploy was registered before (a retried step); same deploy.
+        println!(
+            "deploywatch: {} {} was registered already as {id}; waiting for its verdict",
+            a.service, a.version
+        );
+    }
+    for note in answer["ignored"].as_array().into_iter().flatten() {
+        println!("deploywatch: ignored {}", note.as_str().unwrap_or_default());
+    }
     println!(
-        "deploywatch: registered {} {} as {id}",
-        a.service, a.version
+        "deploywatch: waiting up to {} (a pass takes at least {} under the default rules)",
+        crate::config::format_duration(a.timeout),
+        crate::config::format_duration(least)
     );
 
     let started = Instant::now();
@@ -216,7 +278,18 @@ pub fn changes_from_git(range: &str, repo: &Path) -> Result<Vec<Value>, String> 
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
-    let log = git(&["log", "--format=%H%x09%s", &format!("{from}..{to}")])?;
+    // A first push has no "before": GitHub's `github.event.before` and GitLab's
+    // `CI_COMMIT_BEFORE_SHA` are all zeros. Then the change is the deployed commit itself.
+    let first_push = is_null_commit(from);
+    let log = if first_push {
+        git(&["log", "-1", "--format=%H%x09%s", to])?
+    } else {
+        git(&["log", "--format=%H%x09%s", &format!("{from}..{to}")]).map_err(|e| {
+            format!(
+                "{e} (a shallow clone lacks older commits: fetch the history, e.g. fetch-depth: 0)"
+            )
+        })?
+    };
     let mut changes = Vec::new();
     for line in log.lines() {
         let Some((sha, subject)) = line.split_once('\t') else {
@@ -233,7 +306,7 @@ pub fn changes_from_git(range: &str, repo: &Path) -> Result<Vec<Value>, String> 
         }));
     }
     // Files changed overall, in case the range holds merges whose diff-tree is empty.
-    if changes.is_empty() {
+    if changes.is_empty() && !first_push {
         let files: Vec<String> = git(&["diff", "--name-only", from, to])?
             .lines()
             .map(str::to_string)
@@ -243,6 +316,11 @@ pub fn changes_from_git(range: &str, repo: &Path) -> Result<Vec<Value>, String> 
         }
     }
     Ok(changes)
+}
+
+/// Whether a ref is the all-zeros commit id CI systems give as the "before" of a first push.
+pub fn is_null_commit(r: &str) -> bool {
+    r.len() >= 7 && r.bytes().all(|b| b == b'0')
 }
 
 /// The most specific directory most of the files share (`src/cache/pool.rs` → `cache`).
@@ -276,6 +354,20 @@ mod tests {
         );
         assert_eq!(component_of(&["README.md".into()]), "");
         assert_eq!(component_of(&["web/app.js".into()]), "web");
+    }
+
+    /// Issue 16: the help states the least time a pass takes under the default rules, and
+    /// the default timeout leaves room for it.
+    #[test]
+    fn issue_16_the_stated_least_pass_time_is_the_default_rules() {
+        let least = min_pass_time(&crate::rules::RuleSet::embedded());
+        assert_eq!(
+            least,
+            Duration::from_secs(6 * 60),
+            "update --help and the README"
+        );
+        let timeout = parse_duration(DEFAULT_TIMEOUT).unwrap();
+        assert!(timeout >= 2 * least, "{timeout:?}");
     }
 
     #[test]

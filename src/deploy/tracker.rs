@@ -34,6 +34,11 @@ pub struct Settings {
     /// Versions first seen within this time of a service's first sample were already
     /// running when deploywatch started: not deploys.
     pub detect_grace_ms: i64,
+    /// Versions serving at or before this event time were running before the judged range
+    /// began (a backtest's `--from`, with history read from before it), for a service that
+    /// reported by then; a service that first reports later gets the grace above. `None`
+    /// (a live deploywatch): the grace alone.
+    pub running_until: Option<i64>,
     /// A version with no sample for this long has stopped serving.
     pub stale_after_ms: i64,
     /// A deploy is observed for this long, then done.
@@ -59,6 +64,7 @@ impl Default for Settings {
         Settings {
             baseline_window_ms: 30 * 60_000,
             detect_grace_ms: 60_000,
+            running_until: None,
             stale_after_ms: 60_000,
             max_observation_ms: 60 * 60_000,
             service_label: "job".into(),
@@ -255,6 +261,9 @@ struct ServiceTrack {
     scanned: u64,
     /// A version started serving and detection has not looked at it yet.
     started_serving: bool,
+    /// Versions that serve but were running before deploywatch saw the service (or before
+    /// the backtested range): not deploys. With why.
+    running_before: Vec<(VersionId, NotDeployed)>,
     /// Deploys being judged (or watched for recovery).
     active: Vec<Arc<Mutex<DeployState>>>,
     /// The newest finished deploy, whole: its page's charts and the derived metrics of the
@@ -322,6 +331,74 @@ pub struct Counts {
     pub history: usize,
 }
 
+/// Why a version the data shows is not a deploy ([`Deploys::not_deployed`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum NotDeployed {
+    /// It served at or before `until` ([`Settings::running_until`]): running before the
+    /// judged range.
+    RunningBefore { serving_since: i64, until: i64 },
+    /// It served within the detection grace of the service's first sample: running when
+    /// deploywatch first saw the service.
+    WithinGrace {
+        serving_since: i64,
+        first_sample: i64,
+        grace_ms: i64,
+    },
+    /// It is on no series a rule selects (a sidecar's or a batch job's label): it does not
+    /// serve, so it is no deploy.
+    NotServing,
+}
+
+/// A version of a service that is not (yet) a deploy, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Undeployed {
+    pub service: String,
+    pub version: String,
+    /// Its first sample on any series.
+    pub first_seen: Option<i64>,
+    #[serde(flatten)]
+    pub why: NotDeployed,
+}
+
+/// What a registration did ([`Deploys::register`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registered {
+    pub id: String,
+    pub outcome: RegisterOutcome,
+    /// Fields of a repeated registration that a running deploy does not take (how it is
+    /// judged was fixed when it started), one line each: what was asked and what holds.
+    pub ignored: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegisterOutcome {
+    /// A new deploy.
+    Created,
+    /// A deploy detected in the data, registered now: the registration's metadata joined it.
+    Adopted,
+    /// Registered before; this registration brought a new commit, author, url or changes.
+    Updated,
+    /// Registered before with the same metadata (a retried pipeline step): nothing changed.
+    Unchanged,
+}
+
+impl RegisterOutcome {
+    /// Whether the registration made the deploy known through the API just now (`201`),
+    /// rather than repeated an earlier one (`200`).
+    pub fn is_new(self) -> bool {
+        matches!(self, RegisterOutcome::Created | RegisterOutcome::Adopted)
+    }
+}
+
+fn strategy_name(s: Strategy) -> &'static str {
+    match s {
+        Strategy::Canary => "canary",
+        Strategy::Rolling => "rolling",
+        Strategy::BlueGreen => "blue-green",
+    }
+}
+
 /// All deploys, and the judging of the running ones.
 pub struct Deploys {
     settings: Settings,
@@ -339,6 +416,10 @@ pub struct Deploys {
     history: RwLock<Arc<History>>,
     /// Where API registrations are made durable before they are answered.
     journal: std::sync::OnceLock<super::journal::Journal>,
+    /// Samples of an earlier run are being replayed (a restart's restore): what the judge
+    /// finds again (deploys detected, verdicts, rollbacks) was logged when it happened and
+    /// is not logged again as new.
+    replaying: std::sync::atomic::AtomicBool,
 }
 
 impl Deploys {
@@ -353,7 +434,26 @@ impl Deploys {
             external_url,
             history: RwLock::new(Arc::new(History::in_memory(None))),
             journal: std::sync::OnceLock::new(),
+            replaying: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Versions serving at or before `t` (event time) are not deploys: a backtest's
+    /// `--from` ([`Settings::running_until`]).
+    pub fn set_running_until(&mut self, t: i64) {
+        self.settings.running_until = Some(t);
+    }
+
+    /// While `on`, the judge's findings are not logged: they replay an earlier run's
+    /// (`App::restore`), whose log said them when they happened.
+    pub fn set_replaying(&self, on: bool) {
+        self.replaying
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether what the judge finds now is news (not a replay), to be logged.
+    fn news(&self) -> bool {
+        !self.replaying.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn history(&self) -> Arc<History> {
@@ -705,8 +805,25 @@ impl Deploys {
             if tr.active.iter().any(|d| d.lock().version == *name) {
                 continue; // registered through the API before it reported
             }
-            if seen - first_seen <= self.settings.detect_grace_ms {
-                continue; // running before deploywatch saw the service
+            // Running before deploywatch saw the service (or before a backtest's range).
+            let why = match self.settings.running_until {
+                Some(until) if first_seen <= until => {
+                    (seen <= until).then_some(NotDeployed::RunningBefore {
+                        serving_since: seen,
+                        until,
+                    })
+                }
+                _ => (seen - first_seen <= self.settings.detect_grace_ms).then_some(
+                    NotDeployed::WithinGrace {
+                        serving_since: seen,
+                        first_sample: first_seen,
+                        grace_ms: self.settings.detect_grace_ms,
+                    },
+                ),
+            };
+            if let Some(why) = why {
+                tr.running_before.push((v.id, why));
+                continue;
             }
             let baseline = Self::baseline_of(tr, &versions, name);
             let serving = baseline
@@ -728,7 +845,9 @@ impl Deploys {
                 changes: Vec::new(),
             };
             let d = self.create(reg, Source::Detected, seen, tr);
-            tracing::info!(deploy_id = %d.lock().id, service = %svc.name, version = %name, "Detected a deploy.");
+            if self.news() {
+                tracing::info!(deploy_id = %d.lock().id, service = %svc.name, version = %name, "Detected a deploy.");
+            }
         }
     }
 
@@ -827,14 +946,16 @@ impl Deploys {
         d
     }
 
-    /// Registers a deploy from CI/CD. The same service and version already running (seen in
-    /// the data or registered) is the same deploy: its metadata is completed.
+    /// Registers a deploy from CI/CD. The same service and version already being judged
+    /// (seen in the data or registered) is the same deploy: a first registration completes
+    /// a detected deploy's metadata, and a repeat (a retried pipeline step) changes nothing
+    /// unless it brings new metadata (README, "From a pipeline").
     /// The registration is in the journal (synced) before anything changes, so a deploy
     /// this returns an id for survives a crash.
-    pub fn register(&self, store: &Store, reg: Registration) -> Result<String, DeployError> {
-        let id = self.register_with(store, reg, true)?;
-        self.publish_held(&id);
-        Ok(id)
+    pub fn register(&self, store: &Store, reg: Registration) -> Result<Registered, DeployError> {
+        let r = self.register_with(store, reg, true)?;
+        self.publish_held(&r.id);
+        Ok(r)
     }
 
     /// Applies a registration read back from the journal (a replay after a restart).
@@ -843,7 +964,7 @@ impl Deploys {
             return; // finished: in the history
         }
         match self.register_with(store, entry.registration, false) {
-            Ok(id) => self.publish_held(&id),
+            Ok(r) => self.publish_held(&r.id),
             Err(error) => {
                 tracing::warn!(deploy_id = %entry.id, %error, "Cannot replay a registration.")
             }
@@ -867,7 +988,7 @@ impl Deploys {
         store: &Store,
         reg: Registration,
         journal: bool,
-    ) -> Result<String, DeployError> {
+    ) -> Result<Registered, DeployError> {
         let svc = store.service(&reg.service);
         let track = self.track(&reg.service);
         let mut tr = track.lock();
@@ -876,39 +997,15 @@ impl Deploys {
             // Which versions serve, up to now: the baseline is one of them.
             self.scan_serving(s, &mut tr);
         }
-        if let Some(d) = tr.active.iter().find(|d| d.lock().version == reg.version) {
+        // The deploy of this version being judged; a rolled-back one (watched for recovery)
+        // is over: registering its version again is a new deploy.
+        let running = tr.active.iter().find(|d| {
+            let d = d.lock();
+            d.version == reg.version && d.rollback_observed_at.is_none()
+        });
+        if let Some(d) = running {
             let mut guard = d.lock();
-            let d = &mut *guard;
-            if journal {
-                // Replayed, it must find or make this very deploy: same start, same id.
-                let resolved = Registration {
-                    at: Some(d.started_at),
-                    baseline_version: d.baseline_version.clone(),
-                    strategy: Some(d.strategy),
-                    ..reg.clone()
-                };
-                self.journal(&d.id, newest.unwrap_or(d.started_at), &resolved)?;
-            }
-            d.source = Source::Api;
-            for (slot, v) in [
-                (&mut d.commit, reg.commit),
-                (&mut d.author, reg.author),
-                (&mut d.url, reg.url),
-            ] {
-                if !v.is_empty() {
-                    *slot = v;
-                }
-            }
-            if !reg.changes.is_empty() {
-                d.changes = reg.changes;
-            }
-            let at = d.started_at.max(
-                svc.as_ref()
-                    .and_then(|s| s.newest())
-                    .unwrap_or(d.started_at),
-            );
-            d.event(at, "registered", "registered through the API".into());
-            return Ok(d.id.clone());
+            return self.register_again(&mut guard, reg, newest, journal);
         }
         let now = svc
             .as_ref()
@@ -952,7 +1049,113 @@ impl Deploys {
         let id = d.lock().id.clone();
         // The deploys it superseded are finished now, even if the service never reports.
         self.settle(&mut tr);
-        Ok(id)
+        Ok(Registered {
+            id,
+            outcome: RegisterOutcome::Created,
+            ignored: Vec::new(),
+        })
+    }
+
+    /// A registration of the version a running deploy judges: the first one (of a detected
+    /// deploy) completes its metadata; a repeat changes what it brings that differs
+    /// (commit, author, url, changes: non-empty values replace) and nothing else. How the
+    /// deploy is judged (baseline, strategy, start) was fixed when it started: a
+    /// registration that says otherwise is answered with what it ignored. Only a
+    /// registration that changes something is journaled and leaves a timeline event.
+    fn register_again(
+        &self,
+        d: &mut DeployState,
+        reg: Registration,
+        newest: Option<i64>,
+        journal: bool,
+    ) -> Result<Registered, DeployError> {
+        let first = d.source != Source::Api;
+        let mut ignored = Vec::new();
+        if let Some(b) = reg.baseline_version.as_deref() {
+            if d.baseline_version.as_deref() != Some(b) {
+                ignored.push(format!(
+                    "baseline_version {b:?}: the deploy is judged against {}",
+                    d.baseline_version
+                        .as_deref()
+                        .map_or_else(|| "the service before it".to_string(), |v| format!("{v:?}"))
+                ));
+            }
+        }
+        if let Some(s) = reg.strategy {
+            if s != d.strategy {
+                ignored.push(format!(
+                    "strategy {}: the deploy is judged as {} since it started",
+                    strategy_name(s),
+                    strategy_name(d.strategy)
+                ));
+            }
+        }
+        if let Some(at) = reg.at {
+            if at != d.started_at {
+                ignored.push(format!(
+                    "at {at}: the deploy started at {} ({})",
+                    d.started_at,
+                    crate::logging::rfc3339_ms(d.started_at)
+                ));
+            }
+        }
+        let mut changed = Vec::new();
+        for (name, slot, v) in [
+            ("commit", &d.commit, &reg.commit),
+            ("author", &d.author, &reg.author),
+            ("url", &d.url, &reg.url),
+        ] {
+            if !v.is_empty() && slot != v {
+                changed.push(name);
+            }
+        }
+        if !reg.changes.is_empty() && reg.changes != d.changes {
+            changed.push("changes");
+        }
+        if !first && changed.is_empty() {
+            return Ok(Registered {
+                id: d.id.clone(),
+                outcome: RegisterOutcome::Unchanged,
+                ignored,
+            });
+        }
+        if journal {
+            // Replayed, it must find or make this very deploy: same start, same id.
+            let resolved = Registration {
+                at: Some(d.started_at),
+                baseline_version: d.baseline_version.clone(),
+                strategy: Some(d.strategy),
+                ..reg.clone()
+            };
+            self.journal(&d.id, newest.unwrap_or(d.started_at), &resolved)?;
+        }
+        d.source = Source::Api;
+        for (slot, v) in [
+            (&mut d.commit, reg.commit),
+            (&mut d.author, reg.author),
+            (&mut d.url, reg.url),
+        ] {
+            if !v.is_empty() {
+                *slot = v;
+            }
+        }
+        if !reg.changes.is_empty() {
+            d.changes = reg.changes;
+        }
+        let at = d.started_at.max(newest.unwrap_or(d.started_at));
+        let outcome = if first {
+            d.event(at, "registered", "registered through the API".into());
+            RegisterOutcome::Adopted
+        } else {
+            let detail = format!("registered again with a new {}", changed.join(", "));
+            d.event(at, "registration_updated", detail);
+            RegisterOutcome::Updated
+        };
+        Ok(Registered {
+            id: d.id.clone(),
+            outcome,
+            ignored,
+        })
     }
 
     /// Advances a deploy through every step that ended by `now`.
@@ -1135,7 +1338,9 @@ impl Deploys {
                 }
                 None => "every rule with data passed".into(),
             };
-            tracing::info!(deploy_id = %d.id, verdict = %candidate, rule = rule.as_deref().unwrap_or(""), "Verdict changed.");
+            if self.news() {
+                tracing::info!(deploy_id = %d.id, verdict = %candidate, rule = rule.as_deref().unwrap_or(""), "Verdict changed.");
+            }
             d.timeline.push(Event {
                 at: t,
                 event: "verdict_changed".into(),
@@ -1179,7 +1384,9 @@ impl Deploys {
             d.version,
             crate::logging::rfc3339_ms(new)
         );
-        tracing::info!(deploy_id = %d.id, "Rollback observed.");
+        if self.news() {
+            tracing::info!(deploy_id = %d.id, "Rollback observed.");
+        }
         d.event(t, "rollback_observed", detail);
         true
     }
@@ -1469,6 +1676,46 @@ impl Deploys {
 
     /// Every deploy, newest first, optionally of one service: those in memory as they are
     /// now, the finished ones from the history as they were stored.
+    /// Every version of every service the store holds that is not a deploy, with why:
+    /// running before the service (or the range) was first seen, or serving on no series
+    /// the rules select. For backtests, which say what they did not judge.
+    pub fn not_deployed(&self, store: &Store) -> Vec<Undeployed> {
+        let deployed: std::collections::HashSet<(String, String)> = self
+            .list(None)
+            .into_iter()
+            .map(|d| (d.service, d.version))
+            .collect();
+        let mut out = Vec::new();
+        for svc in store.services() {
+            let track = self.services.read().get(&*svc.name).cloned();
+            for v in svc.versions() {
+                if v.name.is_empty()
+                    || deployed.contains(&(svc.name.to_string(), v.name.to_string()))
+                {
+                    continue;
+                }
+                let why = track
+                    .as_ref()
+                    .and_then(|t| {
+                        let t = t.lock();
+                        t.running_before
+                            .iter()
+                            .find(|(id, _)| *id == v.id)
+                            .map(|(_, why)| why.clone())
+                    })
+                    .unwrap_or(NotDeployed::NotServing);
+                out.push(Undeployed {
+                    service: svc.name.to_string(),
+                    version: v.name.to_string(),
+                    first_seen: v.first_seen(),
+                    why,
+                });
+            }
+        }
+        out.sort_by(|a, b| (&a.service, a.first_seen).cmp(&(&b.service, b.first_seen)));
+        out
+    }
+
     pub fn list(&self, service: Option<&str>) -> Vec<DeployJson> {
         let held: Vec<Arc<Mutex<DeployState>>> = self
             .live
@@ -2024,7 +2271,7 @@ mod tests {
             url: String::new(),
             changes: vec![],
         };
-        let id = deploys.register(&store, reg).unwrap();
+        let id = deploys.register(&store, reg).unwrap().id;
         let d = deploys.get(&id).unwrap();
         assert_eq!(d.baseline_version.as_deref(), Some("v1"));
         assert_eq!(d.strategy, Strategy::Canary);
@@ -2120,5 +2367,77 @@ mod tests {
             .expect("the gate waited for the deploy's lock");
         assert_eq!(verdict, Some(judging.verdict));
         drop(judging);
+    }
+
+    /// Issue 16: registering the same version again (a retried pipeline step) is the same
+    /// deploy: the same id, no second timeline event; new metadata is taken (one event),
+    /// a different baseline, strategy or start is ignored and said so.
+    #[test]
+    fn issue_16_registering_the_same_version_again_changes_nothing() {
+        let (store, deploys) = parts();
+        let mut t = T0;
+        for _ in 0..8 {
+            push(&store, &deploys, &[("cart", "v1")], t);
+            t += 15_000;
+        }
+        let reg = Registration {
+            service: "cart".into(),
+            version: "v2".into(),
+            baseline_version: None,
+            strategy: None,
+            at: None,
+            commit: "3f2c9e1".into(),
+            author: String::new(),
+            url: String::new(),
+            changes: vec![],
+        };
+        let first = deploys.register(&store, reg.clone()).unwrap();
+        assert_eq!(first.outcome, RegisterOutcome::Created);
+        let events = |id: &str| deploys.get(id).unwrap().timeline.len();
+        let n = events(&first.id);
+        push(&store, &deploys, &[("cart", "v1"), ("cart", "v2")], t);
+        let n_after_push = events(&first.id);
+        assert!(n_after_push >= n);
+        let again = deploys.register(&store, reg.clone()).unwrap();
+        assert_eq!(
+            again,
+            Registered {
+                id: first.id.clone(),
+                outcome: RegisterOutcome::Unchanged,
+                ignored: vec![]
+            }
+        );
+        assert_eq!(events(&first.id), n_after_push, "no event for a repeat");
+        // New metadata: taken, one event saying which.
+        let newer = Registration {
+            author: "ci".into(),
+            ..reg.clone()
+        };
+        let updated = deploys.register(&store, newer.clone()).unwrap();
+        assert_eq!(updated.outcome, RegisterOutcome::Updated);
+        let d = deploys.get(&first.id).unwrap();
+        assert_eq!((d.author.as_str(), d.commit.as_str()), ("ci", "3f2c9e1"));
+        let last = d.timeline.last().unwrap();
+        assert_eq!(last.event, "registration_updated");
+        assert!(last.detail.contains("author"), "{}", last.detail);
+        assert_eq!(
+            deploys.register(&store, newer).unwrap().outcome,
+            RegisterOutcome::Unchanged
+        );
+        // How it is judged stays; the answer says what was ignored.
+        let other = Registration {
+            strategy: Some(Strategy::BlueGreen),
+            baseline_version: Some("v0".into()),
+            ..reg
+        };
+        let r = deploys.register(&store, other).unwrap();
+        assert_eq!(r.outcome, RegisterOutcome::Unchanged);
+        assert_eq!(r.ignored.len(), 2, "{:?}", r.ignored);
+        assert!(r.ignored[0].contains("\"v1\""), "{:?}", r.ignored);
+        assert!(r.ignored[1].contains("canary"), "{:?}", r.ignored);
+        let d = deploys.get(&first.id).unwrap();
+        assert_eq!(d.strategy, Strategy::Canary);
+        assert_eq!(d.baseline_version.as_deref(), Some("v1"));
+        assert_eq!(deploys.list(Some("cart")).len(), 1);
     }
 }

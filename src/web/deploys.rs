@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use super::error::{body_error, ApiError};
 use super::params::Params;
 use crate::app::App;
+use crate::deploy::tracker::RegisterOutcome;
 use crate::deploy::{DeployError, DeployJson, DeployRequest};
 
 
@@ -58,10 +59,30 @@ pub async fn register(
     // The registration is synced to the journal before the 201: file I/O, on the blocking
     // pool rather than a runtime worker.
     let registering = app.clone();
-    let id =
+    let r =
         super::off_worker(move || registering.deploys.register(&registering.store, reg)).await?;
-    tracing::info!(deploy_id = %id, %service, %version, "Deploy registered.");
-    Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
+    // A repeat (a retried pipeline step) is answered with the same id, 200, and logged
+    // only when it changed something (README, "From a pipeline").
+    let id = &r.id;
+    let status = match r.outcome {
+        RegisterOutcome::Created | RegisterOutcome::Adopted => {
+            tracing::info!(deploy_id = %id, %service, %version, "Deploy registered.");
+            StatusCode::CREATED
+        }
+        RegisterOutcome::Updated => {
+            tracing::info!(deploy_id = %id, %service, %version, "Deploy registered again with new metadata.");
+            StatusCode::OK
+        }
+        RegisterOutcome::Unchanged => {
+            tracing::debug!(deploy_id = %id, %service, %version, "Deploy registered again; nothing changed.");
+            StatusCode::OK
+        }
+    };
+    let mut body = json!({ "id": id });
+    if !r.ignored.is_empty() {
+        body["ignored"] = json!(r.ignored);
+    }
+    Ok((status, Json(body)))
 }
 
 /// `GET /api/v1/deploys[?service=S]`.

@@ -273,6 +273,69 @@ fn backtest_finds_the_live_runs_deploys_verdicts_and_times_then_compares_rule_se
     assert!(table.contains("3 deploys: "), "{table}");
     println!("{table}");
 
+    // Issue 16: a range that starts 37 s before the deploys (within the detection grace of
+    // the first sample in range, which once skipped them silently). The history before
+    // `--from` says which versions were running; every version that started after it is
+    // judged, and the ones not judged are listed with why.
+    let late_from = format!("{:.3}", (T - 37 * SEC) as f64 / 1000.0);
+    let late = [
+        "--prometheus.url",
+        url.as_str(),
+        "--selector",
+        SELECTOR,
+        "--from",
+        late_from.as_str(),
+        "--to",
+        to.as_str(),
+    ];
+    let v = json_of(&backtest(&[&late[..], &["--format", "json"]].concat()));
+    let found: Vec<(String, String)> = by_service(&v["deploys"])
+        .into_iter()
+        .map(|(s, d)| (s, d["version"].as_str().unwrap_or("?").to_string()))
+        .collect();
+    assert_eq!(
+        found,
+        [("cart", "v2"), ("pay", "v2"), ("search", "v2")]
+            .map(|(s, v)| (s.to_string(), v.to_string())),
+        "{v:#}"
+    );
+    let cart = v["deploys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["service"] == "cart")
+        .unwrap();
+    assert_eq!(cart["verdict"], "rollback", "{cart:#}");
+    assert_eq!(cart["started_at"], live[0].1["started_at"]);
+    let not: Vec<(String, String, String)> = v["not_deployed"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no not_deployed in {v:#}"))
+        .iter()
+        .map(|u| {
+            (
+                u["service"].as_str().unwrap().to_string(),
+                u["version"].as_str().unwrap().to_string(),
+                u["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        not,
+        ["cart", "pay", "search"].map(|s| (
+            s.to_string(),
+            "v1".to_string(),
+            "running_before".to_string()
+        )),
+        "{v:#}"
+    );
+    let out = backtest(&late);
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        table.contains("3 versions not judged as deploys:\n  cart v1: serving since ")
+            && table.contains("at or before --from: running before the range"),
+        "{table}"
+    );
+
     // Two rule sets on the same history: the strict error thresholds flag the ×2 canary the
     // loose ones let through; both roll the ×10 canary back; nothing is flagged only by the
     // loose ones.

@@ -8,7 +8,9 @@ use serde_json::{json, Value};
 
 use crate::alerts::alerts_of;
 use crate::harness::{self, wait_for, Alertmanager, Deploywatch};
-use crate::sim::{deploy, register_deploy, Driver, Effect, Feed, Service, Signal, Who, MIN, SEC};
+use crate::sim::{
+    deploy, register_deploy, Driver, Effect, Feed, Service, Signal, Sim, Who, MIN, SEC,
+};
 
 /// The deploy happens 30 minutes of event time after the simulator's epoch.
 const T: i64 = crate::sim::EPOCH + 30 * MIN;
@@ -546,5 +548,124 @@ fn sigterm_writes_a_final_snapshot_and_a_restart_loses_nothing() {
     assert_eq!(
         dw.must_metric("deploywatch_snapshot_corrupt_total", &[]),
         0.0
+    );
+}
+
+/// Issue 16: a restart replays the snapshot through the judge, which finds the past again:
+/// the deploy, its verdicts, its firing alert. They were logged (and the alert recorded)
+/// when they happened; the restarted process says none of them again as if new — no
+/// `Detected a deploy.`, `Verdict changed.` or `Alert DeployRegression is firing.` line for
+/// them and no second `alert_firing` event — while what happens after the restart (another
+/// service's deploy) is logged as usual.
+#[test]
+fn issue_16_a_restart_does_not_log_the_past_again() {
+    let am = Alertmanager::start();
+    let mut dw =
+        Deploywatch::start_with_args(Some(CONFIG), &[format!("--alertmanager.url={}", am.url())]);
+    // `checkout` deploys a bad canary at T (detected, not registered); `payments` one at
+    // T + 3 minutes, after the restart.
+    let later = T + 3 * MIN;
+    let payments = Service::new("payments", 74, 3)
+        .canary("v2", later, 1)
+        .effect(Effect::step(
+            Who::Version("v2".into()),
+            Signal::Errors,
+            10.0,
+            later,
+            i64::MAX,
+        ));
+    let feed = Feed::new(vec![Sim::new(bad_canary(73)), Sim::new(payments)], 5 * SEC);
+    let mut driver = Driver::new(&dw, feed);
+    driver.run_to(T);
+    let first = loop {
+        let next = driver.now() + 5 * SEC;
+        assert!(next < later, "no verdict for checkout");
+        driver.run_to(next);
+        if let Ok(d) = crate::sim::find_deploy(&dw, "checkout", "v2") {
+            if d["verdict"] != "pending" {
+                break d;
+            }
+        }
+    };
+    let id = first["id"].as_str().unwrap().to_string();
+    let alert_events = |d: &Value| {
+        events(d)
+            .iter()
+            .filter(|e| e.as_str() == "alert_firing")
+            .count()
+    };
+    wait_for(
+        "the alert to fire",
+        Duration::from_secs(20),
+        || match alert_events(&deploy(&dw, &id)?) {
+            0 => Err("no alert_firing event yet".to_string()),
+            n => Ok(n),
+        },
+    );
+    let feed = driver.feed;
+    let before = deploy(&dw, &id).unwrap();
+    let said = |dw: &Deploywatch, what: &str| dw.logs().matches(what).count();
+    assert_eq!(said(&dw, "Detected a deploy."), 1);
+    assert!(said(&dw, "Verdict changed.") >= 1);
+    assert_eq!(said(&dw, "Alert DeployRegression is firing."), 1);
+    wait_snapshot_after(&dw, std::time::SystemTime::now());
+    dw.kill9();
+    dw.restart();
+    let url = am.url();
+    wait_for(
+        "the restarted deploywatch to re-send the firing alert",
+        Duration::from_secs(20),
+        || match dw.metric("deploywatch_alerts_sent_total", &[("alertmanager", &url)]) {
+            Some(n) if n >= 1.0 => Ok(()),
+            other => Err(format!("sent {other:?}")),
+        },
+    );
+    let restored = deploy(&dw, &id).unwrap();
+    assert_eq!(restored["verdict"], before["verdict"]);
+    let logs = dw.logs();
+    assert!(logs.contains("State restored."), "{logs}");
+    for past in [
+        "Detected a deploy.",
+        "Verdict changed.",
+        "Alert DeployRegression is firing.",
+    ] {
+        assert!(
+            !logs.contains(past),
+            "{past:?} logged again after the restart:\n{logs}"
+        );
+    }
+    assert_eq!(
+        alert_events(&restored),
+        alert_events(&before),
+        "the alert is not recorded as firing anew: {:#}",
+        restored["timeline"]
+    );
+    // What happens after the restart is news.
+    let mut driver = Driver::new(&dw, feed);
+    let news = loop {
+        let next = driver.now() + 5 * SEC;
+        assert!(
+            next < later + 5 * MIN,
+            "no payments verdict after the restart"
+        );
+        driver.run_to(next);
+        if let Ok(d) = crate::sim::find_deploy(&dw, "payments", "v2") {
+            if d["verdict"] != "pending" {
+                break d;
+            }
+        }
+    };
+    let news_id = news["id"].as_str().unwrap();
+    let logs = dw.logs();
+    let lines = |what: &str| -> Vec<&str> { logs.lines().filter(|l| l.contains(what)).collect() };
+    let detected = lines("Detected a deploy.");
+    assert!(
+        detected.len() == 1 && detected[0].contains(news_id),
+        "{detected:?}"
+    );
+    let verdicts = lines("Verdict changed.");
+    assert!(
+        !verdicts.is_empty() && verdicts.iter().all(|l| l.contains(news_id)),
+        "{verdicts:?}"
     );
 }
