@@ -265,7 +265,7 @@ pub fn level(
 /// short pre-deploy window measures its rate poorly). For quantile rules the rate is the
 /// share of requests slower than the pre-deploy quantile, and "worse" is twice that share.
 pub fn deviates(rule: &Rule, pre: &Level, now: &Level) -> bool {
-    let (r0, r) = (pre.rate(), now.rate());
+    let r0 = pre.rate();
     let expected = now.exposure * r0;
     // Var(now − expected) = expected (now's count) + expected² / pre.events (the rate's).
     let spread = if pre.exposure > 0.0 {
