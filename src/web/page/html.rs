@@ -665,14 +665,8 @@ pub fn deploy_page(d: &DeployJson, histories: &[RuleHistory]) -> String {
     // Rules.
     let _ = write!(
         b,
-        r#"<h2>Rules</h2><p class="small muted">{}</p><table><thead><tr><th>rule</th><th>verdict</th><th class="num">{}</th><th class="num">{}</th><th class="num">effect</th><th class="num" title="confidence that the new version is worse at all (any amount)">worse, conf.</th><th>reason</th><th>held to</th><th class="num">series</th></tr></thead><tbody>"#,
-        if d.verdict == Verdict::Pending {
-            "Each rule as it stands now; once it reaches a verdict, as it stood then."
-        } else {
-            "Each rule as it stood when it reached its verdict: the evidence that decided it."
-        },
-        side_names.0,
-        side_names.1
+        r#"<h2>Rules</h2><p class="small muted">Each rule as it stood when it reached its verdict: the evidence that decided it; a rule without a verdict as it stands now.</p><table><thead><tr><th>rule</th><th>verdict</th><th class="num">{}</th><th class="num">{}</th><th class="num">effect</th><th class="num" title="confidence that the new version is worse at all (any amount)">worse, conf.</th><th>reason</th><th>held to</th><th class="num">series</th></tr></thead><tbody>"#,
+        side_names.0, side_names.1
     );
     let terms = |rule: &str| {
         histories
