@@ -354,7 +354,12 @@ pub fn top_suspect(d: &DeployJson) -> Option<String> {
         s.share * 100.0
     );
     if s.scope == crate::deploy::Scope::BothVersions {
-        text += " on both versions: not the deploy";
+        // Beside a regression of the new version it is not an acquittal (issue 16).
+        text += if d.verdict.is_regression() {
+            " on both versions, besides the deploy's own"
+        } else {
+            " on both versions: not the deploy"
+        };
     }
     if let Some(c) = &s.change {
         text += &format!(" → change {c}");

@@ -97,6 +97,11 @@ pub struct DeployState {
     /// The baseline is the service before the deploy, not the old version beside it.
     pub before_after: bool,
     pub rules: Vec<RuleState>,
+    /// Per rule: its row as it stood when the rule reached its verdict (issue 16). Shown
+    /// instead of the live row once there is one, so a finished deploy shows the evidence
+    /// that decided it, not what later steps (a promoted canary compared with before the
+    /// deploy, a rolled-back version's last samples) made of it.
+    decided_rows: Vec<Option<RuleJson>>,
     /// Suspects of the new version's regression, and of a degradation both versions share.
     pub suspects: Vec<Suspect>,
     pub shared_suspects: Vec<Suspect>,
@@ -139,6 +144,11 @@ impl DeployState {
         });
     }
 
+    /// The confidence levels the deploy's rules are judged at.
+    pub fn alphas(&self) -> Alphas {
+        self.alphas
+    }
+
     /// The event time of the latest judged step.
     pub fn last_step(&self) -> i64 {
         (self.next_step - STEP_MS).max(self.started_at)
@@ -168,26 +178,7 @@ impl DeployState {
             author: self.author.clone(),
             url: self.url.clone(),
             changes: self.changes.clone(),
-            rules: self
-                .rules
-                .iter()
-                .map(|r| RuleJson {
-                    rule: r.rule.name.clone(),
-                    verdict: r.verdict,
-                    canary: SideJson {
-                        value: r.canary_value.filter(|v| v.is_finite()),
-                        samples: finite_or_zero(r.canary_samples),
-                    },
-                    baseline: SideJson {
-                        value: r.baseline_value.filter(|v| v.is_finite()),
-                        samples: finite_or_zero(r.baseline_samples),
-                    },
-                    effect: r.effect.filter(|v| v.is_finite()),
-                    confidence: finite_or_zero(r.confidence),
-                    reason: r.reason.clone(),
-                    matched_series: r.matched_series(),
-                })
-                .collect(),
+            rules: self.rule_rows(),
             suspects: self
                 .suspects
                 .iter()
@@ -210,17 +201,49 @@ impl DeployState {
         }
     }
 
+    /// The rules' rows: each frozen at its verdict, the live one while it has none. Once a
+    /// rollback is decided (or a regressed deploy is done), a rule still pending was not
+    /// needed: said so instead of "observing for 5m" (issue 16).
+    fn rule_rows(&self) -> Vec<RuleJson> {
+        let decider = self.deciding_rule().map(|r| r.rule.name.clone());
+        self.rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let mut row = match self.decided_rows.get(i).cloned().flatten() {
+                    Some(row) => RuleJson {
+                        matched_series: r.matched_series(),
+                        ..row
+                    },
+                    None => live_row(r),
+                };
+                if crate::report::not_needed(self.verdict, self.phase, row.verdict) {
+                    row.reason = format!(
+                        "not needed: {} decided the {} before this rule was decided",
+                        decider.as_deref().unwrap_or("another rule"),
+                        self.verdict
+                    );
+                }
+                row
+            })
+            .collect()
+    }
+
+    /// The rule that brought a regression verdict: the most severe, critical first.
+    fn deciding_rule(&self) -> Option<&RuleState> {
+        if !self.verdict.is_regression() {
+            return None;
+        }
+        self.rules
+            .iter()
+            .filter(|r| r.verdict.is_regression())
+            .max_by_key(|r| (r.rule.critical, r.verdict))
+    }
+
     /// One line on why the verdict is what it is: the deciding rule, or what is missing.
     pub fn reason(&self) -> String {
-        if self.verdict.is_regression() {
-            let decided = self
-                .rules
-                .iter()
-                .filter(|r| r.verdict.is_regression())
-                .max_by_key(|r| (r.rule.critical, r.verdict));
-            if let Some(r) = decided {
-                return format!("{}: {}", r.rule.name, r.reason);
-            }
+        if let Some(r) = self.deciding_rule() {
+            return format!("{}: {}", r.rule.name, r.reason);
         }
         match self.verdict {
             Verdict::Pass => {
@@ -241,6 +264,26 @@ impl DeployState {
                 }
             }
         }
+    }
+}
+
+/// A rule's row as it stands now.
+fn live_row(r: &RuleState) -> RuleJson {
+    RuleJson {
+        rule: r.rule.name.clone(),
+        verdict: r.verdict,
+        canary: SideJson {
+            value: r.canary_value.filter(|v| v.is_finite()),
+            samples: finite_or_zero(r.canary_samples),
+        },
+        baseline: SideJson {
+            value: r.baseline_value.filter(|v| v.is_finite()),
+            samples: finite_or_zero(r.baseline_samples),
+        },
+        effect: r.effect.filter(|v| v.is_finite()),
+        confidence: finite_or_zero(r.confidence),
+        reason: r.reason.clone(),
+        matched_series: r.matched_series(),
     }
 }
 
@@ -889,6 +932,7 @@ impl Deploys {
                 .max()
                 .unwrap_or(0),
             rules: rules.rules.iter().cloned().map(RuleState::new).collect(),
+            decided_rows: vec![None; rules.rules.len()],
             suspects: Vec::new(),
             shared_suspects: Vec::new(),
             rollback_observed_at: None,
@@ -1239,12 +1283,17 @@ impl Deploys {
         }
         let mut changed_rule: Option<String> = None;
         let mut left_pass = false;
-        for r in &mut d.rules {
+        for (i, r) in d.rules.iter_mut().enumerate() {
             r.read(t);
             let warm = t >= d.started_at + r.rule.warmup.as_millis() as i64;
             let o = r.judge(t, warm, &d.alphas);
             left_pass |= o.first_deviation || (o.verdict_changed && r.verdict.is_regression());
-            if o.first_deviation {
+            if o.verdict_changed {
+                d.decided_rows[i] = Some(live_row(r));
+            }
+            // A deviation that reaches a regression verdict at the same step is said once,
+            // by the verdict (issue 16: each change once in the timeline).
+            if o.first_deviation && !(o.verdict_changed && r.verdict.is_regression()) {
                 d.timeline.push(Event {
                     at: t,
                     event: "rule_deviation".into(),
@@ -1340,6 +1389,16 @@ impl Deploys {
             };
             if self.news() {
                 tracing::info!(deploy_id = %d.id, verdict = %candidate, rule = rule.as_deref().unwrap_or(""), "Verdict changed.");
+            }
+            // The deciding rule's own `rule_verdict` of this step says the same: the deploy's
+            // verdict change says it once (issue 16).
+            if let Some(name) = &rule {
+                d.timeline.retain(|e| {
+                    !(e.at == t
+                        && e.event == "rule_verdict"
+                        && e.verdict == Some(candidate)
+                        && e.rule.as_deref() == Some(name.as_str()))
+                });
             }
             d.timeline.push(Event {
                 at: t,
@@ -1528,9 +1587,21 @@ impl Deploys {
         if suspects.is_empty() || suspects == d.suspects {
             return;
         }
+        // The same suspects with other shares (more data) are not news for the timeline.
+        let same = |a: &[Suspect], b: &[Suspect]| {
+            a.len() == b.len()
+                && a.iter().zip(b).all(|(x, y)| {
+                    (&x.rule, &x.dimension, &x.value, x.scope, &x.change)
+                        == (&y.rule, &y.dimension, &y.value, y.scope, &y.change)
+                })
+        };
+        let news = !same(&suspects, &d.suspects);
         let detail = format!("{}: {}", r.rule.name, rca::summary(&suspects));
         let rule = r.rule.name.clone();
         d.suspects = suspects;
+        if !news {
+            return;
+        }
         d.timeline.push(Event {
             at: t,
             event: "suspects_named".into(),
@@ -1561,6 +1632,11 @@ impl Deploys {
                 d.rules[i].matched_on(Side::Baseline).cloned().collect(),
             ];
             if sides.iter().any(Vec::is_empty) {
+                continue;
+            }
+            // "Worse than before the deploy" needs a "before": without enough of the old
+            // version's data before the deploy, nothing is claimed (issue 16).
+            if rca::history_before(&sides[1], d.started_at) < rca::MIN_PRE_HISTORY_MS {
                 continue;
             }
             // The pre-deploy level: the baseline's own series before the deploy.
@@ -1603,11 +1679,25 @@ impl Deploys {
                 .flatten()
                 .map(|l| format!("{:.4}", l.rate()))
                 .collect();
+            // The old version degrading too says something besides the deploy is wrong; it
+            // acquits the deploy only while the new version is not judged worse than the old.
+            // and the new version is not worse than the old one beside it either.
+            let canary_worse = matches!(
+                (&levels[0], &levels[1]),
+                (Some(c), Some(b)) if rca::beyond_warn(rule, b, c)
+            );
+            let acquits =
+                !canary_worse && !d.verdict.is_regression() && !d.rules[i].verdict.is_regression();
             let detail = format!(
-                "{}: both versions worse than before the deploy ({} now, {:.4} before): not the deploy",
+                "{}: both versions worse than before the deploy ({} now, {:.4} before): {}",
                 rule.name,
                 rates.join(" and "),
-                pre.rate()
+                pre.rate(),
+                if acquits {
+                    "not the deploy"
+                } else {
+                    "the new version worse still: a degradation beside the deploy's own (a dependency or the load)"
+                }
             );
             let name = rule.name.clone();
             d.timeline.push(Event {

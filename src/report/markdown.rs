@@ -75,7 +75,11 @@ pub fn render(r: &Report) -> String {
             o,
             "| {} | {} | {} | {} | {effect} | {:.4} | {:.0} / {:.0} | {} |",
             x.rule,
-            x.verdict,
+            if super::not_needed(d.verdict, d.phase, x.verdict) {
+                "not needed".to_string()
+            } else {
+                x.verdict.to_string()
+            },
             format_value(&x.signal, x.before),
             format_value(&x.signal, x.after),
             x.confidence,

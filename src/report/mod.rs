@@ -355,14 +355,25 @@ fn recommend(d: &DeployState, rep: &Report) -> Vec<String> {
             .find(|a| a.scope == Scope::BothVersions)
             .map(|a| format!(" since {}", a.since))
             .unwrap_or_default();
-        out.push(format!(
-            "Not the deploy: {} degraded on both versions{since}, along {} {}; look at that \
-             dependency or the load, not at {}.",
-            x.rule.as_deref().unwrap_or("a rule"),
-            x.dimension,
-            x.value,
-            d.version
-        ));
+        let rule = x.rule.as_deref().unwrap_or("a rule");
+        // Beside a regression of the new version, the shared part is an addition to it,
+        // never an acquittal: recommendations do not contradict each other (issue 16).
+        out.push(if d.verdict.is_regression() {
+            format!(
+                "Besides the regression of {v}: {rule} also degraded on both versions{since}, \
+                 along {} {}; look at that dependency or the load too: rolling {v} back does \
+                 not fix that part.",
+                x.dimension,
+                x.value,
+                v = d.version
+            )
+        } else {
+            format!(
+                "Not the deploy: {rule} degraded on both versions{since}, along {} {}; look at \
+                 that dependency or the load, not at {}.",
+                x.dimension, x.value, d.version
+            )
+        });
     }
     match d.verdict {
         Verdict::Pass => {
@@ -429,6 +440,13 @@ fn recommend(d: &DeployState, rep: &Report) -> Vec<String> {
         _ => {}
     }
     out
+}
+
+/// Whether a rule still `pending` was not needed: the deploy's rollback is decided (or a
+/// regressed deploy is done) before the rule was, and nothing it finds can change that.
+pub fn not_needed(deploy: Verdict, phase: Phase, rule: Verdict) -> bool {
+    rule == Verdict::Pending
+        && (deploy == Verdict::Rollback || (phase == Phase::Done && deploy.is_regression()))
 }
 
 /// A statistic in its unit, by signal kind.

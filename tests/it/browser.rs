@@ -7,8 +7,10 @@
 //! story has played.
 //!
 //! Screenshots go to `$CARGO_TARGET_TMPDIR/browser/` (the path is printed);
-//! `DEPLOYWATCH_UPDATE_DOCS=1` also copies the deploy page's to `docs/web-deploy.png`, and
-//! the demo's rolled-back deploy to `docs/demo.png` (also written when it is missing).
+//! `DEPLOYWATCH_UPDATE_DOCS=1` also copies the deploy page's to `docs/web-deploy.png`, the
+//! passed deploy's to `docs/deploy-pass.png`, and the demo's rolled-back deploy to
+//! `docs/demo.png` (1366 px) and `docs/deploy-rollback.png` (1600 px, whole); the last
+//! three also when missing.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -153,6 +155,10 @@ fn web_page_in_chromium_after_a_rollback() {
     );
     let clean = run_on(&dw, clean);
     assert_eq!(clean.verdict, "pass", "{}", clean.explain());
+    let clean_id = clean.deploy["id"]
+        .as_str()
+        .expect("a deploy id")
+        .to_string();
 
     // Markup in every field a registration carries: it must stay text in the browser.
     let evil = "<script>document.title='pwned'</script><img src=x onerror=alert(1)>";
@@ -188,6 +194,9 @@ fn web_page_in_chromium_after_a_rollback() {
         ">deploy</text>",
         ">rollback</text>",
         "<h2>Rules</h2>",
+        "<th>held to</th>",
+        "rollback ×1.25 +1.00% at 99.9 %",
+        r#"<rect class="warmup""#,
         "<h2>Timeline</h2>",
         "deploy_started",
         "verdict_changed",
@@ -203,6 +212,27 @@ fn web_page_in_chromium_after_a_rollback() {
         page.contains("<title>checkout v2 · deploywatch</title>"),
         "title: {page}"
     );
+
+    assert_rows_agree_with_badges(&page);
+    // Issue 16: rules the rollback did not need are not left "observing".
+    assert!(!page.contains("observing for"), "{page}");
+
+    // The passed deploy's page: each rule as it stood when it passed, with its terms.
+    let pass_page = dump_dom(&out, "pass", &format!("{}/deploys/{clean_id}", dw.url()));
+    for want in [
+        r#"<span class="badge big pass">pass</span>"#,
+        "<svg class=\"chart\"",
+        "as it stood when it reached its verdict",
+        "pass rules out rollback at 95 %",
+        r#"<rect class="warmup""#,
+        ">pass</text>",
+    ] {
+        assert!(
+            pass_page.contains(want),
+            "the passed deploy's page lacks {want:?}:\n{pass_page}"
+        );
+    }
+    assert_rows_agree_with_badges(&pass_page);
 
     // The evil deploy's own page, in the browser.
     let evil_id = harness::request(
@@ -260,6 +290,49 @@ fn web_page_in_chromium_after_a_rollback() {
         let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/web-deploy.png");
         std::fs::copy(&shots[2], &docs).expect("copying the screenshot to docs/");
         println!("browser: copied to {}", docs.display());
+    }
+    // The passed deploy, whole, at a wide screen's width, for the docs.
+    let pass_shot = screenshot(
+        &out,
+        "pass-wide",
+        &format!("{}/deploys/{clean_id}", dw.url()),
+        1600,
+        2000,
+    );
+    println!("browser: screenshot {}", pass_shot.display());
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/deploy-pass.png");
+    if std::env::var_os("DEPLOYWATCH_UPDATE_DOCS").is_some() || !docs.exists() {
+        std::fs::copy(&pass_shot, &docs).expect("copying the screenshot to docs/");
+        println!("browser: copied to {}", docs.display());
+    }
+}
+
+/// Issue 16: no rule's row shows a decided badge beside a reason that says it is not
+/// decided (the row is frozen at the verdict), and no pending row of a finished rollback
+/// says it is still observing.
+fn assert_rows_agree_with_badges(dom: &str) {
+    let rules = dom
+        .split("<h2>Rules</h2>")
+        .nth(1)
+        .and_then(|s| s.split("</table>").next())
+        .expect("a rules table");
+    for row in rules.split("<tr").skip(2) {
+        let decided = ["badge pass", "badge warn", "badge pause", "badge rollback"]
+            .iter()
+            .any(|b| row.contains(b));
+        if decided {
+            for undecided in [
+                "undecided",
+                "not enough evidence yet",
+                "observing for",
+                "waiting for",
+            ] {
+                assert!(
+                    !row.contains(undecided),
+                    "a decided rule's row says {undecided:?}: {row}"
+                );
+            }
+        }
     }
 }
 
@@ -344,6 +417,9 @@ fn demo_web_page_in_chromium() {
         "/checkout",
         "checkout-db",
         "rollback_observed",
+        ">rolled back</text>",
+        r#"<rect class="warmup""#,
+        "<th>held to</th>",
         "<title>shop v3 · deploywatch</title>",
     ] {
         assert!(
@@ -351,6 +427,29 @@ fn demo_web_page_in_chromium() {
             "the demo's deploy page lacks {want:?}:\n{page}"
         );
     }
+    // Issue 16: a finished rollback's rules that did not decide it are not left "observing".
+    assert!(!page.contains("observing for"), "{page}");
+    assert_rows_agree_with_badges(&page);
+
+    // The passed and promoted v2: each rule's row as it stood at its pass.
+    let good_id = good["id"].as_str().expect("an id").to_string();
+    let pass_page = dump_dom(
+        &out,
+        "demo-pass",
+        &format!("{}/deploys/{good_id}", run.url()),
+    );
+    for want in [
+        r#"<span class="badge big pass">pass</span>"#,
+        "as it stood when it reached its verdict",
+        "<th>held to</th>",
+        "<title>shop v2 · deploywatch</title>",
+    ] {
+        assert!(
+            pass_page.contains(want),
+            "the demo's passed deploy page lacks {want:?}:\n{pass_page}"
+        );
+    }
+    assert_rows_agree_with_badges(&pass_page);
 
     let shots = [
         screenshot(
@@ -371,10 +470,26 @@ fn demo_web_page_in_chromium() {
     for s in &shots {
         println!("browser: screenshot {}", s.display());
     }
-    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/demo.png");
-    if std::env::var_os("DEPLOYWATCH_UPDATE_DOCS").is_some() || !docs.exists() {
-        std::fs::copy(&shots[1], &docs).expect("copying the screenshot to docs/");
-        println!("browser: copied to {}", docs.display());
+    // For the docs: the page at a wide screen's width, whole.
+    let docs_shots = [
+        (shots[1].clone(), "docs/demo.png"),
+        (
+            screenshot(
+                &out,
+                "demo-rollback-wide",
+                &format!("{}/deploys/{id}", run.url()),
+                1600,
+                2400,
+            ),
+            "docs/deploy-rollback.png",
+        ),
+    ];
+    for (shot, name) in &docs_shots {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
+        if std::env::var_os("DEPLOYWATCH_UPDATE_DOCS").is_some() || !docs.exists() {
+            std::fs::copy(shot, &docs).expect("copying the screenshot to docs/");
+            println!("browser: copied to {}", docs.display());
+        }
     }
 
     let status = run.interrupt(Duration::from_secs(30));

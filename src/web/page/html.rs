@@ -54,15 +54,16 @@ const CSS: &str = r#"
 body{margin:0;background:var(--bg);color:var(--fg);font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
 a{color:var(--link);text-decoration:none}a:hover{text-decoration:underline}
 header.top{border-bottom:1px solid var(--line)}
-header.top div{max-width:1100px;margin:0 auto;padding:10px 20px;display:flex;gap:18px;align-items:baseline}
+header.top div{max-width:1680px;margin:0 auto;padding:10px 20px;display:flex;gap:18px;align-items:baseline}
 header.top .brand{font-weight:700;font-size:17px;color:var(--fg)}
 header.top nav{margin-left:auto;display:flex;gap:14px;font-size:14px}
-main{max-width:1100px;margin:0 auto;padding:12px 20px 48px}
+main{max-width:1680px;margin:0 auto;padding:12px 20px 48px}
 h1{font-size:24px;margin:8px 0 4px}h2{font-size:18px;margin:28px 0 8px}
 .muted{color:var(--muted)}.small{font-size:13px}
 code,.mono,time{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:13px}
 .badge{display:inline-block;white-space:nowrap;min-width:64px;text-align:center;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:700;letter-spacing:.03em;text-transform:uppercase;color:#fff;background:var(--pending);vertical-align:1px}
 .badge.pass{background:var(--pass)}.badge.warn{background:var(--warn);color:#1f1a00}.badge.pause{background:var(--pause)}.badge.rollback{background:var(--rollback)}
+.badge.notneeded{background:none;color:var(--muted);border:1px solid var(--line)}
 .badge.big{font-size:15px;padding:3px 12px;border-radius:12px}
 form.filter{display:flex;flex-wrap:wrap;gap:12px;align-items:center;margin:10px 0;font-size:14px}
 form.filter select,form.filter button{font:inherit;padding:3px 6px}
@@ -95,7 +96,7 @@ ul.changes{margin:0;padding-left:20px;font-size:14px}
 .legend i{display:inline-block;width:22px;height:0;border-top:2px solid;vertical-align:middle;margin-right:5px}
 .legend i.canary{border-color:var(--canary)}.legend i.baseline{border-color:var(--baseline)}.legend i.dashed{border-top-style:dashed}
 .legend i.deploy{border-top:2px dotted var(--fg);width:14px}
-.charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:12px}
+.charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(480px,1fr));gap:12px}
 figure{margin:0;border:1px solid var(--line);border-radius:8px;padding:8px 8px 2px;background:var(--card)}
 figcaption{font-size:14px;display:flex;gap:8px;align-items:baseline;flex-wrap:wrap}
 figcaption .vals{margin-left:auto;font-size:13px;color:var(--muted)}
@@ -111,6 +112,11 @@ svg .marker.deploy{stroke:var(--fg)}svg .marker.pass{stroke:var(--pass)}svg .mar
 svg text.mlabel{font-weight:600;fill:var(--fg)}
 svg text.mlabel.pass{fill:var(--pass)}svg text.mlabel.warn{fill:var(--warn)}svg text.mlabel.pause{fill:var(--pause)}svg text.mlabel.rollback{fill:var(--rollback)}
 svg text.empty{font-size:13px}
+svg rect.warmup{fill:var(--muted);fill-opacity:.12}svg text.warmup{font-size:10px;font-style:italic}
+svg .marker.rolledback,svg .marker.recovered{stroke:var(--fg);stroke-dasharray:1 3}
+svg text.mlabel.rolledback,svg text.mlabel.recovered{fill:var(--fg);font-weight:400}
+.legend i.warmup{border:0;height:10px;width:16px;background:var(--muted);opacity:.25}
+td.terms{font-size:12px;color:var(--muted);min-width:180px}
 .nodata-list{font-size:14px;color:var(--muted);margin-top:8px}
 "#;
 
@@ -137,6 +143,15 @@ fn layout(title: &str, refresh: Option<u32>, body: &str) -> String {
 
 fn badge(v: Verdict) -> String {
     format!(r#"<span class="badge {v}">{v}</span>"#)
+}
+
+/// A rule's verdict badge: `not needed` for a rule left pending by a decided rollback.
+fn rule_badge(d: &DeployJson, v: Verdict) -> String {
+    if crate::report::not_needed(d.verdict, d.phase, v) {
+        r#"<span class="badge notneeded">not needed</span>"#.into()
+    } else {
+        badge(v)
+    }
 }
 
 /// An event time, RFC 3339 UTC.
@@ -650,9 +665,16 @@ pub fn deploy_page(d: &DeployJson, histories: &[RuleHistory]) -> String {
     // Rules.
     let _ = write!(
         b,
-        r#"<h2>Rules</h2><table><thead><tr><th>rule</th><th>verdict</th><th class="num">{}</th><th class="num">{}</th><th class="num">effect</th><th class="num">confidence</th><th>reason</th><th class="num">series</th></tr></thead><tbody>"#,
+        r#"<h2>Rules</h2><p class="small muted">Each rule as it stood when it reached its verdict: the evidence that decided it; a rule without a verdict as it stands now.</p><table><thead><tr><th>rule</th><th>verdict</th><th class="num">{}</th><th class="num">{}</th><th class="num">effect</th><th class="num" title="confidence that the new version is worse at all (any amount)">worse, conf.</th><th>reason</th><th>held to</th><th class="num">series</th></tr></thead><tbody>"#,
         side_names.0, side_names.1
     );
+    let terms = |rule: &str| {
+        histories
+            .iter()
+            .find(|h| h.name == rule)
+            .map(|h| escape(&h.held_to))
+            .unwrap_or_default()
+    };
     for r in &d.rules {
         let unit = unit_of(&r.rule);
         let value = |v: Option<f64>, n: f64| match v {
@@ -665,19 +687,20 @@ pub fn deploy_page(d: &DeployJson, histories: &[RuleHistory]) -> String {
         };
         let _ = write!(
             b,
-            r#"<tr{}><td class="id"><b>{}</b></td><td class="id">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td>{}</td><td class="num">{}</td></tr>"#,
+            r#"<tr{}><td class="id"><b>{}</b></td><td class="id">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td>{}</td><td class="terms">{}</td><td class="num">{}</td></tr>"#,
             if r.matched_series == 0 {
                 r#" class="nodata""#
             } else {
                 ""
             },
             escape(&r.rule),
-            badge(r.verdict),
+            rule_badge(d, r.verdict),
             value(r.canary.value, r.canary.samples),
             value(r.baseline.value, r.baseline.samples),
             effect(r.effect),
             confidence(r.confidence),
             escape(&r.reason),
+            terms(&r.rule),
             if r.matched_series == 0 {
                 "0 <span class=\"small\">(matches nothing)</span>".to_string()
             } else {
@@ -716,7 +739,7 @@ fn charts(b: &mut String, d: &DeployJson, histories: &[RuleHistory], names: (&st
     let base = d.baseline_version.as_deref().unwrap_or("baseline");
     let _ = write!(
         b,
-        r#"<div class="legend"><span><i class="canary"></i>{} ({})</span><span><i class="baseline{}"></i>{}</span><span><i class="deploy"></i>deploy and verdict changes</span><span>each point: one 15 s step; x: minutes since the deploy</span></div>"#,
+        r#"<div class="legend"><span><i class="canary"></i>{} ({})</span><span><i class="baseline{}"></i>{}</span><span><i class="deploy"></i>deploy, verdict changes, rollback and recovery</span><span><i class="warmup"></i>warm-up (not judged)</span><span>each point: one 15 s step; x: minutes since the deploy</span></div>"#,
         names.0,
         escape(&d.version),
         if before_after { " dashed" } else { "" },
@@ -731,19 +754,22 @@ fn charts(b: &mut String, d: &DeployJson, histories: &[RuleHistory], names: (&st
         label: "deploy".into(),
         class: "deploy".into(),
     }];
-    markers.extend(
-        d.timeline
-            .iter()
-            .filter(|e| e.event == "verdict_changed")
-            .filter_map(|e: &Event| {
+    markers.extend(d.timeline.iter().filter_map(|e: &Event| {
+        let (label, class) = match e.event.as_str() {
+            "verdict_changed" => {
                 let v = e.verdict?;
-                Some(Marker {
-                    at: e.at,
-                    label: v.to_string(),
-                    class: v.to_string(),
-                })
-            }),
-    );
+                (v.to_string(), v.to_string())
+            }
+            "rollback_observed" => ("rolled back".into(), "rolledback".into()),
+            "recovered" => ("recovered".into(), "recovered".into()),
+            _ => return None,
+        };
+        Some(Marker {
+            at: e.at,
+            label,
+            class,
+        })
+    }));
     let mut empty = Vec::new();
     b.push_str(r#"<div class="charts">"#);
     for h in histories {
@@ -772,10 +798,11 @@ fn charts(b: &mut String, d: &DeployJson, histories: &[RuleHistory], names: (&st
                 },
             ],
             markers: markers.clone(),
+            warmup_ms: h.warmup_ms,
         };
         let _ = write!(b, "<figure><figcaption><b>{}</b>", escape(&h.name));
         if let Some(r) = rule {
-            let _ = write!(b, " {}", badge(r.verdict));
+            let _ = write!(b, " {}", rule_badge(d, r.verdict));
             if let (Some(c), Some(bv)) = (r.canary.value, r.baseline.value) {
                 let _ = write!(
                     b,
@@ -792,6 +819,10 @@ fn charts(b: &mut String, d: &DeployJson, histories: &[RuleHistory], names: (&st
         b.push_str("</figure>");
     }
     b.push_str("</div>");
+    if empty.len() == histories.len() && !histories.is_empty() {
+        b.push_str(r#"<p class="nodata-list">No step histories to chart: a finished deploy keeps them only while it is its service's newest.</p>"#);
+        return;
+    }
     if !empty.is_empty() {
         let _ = write!(
             b,
@@ -972,12 +1003,16 @@ mod tests {
                     baseline: Some(0.001),
                 })
                 .collect(),
+            held_to: "warn ×1.10 at 99 %".into(),
+            warmup_ms: 30_000,
         };
         let empty = RuleHistory {
             name: "restarts".into(),
             description: String::new(),
             unit: Unit::Count,
             points: Vec::new(),
+            held_to: String::new(),
+            warmup_ms: 0,
         };
         let html = deploy_page(&d, &[h, empty]);
         no_raw_markup_from_data(&html);

@@ -90,13 +90,18 @@ pub struct Chart {
     pub deploy_at: i64,
     pub lines: Vec<Line>,
     pub markers: Vec<Marker>,
+    /// The rule's warm-up after the deploy (shaded: not judged); 0 for none.
+    pub warmup_ms: i64,
 }
 
 const W: f64 = 520.0;
-const H: f64 = 200.0;
+const H: f64 = 218.0;
 const LEFT: f64 = 64.0;
 const RIGHT: f64 = 12.0;
-const TOP: f64 = 26.0;
+const TOP: f64 = 44.0;
+/// Rows of marker labels above the plot, and the height of one.
+const LABEL_ROWS: usize = 3;
+const LABEL_ROW_H: f64 = 12.0;
 const BOTTOM: f64 = 24.0;
 
 impl Chart {
@@ -195,33 +200,46 @@ impl Chart {
             r#"<rect class="frame" x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}"/>"#
         );
 
-        // Markers, labels staggered in two rows so close ones stay legible.
+        // Warm-up: shaded, not judged.
+        if self.warmup_ms > 0 {
+            let (a, b) = (
+                x(self.deploy_at).max(LEFT),
+                x(self.deploy_at + self.warmup_ms).min(W - RIGHT),
+            );
+            if b > a {
+                let _ = write!(
+                    s,
+                    r#"<rect class="warmup" x="{a:.1}" y="{TOP}" width="{:.1}" height="{plot_h}"><title>warm-up: not judged</title></rect>"#,
+                    b - a
+                );
+                if b - a >= 44.0 {
+                    let _ = write!(
+                        s,
+                        r#"<text class="warmup" x="{:.1}" y="{:.1}">warm-up</text>"#,
+                        a + 3.0,
+                        TOP + plot_h - 4.0
+                    );
+                }
+            }
+        }
+
+        // Markers, their labels placed in rows so that none overlaps another.
         let mut markers = self.markers.clone();
         markers.sort_by_key(|m| m.at);
-        let mut last_label_x = [f64::NEG_INFINITY; 2];
-        for m in &markers {
+        for (m, row, (lx, anchor)) in place_labels(&markers, x) {
             let xx = x(m.at);
             let _ = write!(
                 s,
-                r#"<line class="marker {}" x1="{xx:.1}" x2="{xx:.1}" y1="{}" y2="{}"/>"#,
+                r#"<line class="marker {}" x1="{xx:.1}" x2="{xx:.1}" y1="{:.1}" y2="{}"/>"#,
                 escape(&m.class),
-                TOP - 4.0,
+                TOP - LABEL_ROW_H * (LABEL_ROWS - row) as f64 + 2.0,
                 TOP + plot_h
             );
-            let row = if xx - last_label_x[0] > 70.0 { 0 } else { 1 };
-            last_label_x[row] = xx;
-            let anchor = if xx > W - RIGHT - 60.0 {
-                "end"
-            } else {
-                "start"
-            };
-            let dx = if anchor == "end" { -3.0 } else { 3.0 };
             let _ = write!(
                 s,
-                r#"<text class="mlabel {}" x="{:.1}" y="{}" text-anchor="{anchor}">{}</text>"#,
+                r#"<text class="mlabel {}" x="{lx:.1}" y="{:.1}" text-anchor="{anchor}">{}</text>"#,
                 escape(&m.class),
-                xx + dx,
-                if row == 0 { TOP - 14.0 } else { TOP - 4.0 },
+                TOP - LABEL_ROW_H * (LABEL_ROWS - 1 - row) as f64 - 4.0,
                 escape(&m.label)
             );
         }
@@ -246,6 +264,44 @@ impl Chart {
         s.push_str("</svg>");
         s
     }
+}
+
+/// Rough width of a marker label in the chart's units (11 px system font).
+fn label_width(label: &str) -> f64 {
+    label.chars().count() as f64 * 6.6 + 4.0
+}
+
+/// Places each marker's label (markers sorted by time) in the first of [`LABEL_ROWS`] rows
+/// where it overlaps no label already placed, right of its line (left of it near the right
+/// edge); where no row is free, in the row whose last label ends first. Returns each marker
+/// with its row (0 the top one) and the label's x and anchor.
+fn place_labels(
+    markers: &[Marker],
+    x: impl Fn(i64) -> f64,
+) -> Vec<(&Marker, usize, (f64, &'static str))> {
+    let mut ends = [f64::NEG_INFINITY; LABEL_ROWS];
+    let mut out = Vec::with_capacity(markers.len());
+    for m in markers {
+        let xx = x(m.at);
+        let w = label_width(&m.label);
+        let (from, lx, anchor) = if xx + 3.0 + w > W - RIGHT {
+            (xx - 3.0 - w, xx - 3.0, "end")
+        } else {
+            (xx + 3.0, xx + 3.0, "start")
+        };
+        // Lowest free row first: it sits nearest the plot.
+        let row = (0..LABEL_ROWS)
+            .rev()
+            .find(|&r| ends[r] + 4.0 <= from)
+            .unwrap_or_else(|| {
+                (0..LABEL_ROWS)
+                    .min_by(|&a, &b| ends[a].total_cmp(&ends[b]))
+                    .unwrap_or(0)
+            });
+        ends[row] = from + w;
+        out.push((m, row, (lx, anchor)));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -351,7 +407,54 @@ mod tests {
                 label: "rollback".into(),
                 class: "rollback".into(),
             }],
+            warmup_ms: 0,
         }
+    }
+
+    /// Issue 16: warn, pause and rollback 15 s apart, then the rollback observed and the
+    /// recovery: every label gets its own place.
+    #[test]
+    fn issue16_close_marker_labels_do_not_overlap() {
+        let m = |at: i64, label: &str| Marker {
+            at,
+            label: label.into(),
+            class: label.into(),
+        };
+        let markers = [
+            m(0, "deploy"),
+            m(45_000, "warn"),
+            m(60_000, "pause"),
+            m(75_000, "rollback"),
+            m(480_000, "rolled back"),
+            m(600_000, "recovered"),
+        ];
+        let x = |t: i64| LEFT + t as f64 / 600_000.0 * (W - LEFT - RIGHT);
+        let placed = place_labels(&markers, x);
+        let spans: Vec<(usize, f64, f64)> = placed
+            .iter()
+            .map(|(m, row, (lx, anchor))| {
+                let w = label_width(&m.label);
+                let from = if *anchor == "end" { lx - w } else { *lx };
+                (*row, from, from + w)
+            })
+            .collect();
+        for (i, a) in spans.iter().enumerate() {
+            for b in &spans[i + 1..] {
+                assert!(
+                    a.0 != b.0 || a.2 <= b.1 || b.2 <= a.1,
+                    "labels overlap: {spans:?}"
+                );
+            }
+            assert!(a.1 >= 0.0 && a.2 <= W, "inside the chart: {spans:?}");
+        }
+        let s = Chart {
+            warmup_ms: 30_000,
+            markers: markers.to_vec(),
+            ..chart(vec![(15_000, Some(0.001)), (600_000, Some(0.002))])
+        }
+        .render();
+        assert!(s.contains(r#"<rect class="warmup""#), "{s}");
+        assert!(s.contains(">rolled back</text>") && s.contains(">recovered</text>"));
     }
 
     #[test]
