@@ -1814,7 +1814,12 @@ mod tests {
             t += 15_000;
         }
         for _ in 0..8 {
-            push(&store, &deploys, &[("gone", "v1"), ("gone", "v2"), ("live", "v1")], t);
+            push(
+                &store,
+                &deploys,
+                &[("gone", "v1"), ("gone", "v2"), ("live", "v1")],
+                t,
+            );
             t += 15_000;
         }
         let canary = deploys.current("gone").unwrap();
@@ -1880,7 +1885,12 @@ mod tests {
             t += 15_000;
         }
         for _ in 0..8 {
-            push(&store, &deploys, &[("gone", "v1"), ("gone", "v2"), ("live", "v1")], t);
+            push(
+                &store,
+                &deploys,
+                &[("gone", "v1"), ("gone", "v2"), ("live", "v1")],
+                t,
+            );
             t += 15_000;
         }
         let canary = deploys.current("gone").unwrap().id;

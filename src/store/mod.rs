@@ -1146,12 +1146,7 @@ impl Store {
                     return true;
                 };
                 // An empty ring is a series created by a push that has not appended yet.
-                let keep = s
-                    .data
-                    .lock()
-                    .ring
-                    .last()
-                    .is_none_or(|(t, _)| t >= *cutoff);
+                let keep = s.data.lock().ring.last().is_none_or(|(t, _)| t >= *cutoff);
                 if !keep {
                     s.removed.store(true, Ordering::Relaxed);
                     *dropped += 1;

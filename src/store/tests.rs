@@ -337,10 +337,7 @@ fn issue_15_a_service_not_seen_for_the_retention_is_forgotten_once_nothing_feeds
     assert_eq!(o.series_created, 1);
     let new = s.service("b").unwrap();
     assert_ne!(new.id, old.id);
-    assert!(new
-        .versions()
-        .iter()
-        .all(|v| !old_versions.contains(&v.id)));
+    assert!(new.versions().iter().all(|v| !old_versions.contains(&v.id)));
     assert!(new.series()[0].seq > old_seq);
     assert_eq!(new.newest(), Some(HOUR + 3_000));
     assert_eq!(o.touched, vec![(new.id, HOUR + 3_000)]);
