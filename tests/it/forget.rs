@@ -351,9 +351,13 @@ fn issue_15_memory_stays_flat_as_services_come_and_go() {
         wait_for(
             "the cycle's services to be forgotten",
             Duration::from_secs(60),
-            || match dw.must_metric("deploywatch_store_services", &[]) {
-                n if n == 1.0 => Ok(()),
-                n => Err(format!("{n} services")),
+            || {
+                let n = dw.must_metric("deploywatch_store_services", &[]);
+                if n == 1.0 {
+                    Ok(())
+                } else {
+                    Err(format!("{n} services"))
+                }
             },
         );
         assert_eq!(dw.must_metric("deploywatch_store_active_series", &[]), 1.0);
