@@ -51,6 +51,19 @@ fn push(dw: &Deploywatch, ts: Vec<rw1::TimeSeries>) {
     assert_eq!(status, 204, "{body}");
 }
 
+/// Waits for a metric to reach `want`: a sweep's counters are added just after the store
+/// changed, so a scrape can see the one before the other.
+fn settles_at(dw: &Deploywatch, metric: &str, want: f64) {
+    wait_for(metric, Duration::from_secs(10), || {
+        let got = dw.must_metric(metric, &[]);
+        if got == want {
+            Ok(())
+        } else {
+            Err(format!("{got}, want {want}"))
+        }
+    });
+}
+
 fn names(dw: &Deploywatch) -> Vec<String> {
     let mut n = harness::service_names(&dw.services());
     n.sort();
@@ -185,20 +198,29 @@ fn issue_15_services_and_versions_not_seen_for_the_retention_are_forgotten_and_s
     );
     assert_eq!(dw.must_metric("deploywatch_store_services", &[]), 1.0);
     assert_eq!(dw.must_metric("deploywatch_store_active_series", &[]), 3.0);
-    assert_eq!(
-        dw.must_metric("deploywatch_store_services_forgotten_total", &[]),
-        (EPHEMERAL + 1) as f64
+    settles_at(
+        &dw,
+        "deploywatch_store_services_forgotten_total",
+        (EPHEMERAL + 1) as f64,
     );
-    assert_eq!(
-        dw.must_metric("deploywatch_store_versions_forgotten_total", &[]),
-        (2 * (EPHEMERAL + 1) + 40) as f64
+    settles_at(
+        &dw,
+        "deploywatch_store_versions_forgotten_total",
+        (2 * (EPHEMERAL + 1) + 40) as f64,
     );
-    // The live canary is untouched: still judged, the service's current deploy.
+    // The silent canary ended through the judge's path (the judge forgets right after the
+    // store): in the history, done, saying why.
+    let ended = wait_for("the silent canary to end", Duration::from_secs(10), || {
+        let d = dw.get_json(&format!("/api/v1/deploys/{canary_id}"));
+        if d["phase"] == "done" {
+            Ok(d)
+        } else {
+            Err(format!("{d:#}"))
+        }
+    });
+    // The live canary is untouched: still judged.
     let d = dw.get_json(&format!("/api/v1/deploys/{live_canary_id}"));
     assert_ne!(d["phase"], "done", "{d:#}");
-    // The silent canary ended through the judge's path: in the history, done, saying why.
-    let ended = dw.get_json(&format!("/api/v1/deploys/{canary_id}"));
-    assert_eq!(ended["phase"], "done", "{ended:#}");
     let last = ended["timeline"]
         .as_array()
         .unwrap()
@@ -362,9 +384,10 @@ fn issue_15_memory_stays_flat_as_services_come_and_go() {
         );
         assert_eq!(dw.must_metric("deploywatch_store_active_series", &[]), 1.0);
     }
-    assert_eq!(
-        dw.must_metric("deploywatch_store_services_forgotten_total", &[]),
-        (CYCLES as usize * SERVICES) as f64
+    settles_at(
+        &dw,
+        "deploywatch_store_services_forgotten_total",
+        (CYCLES as usize * SERVICES) as f64,
     );
     // The allocator keeps what it got (glibc returns little to the system), so the check
     // is that later cycles reuse it: without forgetting, the last peak would be about
