@@ -498,7 +498,10 @@ impl Deploys {
         let mut gone = Vec::new();
         let mut blank = Vec::new();
         for (name, track) in tracks {
-            let mut tr = track.lock();
+            // A track a push is judging under is looked at next time, not waited for.
+            let Some(mut tr) = track.try_lock() else {
+                continue;
+            };
             let forget = match store.service(&name) {
                 // The store's service, or one it forgot and saw again (then the old one's
                 // deploys end here rather than at its next push).
@@ -535,6 +538,9 @@ impl Deploys {
         }
         // Tracks nobody else holds (a push takes its own reference under the map's lock)
         // and nobody used since: their names leave too.
+        if blank.is_empty() {
+            return gone.len();
+        }
         let mut map = self.services.write();
         for name in blank {
             if map
