@@ -70,15 +70,34 @@ struct Planned<'a> {
 }
 
 impl App {
-    /// Sweeps expired series and forgets idle services' deploys, then writes a snapshot and
-    /// compacts the journal. One at a time.
+    /// Sweeps expired series and forgets the services and versions not seen for the
+    /// retention, and the deploy state of the services forgotten (`Store::sweep_at`,
+    /// `Deploys::forget_idle`), then writes a snapshot and compacts the journal: what the
+    /// snapshot holds is what is left, so a forgotten service stays forgotten after a
+    /// restart. One at a time.
     pub fn snapshot(&self) -> Result<Written, SnapshotError> {
         let _one = self.snapshot_lock.lock();
         let started = Instant::now();
         let swept = self.store.sweep();
-        self.metrics.series_removed.inc_by(swept as u64);
-        self.deploys
+        self.metrics.series_removed.inc_by(swept.series as u64);
+        self.metrics
+            .services_forgotten
+            .inc_by(swept.services as u64);
+        self.metrics
+            .versions_forgotten
+            .inc_by(swept.versions as u64);
+        let forgot = self
+            .deploys
             .forget_idle(&self.store, self.store.config().retention_ms);
+        if swept.services > 0 || swept.versions > 0 {
+            tracing::info!(
+                services = swept.services,
+                versions = swept.versions,
+                series = swept.series,
+                deploys = forgot,
+                "Forgot what was not seen for the retention."
+            );
+        }
         // The deploy history's queued records first: whatever this snapshot holds, the
         // records of the deploys it finished are on disk before it (a crash after it can
         // neither lose them nor judge them again from samples the history never saw).
@@ -103,7 +122,7 @@ impl App {
                 m.last_snapshot_duration_us
                     .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                 self.deploys.compact_journal();
-                tracing::debug!(series = w.series, bytes = w.bytes, swept, took = ?started.elapsed(), "Snapshot written.");
+                tracing::debug!(series = w.series, bytes = w.bytes, swept = swept.series, took = ?started.elapsed(), "Snapshot written.");
                 Ok(w)
             }
             Err(error) => {

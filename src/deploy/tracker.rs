@@ -6,7 +6,7 @@
 //! its charts and the derived metrics); a finished deploy goes to the history
 //! ([`History`], bounded by its retention) and is served from there.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -21,7 +21,7 @@ use crate::rca;
 use crate::report::history::{Archived, History, Record};
 use crate::rules::eval::{known_baseline, RuleState, Side};
 use crate::rules::{Alphas, RuleSet};
-use crate::store::{Series, Service, ServiceId, Store, VersionId};
+use crate::store::{version_in, Series, Service, ServiceId, Store, VersionId};
 
 /// Length of an evaluation step in event time.
 pub const STEP_MS: i64 = 15_000;
@@ -291,14 +291,14 @@ fn live_row(r: &RuleState) -> RuleJson {
 #[derive(Default)]
 struct ServiceTrack {
     first_seen: Option<i64>,
-    /// Per version (by id): whether detection is done with it (a deploy was detected or
-    /// registered for it, it was running before deploywatch saw the service, or it has no
-    /// name). A version not done yet is looked at again when it starts serving.
-    decided: Vec<bool>,
-    /// Per version (by id): since when it serves, the first sample of its first series
-    /// a rule selects ([`Serving`]); `None` while it has none (a stray version label on a
-    /// sidecar's or a batch job's metric).
-    serving_since: Vec<Option<i64>>,
+    /// The versions (by id) detection is done with (a deploy was detected or registered
+    /// for it, it was running before deploywatch saw the service, or it has no name). A
+    /// version not done yet is looked at again when it starts serving.
+    decided: HashSet<VersionId>,
+    /// Per version (by id) that serves: since when, the first sample of its first series
+    /// a rule selects ([`Serving`]). A version without one is not here (a stray version
+    /// label on a sidecar's or a batch job's metric).
+    serving_since: HashMap<VersionId, i64>,
     /// The next series `seq` of the service detection has not looked at: each series is
     /// classified once, when it appears, under the rules then in force.
     scanned: u64,
@@ -307,11 +307,24 @@ struct ServiceTrack {
     /// Versions that serve but were running before deploywatch saw the service (or before
     /// the backtested range): not deploys. With why.
     running_before: Vec<(VersionId, NotDeployed)>,
+    /// The store's service this tracks (its id): a service the store forgot and saw again
+    /// is a new one ([`Deploys::adopt`]).
+    service_id: Option<ServiceId>,
     /// Deploys being judged (or watched for recovery).
     active: Vec<Arc<Mutex<DeployState>>>,
     /// The newest finished deploy, whole: its page's charts and the derived metrics of the
     /// service's last deploy. Older finished ones are in the history only.
     last: Option<Arc<Mutex<DeployState>>>,
+}
+
+impl ServiceTrack {
+    /// Nothing tracked: as a service never seen.
+    fn is_blank(&self) -> bool {
+        self.first_seen.is_none()
+            && self.service_id.is_none()
+            && self.active.is_empty()
+            && self.last.is_none()
+    }
 }
 
 /// What makes a version *serve*: a series one of the rules selects (any selector of any
@@ -624,18 +637,19 @@ impl Deploys {
         self.live.write().retain(|h| h.seq != gone);
     }
 
-    /// Forgets services that have not reported for `retention_ms` (event time, counted
-    /// back from the newest sample of any service, or the wall clock if that is earlier): a deploy still open on one ends (its
-    /// data is gone; it goes to the history), and its newest finished deploy leaves memory,
-    /// with its derived metrics. Their deploys stay in the history. Returns how many
-    /// deploys left memory.
+    /// Forgets the deploy state of services not seen for the retention: those the store
+    /// forgot ([`Store::sweep`] decides, and says when in its docs), and those registered
+    /// through the API that never reported, once the store's event time (not past the wall
+    /// clock) is `retention_ms` past their deploys. A deploy still open on one ends — its
+    /// samples are gone with the service — and goes to the history as every finished
+    /// deploy does; its newest finished deploy leaves memory with its derived metrics; the
+    /// service's per-version state goes, and seen again it starts afresh (the versions
+    /// running then are not deploys). For the services kept, the state of the versions the
+    /// store forgot goes. Returns how many deploys left memory.
     pub fn forget_idle(&self, store: &Store, retention_ms: i64) -> usize {
-        let Some(newest) = store.services().iter().filter_map(|s| s.newest()).max() else {
-            return 0;
-        };
-        // Not beyond the wall clock: one sample from the far future must not make every
-        // other service look idle.
-        let cutoff = newest.min(crate::now_ms()).saturating_sub(retention_ms);
+        let cutoff = store
+            .newest()
+            .map(|n| n.min(crate::now_ms()).saturating_sub(retention_ms));
         let tracks: Vec<(String, Arc<Mutex<ServiceTrack>>)> = self
             .services
             .read()
@@ -643,48 +657,103 @@ impl Deploys {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let mut gone = Vec::new();
+        let mut blank = Vec::new();
         for (name, track) in tracks {
-            let idle = store
-                .service(&name)
-                .and_then(|s| s.newest())
-                .is_none_or(|n| n < cutoff);
-            if !idle {
+            // A track a push is judging under is looked at next time, not waited for.
+            let Some(mut tr) = track.try_lock() else {
                 continue;
-            }
-            let mut tr = track.lock();
-            for d in std::mem::take(&mut tr.active) {
-                let mut d = d.lock();
-                let at = d.last_step();
-                if d.phase != Phase::Done {
-                    d.phase = Phase::Done;
-                    let detail = format!(
-                        "observation ended with verdict {}: the service has not reported for the retention",
-                        d.verdict
-                    );
-                    d.event(at, "observation_ended", detail);
+            };
+            let forget = match store.service(&name) {
+                // The store's service, or one it forgot and saw again (then the old one's
+                // deploys end here rather than at its next push).
+                Some(svc) if tr.service_id.is_none_or(|id| id == svc.id) => {
+                    let versions = svc.versions();
+                    let held = |id: &VersionId| version_in(&versions, *id).is_some();
+                    tr.decided.retain(held);
+                    tr.serving_since.retain(|id, _| held(id));
+                    false
                 }
-                if d.recovery_until.take().is_some() {
-                    d.event(
-                        at,
-                        "recovery_not_seen",
-                        "the service stopped reporting".into(),
-                    );
+                Some(_) => true,
+                // Forgotten by the store (it had reported), or registered and never seen.
+                None => {
+                    tr.first_seen.is_some()
+                        || cutoff.is_some_and(|c| {
+                            tr.active
+                                .iter()
+                                .chain(&tr.last)
+                                .all(|d| d.lock().last_step() < c)
+                        })
                 }
-                self.archive(&d);
-                gone.push(d.seq);
-            }
-            if let Some(d) = tr.last.take() {
-                gone.push(d.lock().seq);
+            };
+            if forget {
+                gone.extend(self.forget_track(&mut tr));
+                blank.push(name);
             }
         }
         if !gone.is_empty() {
             self.live.write().retain(|h| !gone.contains(&h.seq));
             tracing::debug!(
                 deploys = gone.len(),
-                "Forgot the deploys of services idle for the retention."
+                "Forgot the deploys of services not seen for the retention."
             );
         }
+        // Tracks nobody else holds (a push takes its own reference under the map's lock)
+        // and nobody used since: their names leave too.
+        if blank.is_empty() {
+            return gone.len();
+        }
+        let mut map = self.services.write();
+        for name in blank {
+            if map
+                .get(&name)
+                .is_some_and(|t| Arc::strong_count(t) == 1 && t.lock().is_blank())
+            {
+                map.remove(&name);
+            }
+        }
         gone.len()
+    }
+
+    /// Makes `tr` the track of the store's service `svc`. If it tracked an earlier service
+    /// of that name, one the store forgot and saw again, that one's deploys end first.
+    fn adopt(&self, tr: &mut ServiceTrack, svc: &Service) {
+        if tr.service_id.is_some_and(|id| id != svc.id) {
+            let gone = self.forget_track(tr);
+            self.live.write().retain(|h| !gone.contains(&h.seq));
+        }
+        tr.service_id = Some(svc.id);
+    }
+
+    /// Ends the service's open deploys (to the history), lets its deploys leave memory and
+    /// resets its track. Returns the `seq`s of the deploys that left.
+    fn forget_track(&self, tr: &mut ServiceTrack) -> Vec<u64> {
+        let mut gone = Vec::new();
+        for d in std::mem::take(&mut tr.active) {
+            let mut d = d.lock();
+            let at = d.last_step();
+            if d.phase != Phase::Done {
+                d.phase = Phase::Done;
+                let detail = format!(
+                    "observation ended with verdict {}: the service has not reported for the retention",
+                    d.verdict
+                );
+                d.event(at, "observation_ended", detail);
+            }
+            if d.recovery_until.take().is_some() {
+                d.event(
+                    at,
+                    "recovery_not_seen",
+                    "the service stopped reporting".into(),
+                );
+            }
+            self.archive(&d);
+            gone.push(d.seq);
+        }
+        if let Some(d) = tr.last.take() {
+            gone.push(d.lock().seq);
+        }
+        *tr = ServiceTrack::default();
+        gone
     }
 
     /// A finished deploy in the history, by id.
@@ -732,6 +801,7 @@ impl Deploys {
             let Some(now) = svc.newest() else { continue };
             let track = self.track(&svc.name);
             let mut tr = track.lock();
+            self.adopt(&mut tr, &svc);
             self.detect(&svc, now, &mut tr);
             for d in &tr.active {
                 let mut d = d.lock();
@@ -774,15 +844,11 @@ impl Deploys {
         }
         let serving = self.serving.load();
         for s in &new {
-            let v = s.version as usize;
-            if tr.serving_since.len() <= v {
-                tr.serving_since.resize(v + 1, None);
-            }
-            if tr.serving_since[v].is_none() && serving.matches(&s.labels) {
+            if !tr.serving_since.contains_key(&s.version) && serving.matches(&s.labels) {
                 let Some(first) = s.data.lock().ring.first_ts() else {
                     return;
                 };
-                tr.serving_since[v] = Some(first);
+                tr.serving_since.insert(s.version, first);
                 tr.started_serving = true;
             }
             tr.scanned = s.seq + 1;
@@ -791,9 +857,7 @@ impl Deploys {
 
     /// Whether version `v` of the service serves (see [`Serving`]).
     fn serves(tr: &ServiceTrack, v: VersionId) -> bool {
-        tr.serving_since
-            .get(v as usize)
-            .is_some_and(Option::is_some)
+        tr.serving_since.contains_key(&v)
     }
 
     /// The version a new version `name` replaces: the other version that reported last,
@@ -830,18 +894,14 @@ impl Deploys {
         if !std::mem::take(&mut tr.started_serving) {
             return;
         }
-        if tr.decided.len() < versions.len() {
-            tr.decided.resize(versions.len(), false);
-        }
         for v in &versions {
-            let (i, name) = (v.id as usize, &*v.name);
-            let Some(seen) = tr.serving_since.get(i).copied().flatten() else {
+            let name = &*v.name;
+            let Some(&seen) = tr.serving_since.get(&v.id) else {
                 continue; // not serving (yet)
             };
-            if tr.decided[i] {
+            if !tr.decided.insert(v.id) {
                 continue;
             }
-            tr.decided[i] = true;
             if name.is_empty() {
                 continue; // series without a version label
             }
@@ -1038,6 +1098,7 @@ impl Deploys {
         let mut tr = track.lock();
         let newest = svc.as_ref().and_then(|s| s.newest());
         if let Some(s) = &svc {
+            self.adopt(&mut tr, s);
             // Which versions serve, up to now: the baseline is one of them.
             self.scan_serving(s, &mut tr);
         }
@@ -1221,10 +1282,13 @@ impl Deploys {
                 .find(|v| Some(&*v.name) == name.as_deref())
                 .map(|v| v.id)
         };
-        if d.canary_vid.is_none() {
+        // Looked up again once gone: a version forgotten after the retention (`Store::sweep`)
+        // that reports again is a new version of the store, with a new id.
+        let held = |id: Option<VersionId>| id.is_some_and(|id| version_in(&versions, id).is_some());
+        if !held(d.canary_vid) {
             d.canary_vid = vid(&Some(d.version.clone()));
         }
-        if d.baseline_vid.is_none() {
+        if !held(d.baseline_vid) {
             d.baseline_vid = vid(&d.baseline_version);
         }
         // A jump far ahead (a replay after a gap) does not evaluate every empty step.
@@ -1272,7 +1336,8 @@ impl Deploys {
             let stale = self.settings.stale_after_ms;
             let silent = d
                 .baseline_vid
-                .is_none_or(|b| versions[b as usize].newest().is_none_or(|n| n < t - stale));
+                .and_then(|b| version_in(versions, b))
+                .is_none_or(|b| b.newest().is_none_or(|n| n < t - stale));
             let marked = || d.baseline_vid.is_some_and(|b| svc.version_marked_stale(b));
             if (silent && t - d.started_at > stale) || marked() {
                 self.switch_to_before_after(d, svc, t);
@@ -1421,7 +1486,7 @@ impl Deploys {
     ) -> bool {
         let stale = self.settings.stale_after_ms;
         let newest = |vid: Option<VersionId>| {
-            vid.and_then(|v| versions.get(v as usize))
+            vid.and_then(|v| version_in(versions, v))
                 .and_then(|v| v.newest())
         };
         let (Some(new), Some(old)) = (newest(d.canary_vid), newest(d.baseline_vid)) else {
@@ -2112,6 +2177,10 @@ mod tests {
         // (it stays in the history), the others keep theirs.
         let others = &services[1..];
         let t = roll_out(&store, &deploys, others, 41..44, t, 50 * MIN);
+        // The store forgets svc0 (fed nothing for a sweep interval), then the judge does.
+        assert_eq!(deploys.forget_idle(&store, 2 * 3_600_000), 0);
+        assert_eq!(store.sweep().services, 0, "fed since the start");
+        assert_eq!(store.sweep().services, 1);
         assert_eq!(deploys.forget_idle(&store, 2 * 3_600_000), 2);
         assert!(deploys.current("svc0").is_none());
         assert!(deploys.current("svc1").is_some());
@@ -2174,6 +2243,111 @@ mod tests {
             .map(|r| r.deploy.id.clone())
             .collect();
         assert_eq!(reloaded, held);
+    }
+
+    /// Issue 15: a service the store forgot is forgotten by the judge too: its running
+    /// canary ends ("has not reported for the retention") into the history, its state goes,
+    /// and seen again it starts afresh (the versions running then are not deploys). A
+    /// service registered through the API that never reports is kept for the retention.
+    #[test]
+    fn issue_15_a_forgotten_service_ends_its_deploy_and_comes_back_afresh() {
+        const H: i64 = 3_600_000;
+        let (store, deploys) = parts();
+        let mut t = T0;
+        for _ in 0..8 {
+            push(&store, &deploys, &[("gone", "v1"), ("live", "v1")], t);
+            t += 15_000;
+        }
+        for _ in 0..8 {
+            push(
+                &store,
+                &deploys,
+                &[("gone", "v1"), ("gone", "v2"), ("live", "v1")],
+                t,
+            );
+            t += 15_000;
+        }
+        let canary = deploys.current("gone").unwrap();
+        assert_eq!(canary.version, "v2");
+        assert_ne!(canary.phase, Phase::Done);
+        let reg = |service: &str, at: i64| Registration {
+            service: service.into(),
+            version: "v9".into(),
+            baseline_version: None,
+            strategy: None,
+            at: Some(at),
+            commit: String::new(),
+            author: String::new(),
+            url: String::new(),
+            changes: vec![],
+        };
+        let ghost = deploys.register(&store, reg("ghost", t)).unwrap().id;
+        // live goes on past the retention; gone and ghost are silent.
+        while t < T0 + 2 * H + 10 * MIN {
+            push(&store, &deploys, &[("live", "v1")], t);
+            t += 5 * MIN;
+        }
+        store.sweep();
+        // ghost's registration is past the retention; gone is still fed (since the start).
+        assert_eq!(deploys.forget_idle(&store, 2 * H), 1);
+        assert!(deploys.current("gone").is_some(), "the store kept it");
+        assert_eq!(store.sweep().services, 1);
+        // The canary leaves memory; live is untouched.
+        assert_eq!(deploys.forget_idle(&store, 2 * H), 1);
+        assert!(deploys.current("gone").is_none());
+        let ended = deploys.get(&canary.id).expect("in the history");
+        assert_eq!(ended.phase, Phase::Done);
+        let last = ended.timeline.last().unwrap();
+        assert_eq!(last.event, "observation_ended");
+        assert!(last.detail.contains("has not reported for the retention"));
+        assert!(deploys.archived(&canary.id).is_some());
+        assert!(deploys.archived(&ghost).is_some());
+        assert!(!deploys.services.read().contains_key("gone"));
+        assert!(!deploys.services.read().contains_key("ghost"));
+        assert!(deploys.services.read().contains_key("live"));
+        assert_eq!(deploys.forget_idle(&store, 2 * H), 0);
+        // A registration for a service not seen yet, within the retention: kept.
+        let fresh = deploys.register(&store, reg("fresh", t)).unwrap().id;
+        assert_eq!(deploys.forget_idle(&store, 2 * H), 0);
+        assert_eq!(deploys.current("fresh").unwrap().id, fresh);
+        // gone reports again with v2 and v3: running when it came back, not deploys.
+        for _ in 0..4 {
+            push(&store, &deploys, &[("gone", "v2"), ("gone", "v3")], t);
+            t += 15_000;
+        }
+        assert!(deploys.current("gone").is_none());
+        assert_eq!(deploys.list(Some("gone")).len(), 1);
+    }
+
+    /// Issue 15: a service the store forgot and saw again before the judge's sweep: its
+    /// old deploys end at the next push, and it starts afresh.
+    #[test]
+    fn issue_15_a_service_forgotten_and_seen_again_between_sweeps_starts_afresh() {
+        let (store, deploys) = parts();
+        let mut t = T0;
+        for _ in 0..8 {
+            push(&store, &deploys, &[("gone", "v1"), ("live", "v1")], t);
+            t += 15_000;
+        }
+        for _ in 0..8 {
+            push(
+                &store,
+                &deploys,
+                &[("gone", "v1"), ("gone", "v2"), ("live", "v1")],
+                t,
+            );
+            t += 15_000;
+        }
+        let canary = deploys.current("gone").unwrap().id;
+        t += 3 * 3_600_000;
+        push(&store, &deploys, &[("live", "v1")], t);
+        store.sweep();
+        assert_eq!(store.sweep().services, 1);
+        push(&store, &deploys, &[("gone", "v2")], t);
+        assert!(deploys.current("gone").is_none());
+        assert_eq!(deploys.get(&canary).unwrap().phase, Phase::Done);
+        assert!(deploys.archived(&canary).is_some());
+        assert_eq!(deploys.counts().active, 0);
     }
 
     /// Issue 15: registrations of a service that never reports supersede each other; the

@@ -224,6 +224,9 @@ pub struct Metrics {
     pub storage: StorageMetrics,
     /// Series swept after retention.
     pub series_removed: Counter,
+    /// Services and versions forgotten after the retention (`Store::sweep`).
+    pub services_forgotten: Counter,
+    pub versions_forgotten: Counter,
     /// Per Alertmanager URL, in configuration order.
     pub alertmanagers: parking_lot::RwLock<Vec<(String, Arc<AlertmanagerMetrics>)>>,
     /// Gate calls (`web::gates`).
@@ -257,6 +260,8 @@ impl Default for Metrics {
             last_reload_success_ms: AtomicU64::new(0),
             storage: StorageMetrics::default(),
             series_removed: Counter::default(),
+            services_forgotten: Counter::default(),
+            versions_forgotten: Counter::default(),
             alertmanagers: Default::default(),
             gates: GateMetrics::default(),
         }
@@ -487,6 +492,18 @@ impl Metrics {
             "counter",
             "Series dropped from the store after no sample for the retention (event time).",
             self.series_removed.get() as f64,
+        );
+        e.single(
+            "deploywatch_store_services_forgotten_total",
+            "counter",
+            "Services forgotten with their series and versions: no sample for the retention (behind the store's newest sample) and none received for a whole snapshot interval.",
+            self.services_forgotten.get() as f64,
+        );
+        e.single(
+            "deploywatch_store_versions_forgotten_total",
+            "counter",
+            "Versions forgotten: left without a series after the retention, or of a forgotten service.",
+            self.versions_forgotten.get() as f64,
         );
         let st = &self.storage;
         e.family(

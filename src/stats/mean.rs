@@ -302,26 +302,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn update_cost() {
-        let mut m = MeanEvidence::new(0.1, 0.01, 3);
-        let iters = if cfg!(debug_assertions) {
-            10_000
-        } else {
-            1_000_000
-        };
-        let t = std::time::Instant::now();
-        let mut acc = 0.0;
-        for k in 0..iters {
-            m.update((k % 7) as f64 * 0.01);
-            acc += m.log_evidence_above(0.05);
-        }
-        println!(
-            "mean: update+evidence {:.3} µs ({acc:.1})",
-            t.elapsed().as_secs_f64() / iters as f64 * 1e6
-        );
-    }
-
     proptest! {
         #[test]
         fn never_nan(xs in prop::collection::vec(prop_oneof![Just(0.0), Just(f64::MAX), Just(-f64::MAX), Just(f64::NAN), -1e6..1e6f64, proptest::num::f64::ANY], 0..20),

@@ -295,27 +295,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn interval_cost() {
-        let mut r = RateEvidence::new();
-        r.update(17.0, 12_345.0);
-        let iters = if cfg!(debug_assertions) {
-            1_000
-        } else {
-            100_000
-        };
-        let t = std::time::Instant::now();
-        let mut acc = 0.0;
-        for k in 0..iters {
-            r.update((k % 2) as f64, 100.0);
-            acc += r.interval(0.01).1;
-        }
-        println!(
-            "rate: update+interval {:.2} µs ({acc:.1})",
-            t.elapsed().as_secs_f64() / iters as f64 * 1e6
-        );
-    }
-
     proptest! {
         #[test]
         fn never_nan(updates in prop::collection::vec((prop_oneof![Just(0.0), Just(f64::MAX), 0.0..1e6f64, 0.0..f64::MAX],

@@ -790,39 +790,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn update_cost() {
-        let mut r = RatioEvidence::new(&[1.5, 2.0]);
-        let iters = if cfg!(debug_assertions) {
-            2_000
-        } else {
-            200_000
-        };
-        let t = std::time::Instant::now();
-        for k in 0..iters {
-            r.update(1.0 + (k % 3) as f64, 150.0, 4.0, 450.0);
-        }
-        let per_update = t.elapsed().as_secs_f64() / iters as f64;
-        let t = std::time::Instant::now();
-        let mut acc = 0.0;
-        for _ in 0..iters / 10 {
-            acc += r.log_evidence_above(1.5);
-        }
-        let per_query = t.elapsed().as_secs_f64() / (iters / 10) as f64;
-        let t = std::time::Instant::now();
-        for _ in 0..iters / 100 {
-            acc += r.interval(0.01).0;
-        }
-        let per_interval = t.elapsed().as_secs_f64() / (iters / 100) as f64;
-        println!(
-            "ratio ({} grid pts): update {:.2} µs, log_evidence {:.2} µs, interval {:.2} µs ({acc:.1})",
-            r.grid().len(),
-            per_update * 1e6,
-            per_query * 1e6,
-            per_interval * 1e6
-        );
-    }
-
     fn arb_input() -> impl Strategy<Value = f64> {
         prop_oneof![
             Just(0.0),

@@ -2,6 +2,18 @@
 //! A sharded index maps each interned label set to its [`Series`]; a push takes shard read
 //! locks to resolve series, write locks only to create new ones, and one uncontended lock
 //! per series to append. No global lock on the write path.
+//!
+//! Nothing is kept forever: [`Store::sweep`] drops series, versions and whole services not
+//! seen for the retention. A series or a version goes by its service's own event time (its
+//! newest sample minus `global.retention`), as a live run and a fast replay of it see the
+//! same. A silent service's own "now" stops with it, so a service goes by the store's event
+//! time instead — the newest sample of any service, never later than the wall clock — and
+//! only once it has also received nothing for a whole sweep interval: a replay of old data
+//! beside live services (behind the others by more than the retention, but still being fed)
+//! is judged exactly as if it were alone, and a deploywatch that receives nothing at all
+//! (Prometheus down) forgets nothing, since its event time stands still. Ids of services,
+//! versions and series are not reused (before 2^32 services or versions were created), so
+//! what a caller keeps by id (the judge's per-version state) never names a newcomer.
 
 mod index;
 pub mod labels;
@@ -9,7 +21,7 @@ mod prefetch;
 pub mod ring;
 pub mod snapshot;
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -123,9 +135,10 @@ fn unit_hint(ts: i64) -> &'static str {
     }
 }
 
-/// Dense id of a service, stable for the life of the process.
+/// Id of a service: unique for the life of the process (a service forgotten and seen again
+/// gets a new one).
 pub type ServiceId = u32;
-/// Index of a version within its service.
+/// Id of a version: unique across the store for the life of the process.
 pub type VersionId = u32;
 
 /// How the store groups series; from the config, fixed at start.
@@ -196,10 +209,15 @@ pub struct Service {
     pub id: ServiceId,
     pub name: Arc<str>,
     newest: AtomicI64,
+    /// In creation order; forgotten versions are taken out.
     versions: RwLock<Vec<Arc<Version>>>,
     /// In creation order (ascending `seq`); swept series are taken out.
     series: RwLock<Vec<Arc<Series>>>,
-    next_seq: AtomicU64,
+    /// A push appended to it since the last sweep: it is being fed (see the module docs).
+    fed: AtomicBool,
+    /// Taken out of the store by a sweep (set under its series list's lock): a push that
+    /// found it before must not add a series to it.
+    forgotten: AtomicBool,
 }
 
 /// A version of a service seen in the data: the value of the version label.
@@ -210,6 +228,8 @@ pub struct Version {
     newest: AtomicI64,
     /// Event time of the first sample seen for this version.
     first_seen: AtomicI64,
+    /// Taken out of its service by a sweep (set under the service's series list's lock).
+    forgotten: AtomicBool,
 }
 
 impl Version {
@@ -231,6 +251,10 @@ impl Service {
     }
     pub fn versions(&self) -> Vec<Arc<Version>> {
         self.versions.read().clone()
+    }
+    /// The version `id` of the service, unless it was forgotten.
+    pub fn version(&self, id: VersionId) -> Option<Arc<Version>> {
+        version_in(&self.versions.read(), id).cloned()
     }
     /// All series of the service (a snapshot of the list).
     pub fn series(&self) -> Vec<Arc<Series>> {
@@ -263,6 +287,12 @@ impl Service {
     }
 }
 
+/// The version `id` in a list of a service's versions (as [`Service::versions`] gives
+/// them): a service holds a few, so a scan.
+pub fn version_in(versions: &[Arc<Version>], id: VersionId) -> Option<&Arc<Version>> {
+    versions.iter().find(|v| v.id == id)
+}
+
 const NO_TS: i64 = i64::MIN;
 
 fn load_ts(a: &AtomicI64) -> Option<i64> {
@@ -275,7 +305,25 @@ fn load_ts(a: &AtomicI64) -> Option<i64> {
 #[derive(Default)]
 struct Services {
     by_name: hashbrown::HashMap<Arc<str>, Arc<Service>>,
+    by_id: hashbrown::HashMap<ServiceId, Arc<Service>>,
+    /// In creation order; forgotten services are taken out.
     list: Vec<Arc<Service>>,
+    /// The id of the next service created (wrapping: 2^32 services created in one process
+    /// before an id comes back).
+    next_id: ServiceId,
+}
+
+/// What one [`Store::sweep`] dropped.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    /// Series with no sample within their service's retention window, or of a forgotten
+    /// service.
+    pub series: usize,
+    /// Versions left without a series, and those of the services forgotten.
+    pub versions: usize,
+    /// Services forgotten: behind the store's event time by more than the retention, and
+    /// fed nothing since the sweep before.
+    pub services: usize,
 }
 
 /// What one push did to the store.
@@ -604,6 +652,11 @@ pub struct Store {
     max_active_series: AtomicUsize,
     max_series_per_service: AtomicUsize,
     max_samples_per_series: AtomicUsize,
+    /// The id of the next version created, across services (wrapping, as services' ids).
+    next_version_id: AtomicU32,
+    /// The `seq` of the next series created, across services: ascending within each
+    /// service, and never handed out twice, even to a service forgotten and seen again.
+    next_seq: AtomicU64,
 }
 
 impl Store {
@@ -627,6 +680,8 @@ impl Store {
             max_active_series: AtomicUsize::new(cfg.max_active_series),
             max_series_per_service: AtomicUsize::new(cfg.max_series_per_service),
             max_samples_per_series: AtomicUsize::new(cfg.max_samples_per_series),
+            next_version_id: AtomicU32::new(0),
+            next_seq: AtomicU64::new(0),
             cfg,
         }
     }
@@ -664,7 +719,7 @@ impl Store {
     }
 
     pub fn service_by_id(&self, id: ServiceId) -> Option<Arc<Service>> {
-        self.services.read().list.get(id as usize).cloned()
+        self.services.read().by_id.get(&id).cloned()
     }
 
     /// Looks a series up by its labels.
@@ -929,7 +984,7 @@ impl Store {
     /// minus the retention); `None` for a service that has none yet.
     fn window_start(&self, sid: ServiceId) -> Option<i64> {
         let services = self.services.read();
-        let newest = services.list.get(sid as usize)?.newest()?;
+        let newest = services.by_id.get(&sid)?.newest()?;
         Some(newest.saturating_sub(self.cfg.retention_ms))
     }
 
@@ -938,11 +993,17 @@ impl Store {
     fn publish_newest(&self, versions: &[(ServiceId, VersionId, i64, i64)]) {
         let services = self.services.read();
         for &(sid, vid, oldest, ts) in versions {
-            let Some(svc) = services.list.get(sid as usize) else {
+            // Gone if a sweep forgot it since the push appended (its samples were older
+            // than the store's window): nothing to publish.
+            let Some(svc) = services.by_id.get(&sid) else {
                 continue;
             };
             svc.newest.fetch_max(ts, Ordering::Relaxed);
-            if let Some(v) = svc.versions.read().get(vid as usize) {
+            // Once per push: a load first, so pushes to a fed service do not write the line.
+            if !svc.fed.load(Ordering::Relaxed) {
+                svc.fed.store(true, Ordering::Relaxed);
+            }
+            if let Some(v) = version_in(&svc.versions.read(), vid) {
                 v.newest.fetch_max(ts, Ordering::Relaxed);
                 let _ = v.first_seen.compare_exchange(
                     NO_TS,
@@ -987,90 +1048,172 @@ impl Store {
             return Created::OverLimit;
         }
         let version_name = labels.get(&self.cfg.version_label).unwrap_or("");
-        let service = self.service_or_create(service_name);
-        let max_per_service = self.max_series_per_service.load(Ordering::Relaxed);
-        if service.series.read().len() >= max_per_service {
-            out.series_over_limit += 1;
-            out.limited_by
-                .get_or_insert_with(|| SeriesLimit::PerService {
-                    service: service_name.to_string(),
-                    limit: max_per_service,
-                });
-            return Created::OverLimit;
+        // A sweep may forget the service or the version found here before the series is
+        // added to them; it marks them under the service's list lock, which is checked
+        // here under the same lock: then they are looked up (and made) again.
+        loop {
+            let service = self.service_or_create(service_name);
+            let max_per_service = self.max_series_per_service.load(Ordering::Relaxed);
+            if service.series.read().len() >= max_per_service {
+                out.series_over_limit += 1;
+                out.limited_by
+                    .get_or_insert_with(|| SeriesLimit::PerService {
+                        service: service_name.to_string(),
+                        limit: max_per_service,
+                    });
+                return Created::OverLimit;
+            }
+            let version = self.version_or_create(&service, version_name);
+            // The service's list lock is taken under the shard's (the only place both are
+            // held), so creation order and `seq` agree.
+            let mut list = service.series.write();
+            if service.forgotten.load(Ordering::Relaxed)
+                || version.forgotten.load(Ordering::Relaxed)
+            {
+                continue;
+            }
+            let series = Arc::new(Series {
+                labels,
+                service: service.id,
+                version: version.id,
+                seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
+                removed: AtomicBool::new(false),
+                data: Mutex::new(SeriesData::default()),
+            });
+            shard.insert(hash, fp, series.clone());
+            drop(shard);
+            list.push(series);
+            // Counted under the list's lock: a sweep reads a version's count under it.
+            version.series.fetch_add(1, Ordering::Relaxed);
+            break;
         }
-        let version = service_version_or_create(&service, version_name);
-        // The service's list lock is taken under the shard's (the only place both are held),
-        // so creation order and `seq` agree.
-        let mut list = service.series.write();
-        let series = Arc::new(Series {
-            labels,
-            service: service.id,
-            version: version.id,
-            seq: service.next_seq.fetch_add(1, Ordering::Relaxed),
-            removed: AtomicBool::new(false),
-            data: Mutex::new(SeriesData::default()),
-        });
-        shard.insert(hash, fp, series.clone());
-        drop(shard);
-        list.push(series.clone());
-        drop(list);
-        version.series.fetch_add(1, Ordering::Relaxed);
         self.active.fetch_add(1, Ordering::Relaxed);
         out.series_created += 1;
         Created::Series
     }
 
-    /// Drops every series whose newest sample is older than its service's "now" minus the
-    /// retention (event time): targets that went away, and label values that came and went
-    /// (a request id in a label). Each shard is write-locked in turn, so a push appending to
-    /// a series holds it before or after, never during, its removal; a swept series that
-    /// reports again is created anew. Returns how many series were dropped.
-    pub fn sweep(&self) -> usize {
+    /// [`Store::sweep_at`] the wall clock's time.
+    pub fn sweep(&self) -> Swept {
+        self.sweep_at(crate::now_ms())
+    }
+
+    /// Forgets what was not seen for the retention (the module docs say why these clocks):
+    ///
+    /// - a **service** whose newest sample is older than the store's event time (the newest
+    ///   sample of any service, but not past `wall_ms`) minus the retention, and which no
+    ///   push appended to since the sweep before: its series, its versions, its index
+    ///   entries and its name go; seen again, it is a new service with new ids;
+    /// - a **series** whose newest sample is older than its service's "now" minus the
+    ///   retention: targets that went away, label values that came and went (a request id in
+    ///   a label); seen again, it is created anew;
+    /// - a **version** left without a series.
+    ///
+    /// Each shard is write-locked in turn, so a push appending to a series holds it before or
+    /// after, never during, its removal. Services and versions are marked forgotten under
+    /// their service's series lock, which a push creating a series checks under the same
+    /// lock: it never adds a series to something forgotten.
+    pub fn sweep_at(&self, wall_ms: i64) -> Swept {
         let services = self.services();
-        let cutoff: Vec<i64> = services
+        let retention = self.cfg.retention_ms;
+        let store_now = services
             .iter()
-            .map(|s| {
-                s.newest()
-                    .map_or(i64::MIN, |n| n.saturating_sub(self.cfg.retention_ms))
-            })
-            .collect();
-        let mut dropped = vec![0usize; services.len()];
+            .filter_map(|s| s.newest())
+            .max()
+            .map(|n| n.min(wall_ms));
+        // Per service: the oldest sample its series keep (`i64::MAX`: none, it is forgotten
+        // if nothing new arrives meanwhile), and the series dropped.
+        let mut per_service: hashbrown::HashMap<ServiceId, (i64, usize)> =
+            hashbrown::HashMap::with_capacity(services.len());
+        let mut idle = Vec::new();
+        for s in &services {
+            // Cleared at every sweep, so "fed" means: since the sweep before.
+            let fed = s.fed.swap(false, Ordering::Relaxed);
+            let newest = s.newest();
+            let behind = matches!((newest, store_now), (Some(n), Some(now)) if n < now.saturating_sub(retention));
+            let cutoff = if behind && !fed {
+                idle.push(s.clone());
+                i64::MAX
+            } else {
+                newest.map_or(i64::MIN, |n| n.saturating_sub(retention))
+            };
+            per_service.insert(s.id, (cutoff, 0));
+        }
         for shard in self.shards.iter() {
             let mut shard = shard.write();
             shard.retain(|s| {
+                // A service created since `services` was read is not swept yet.
+                let Some((cutoff, dropped)) = per_service.get_mut(&s.service) else {
+                    return true;
+                };
                 // An empty ring is a series created by a push that has not appended yet.
-                let keep = s
-                    .data
-                    .lock()
-                    .ring
-                    .last()
-                    .is_none_or(|(t, _)| t >= cutoff[s.service as usize]);
+                let keep = s.data.lock().ring.last().is_none_or(|(t, _)| t >= *cutoff);
                 if !keep {
                     s.removed.store(true, Ordering::Relaxed);
-                    dropped[s.service as usize] += 1;
+                    *dropped += 1;
                 }
                 keep
             });
         }
-        let mut total = 0;
-        for (svc, &n) in services.iter().zip(&dropped) {
+        let mut swept = Swept::default();
+        for svc in &services {
+            let n = per_service[&svc.id].1;
             if n == 0 {
                 continue;
             }
-            total += n;
-            let versions = svc.versions();
-            svc.series.write().retain(|s| {
+            swept.series += n;
+            let mut list = svc.series.write();
+            let versions = svc.versions.read();
+            list.retain(|s| {
                 let gone = s.removed.load(Ordering::Relaxed);
                 if gone {
-                    if let Some(v) = versions.get(s.version as usize) {
+                    if let Some(v) = version_in(&versions, s.version) {
                         v.series.fetch_sub(1, Ordering::Relaxed);
                     }
                 }
                 !gone
             });
+            drop(versions);
+            // Versions left without a series (their counts are exact under the list's lock:
+            // a new series is counted before it is released).
+            svc.versions.write().retain(|v| {
+                let gone = v.series_count() == 0;
+                if gone {
+                    v.forgotten.store(true, Ordering::Relaxed);
+                    swept.versions += 1;
+                }
+                !gone
+            });
         }
-        self.active.fetch_sub(total, Ordering::Relaxed);
-        total
+        self.active.fetch_sub(swept.series, Ordering::Relaxed);
+        if !idle.is_empty() {
+            let mut reg = self.services.write();
+            for svc in idle {
+                let list = svc.series.write();
+                if !list.is_empty() {
+                    continue; // a push created a series meanwhile: it is fed again
+                }
+                svc.forgotten.store(true, Ordering::Relaxed);
+                for v in svc.versions.write().drain(..) {
+                    v.forgotten.store(true, Ordering::Relaxed);
+                    swept.versions += 1;
+                }
+                reg.by_name.remove(&svc.name);
+                reg.by_id.remove(&svc.id);
+                swept.services += 1;
+            }
+            reg.list.retain(|s| !s.forgotten.load(Ordering::Relaxed));
+        }
+        swept
+    }
+
+    /// The store's event time: the newest sample of any service it holds.
+    pub fn newest(&self) -> Option<i64> {
+        self.services
+            .read()
+            .list
+            .iter()
+            .filter_map(|s| s.newest())
+            .max()
     }
 
     fn service_or_create(&self, name: &str) -> Arc<Service> {
@@ -1082,37 +1225,45 @@ impl Store {
             return s.clone();
         }
         let name: Arc<str> = name.into();
+        let mut id = services.next_id;
+        while services.by_id.contains_key(&id) {
+            id = id.wrapping_add(1); // wrapped onto a service still held
+        }
+        services.next_id = id.wrapping_add(1);
         let svc = Arc::new(Service {
-            id: services.list.len() as ServiceId,
+            id,
             name: name.clone(),
             newest: AtomicI64::new(NO_TS),
             versions: RwLock::new(Vec::new()),
             series: RwLock::new(Vec::new()),
-            next_seq: AtomicU64::new(0),
+            fed: AtomicBool::new(false),
+            forgotten: AtomicBool::new(false),
         });
         services.list.push(svc.clone());
+        services.by_id.insert(id, svc.clone());
         services.by_name.insert(name, svc.clone());
         svc
     }
-}
 
-fn service_version_or_create(service: &Service, name: &str) -> Arc<Version> {
-    if let Some(v) = service.versions.read().iter().find(|v| &*v.name == name) {
-        return v.clone();
+    fn version_or_create(&self, service: &Service, name: &str) -> Arc<Version> {
+        if let Some(v) = service.versions.read().iter().find(|v| &*v.name == name) {
+            return v.clone();
+        }
+        let mut versions = service.versions.write();
+        if let Some(v) = versions.iter().find(|v| &*v.name == name) {
+            return v.clone();
+        }
+        let v = Arc::new(Version {
+            id: self.next_version_id.fetch_add(1, Ordering::Relaxed),
+            name: name.into(),
+            series: AtomicUsize::new(0),
+            newest: AtomicI64::new(NO_TS),
+            first_seen: AtomicI64::new(NO_TS),
+            forgotten: AtomicBool::new(false),
+        });
+        versions.push(v.clone());
+        v
     }
-    let mut versions = service.versions.write();
-    if let Some(v) = versions.iter().find(|v| &*v.name == name) {
-        return v.clone();
-    }
-    let v = Arc::new(Version {
-        id: versions.len() as VersionId,
-        name: name.into(),
-        series: AtomicUsize::new(0),
-        newest: AtomicI64::new(NO_TS),
-        first_seen: AtomicI64::new(NO_TS),
-    });
-    versions.push(v.clone());
-    v
 }
 
 #[cfg(test)]

@@ -254,9 +254,16 @@ fn sweep_drops_series_idle_beyond_retention_and_they_come_back_new() {
     push(&s, &[(A1, 1_000, 1.0), (a3, 1_000, 1.0)]).unwrap();
     // A1 keeps reporting; a3 stops.
     push(&s, &[(A1, 3_000_000, 1.0)]).unwrap();
-    assert_eq!(s.sweep(), 0, "within retention");
+    assert_eq!(s.sweep().series, 0, "within retention");
     push(&s, &[(A1, 3_602_000, 1.0)]).unwrap();
-    assert_eq!(s.sweep(), 1);
+    assert_eq!(
+        s.sweep(),
+        Swept {
+            series: 1,
+            versions: 0,
+            services: 0
+        }
+    );
     assert_eq!(s.active_series(), 1);
     let svc = s.service("a").unwrap();
     assert_eq!(svc.series_count(), 1);
@@ -270,6 +277,111 @@ fn sweep_drops_series_idle_beyond_retention_and_they_come_back_new() {
     assert_eq!(new.len(), 1);
     assert_eq!(new[0].labels, LabelSet::from_strs(a3));
     assert_eq!(new[0].data.lock().ring.len(), 1);
+}
+
+/// Issue 15: a service not seen for the retention is forgotten whole (series, index
+/// entries, versions, name), counted back from the store's event time since its own stands
+/// still; not while a push still feeds it (a replay behind the others); not from a sample
+/// ahead of the wall clock; and not in a snapshot after. Seen again, it is new.
+#[test]
+fn issue_15_a_service_not_seen_for_the_retention_is_forgotten_once_nothing_feeds_it() {
+    const HOUR: i64 = 3_600_000;
+    let s = store();
+    let b2: &[(&str, &str)] = &[("__name__", "x"), ("job", "b"), ("version", "v2")];
+    push(&s, &[(A1, 1_000, 1.0), (B, 1_000, 1.0), (b2, 1_000, 1.0)]).unwrap();
+    let old = s.service("b").unwrap();
+    let old_versions: Vec<VersionId> = old.versions().iter().map(|v| v.id).collect();
+    let old_seq = old.series().iter().map(|x| x.seq).max().unwrap();
+    // a goes on past the retention; b is silent in event time.
+    push(&s, &[(A1, HOUR + 2_000, 1.0)]).unwrap();
+    // Both were fed since the start: nothing goes at the first sweep.
+    assert_eq!(s.sweep_at(i64::MAX), Swept::default());
+    // b is still fed, with old samples (a replay behind the others): kept.
+    push(&s, &[(B, 1_500, 1.0)]).unwrap();
+    assert_eq!(s.sweep_at(i64::MAX), Swept::default());
+    assert!(s.service("b").is_some());
+    // Behind a by more than the retention and fed nothing for a whole sweep interval.
+    let gone = s.sweep_at(i64::MAX);
+    assert_eq!(
+        gone,
+        Swept {
+            series: 2,
+            versions: 2,
+            services: 1
+        }
+    );
+    assert!(s.service("b").is_none());
+    assert!(s.service_by_id(old.id).is_none());
+    assert!(s.get(&LabelSet::from_strs(B)).is_none());
+    assert_eq!(s.services().len(), 1);
+    assert_eq!(s.active_series(), 1);
+    assert_eq!(s.newest(), Some(HOUR + 2_000));
+    // a itself, live, is untouched, and stays so at every sweep.
+    let a = s.service("a").unwrap();
+    assert_eq!((a.series_count(), a.versions().len()), (1, 1));
+    assert_eq!(s.sweep_at(i64::MAX), Swept::default());
+    // A snapshot holds what is left: after a restart b is still forgotten.
+    let dir = tempfile::tempdir().unwrap();
+    s.write_snapshot(dir.path(), b"").unwrap();
+    let snap = snapshot::read(&dir.path().join(snapshot::FILE_NAME))
+        .unwrap()
+        .unwrap();
+    let names: Vec<LabelSet> = snap
+        .series
+        .iter()
+        .map(|(l, _)| LabelSet::from_encoded(l))
+        .collect();
+    assert_eq!(names, vec![LabelSet::from_strs(A1)]);
+    // Seen again, b is a new service: new ids, new series handed out after the old ones.
+    let o = push(&s, &[(B, HOUR + 3_000, 2.0)]).unwrap();
+    assert_eq!(o.series_created, 1);
+    let new = s.service("b").unwrap();
+    assert_ne!(new.id, old.id);
+    assert!(new.versions().iter().all(|v| !old_versions.contains(&v.id)));
+    assert!(new.series()[0].seq > old_seq);
+    assert_eq!(new.newest(), Some(HOUR + 3_000));
+    assert_eq!(o.touched, vec![(new.id, HOUR + 3_000)]);
+}
+
+/// Issue 15: the store's event time stops at the wall clock: a service that ran ahead of
+/// it (within `limits.max_time_ahead`, or replayed by a trusted caller) does not make the
+/// others look silent.
+#[test]
+fn issue_15_a_sample_ahead_of_the_wall_clock_forgets_nothing() {
+    let s = store();
+    push(&s, &[(A1, 10 * 3_600_000, 1.0), (B, 1_000, 1.0)]).unwrap();
+    for _ in 0..3 {
+        assert_eq!(s.sweep_at(2_000_000), Swept::default());
+    }
+    assert_eq!(s.services().len(), 2);
+}
+
+/// Issue 15: a version left without a series (none for the retention, in its service's
+/// own event time) is forgotten; reporting again, it is a new version, with a new id.
+#[test]
+fn issue_15_a_version_not_seen_for_the_retention_is_forgotten() {
+    let s = store();
+    push(&s, &[(A1, 1_000, 1.0), (A2, 1_000, 1.0)]).unwrap();
+    let a = s.service("a").unwrap();
+    let v1 = a.versions()[0].id;
+    push(&s, &[(A2, 3_602_000, 1.0)]).unwrap();
+    assert_eq!(
+        s.sweep(),
+        Swept {
+            series: 1,
+            versions: 1,
+            services: 0
+        }
+    );
+    let names: Vec<String> = a.versions().iter().map(|v| v.name.to_string()).collect();
+    assert_eq!(names, ["v2"]);
+    assert!(a.version(v1).is_none());
+    push(&s, &[(A1, 3_603_000, 1.0)]).unwrap();
+    let again = a.versions();
+    assert_eq!(again.len(), 2);
+    assert!(again[1].id > v1 && &*again[1].name == "v1");
+    assert_eq!(again[1].first_seen(), Some(3_603_000));
+    assert_eq!(again[1].series_count(), 1);
 }
 
 #[test]

@@ -2,8 +2,8 @@
 //! sequential statistics every rule updates on every push (`stats::ratio`, `stats::mean`,
 //! `stats::rate`) allocate nothing per update or query once built, so a deploy observed for
 //! hours costs per push what it cost in its first minute, and their state does not grow with
-//! the number of updates. (The `update_cost`/`interval_cost` unit tests beside them print
-//! timings and assert nothing; these hold the bound.)
+//! the number of updates. (Their timings are not asserted anywhere: on shared machines a
+//! time bound either fails at random or bounds nothing; the allocation count is exact.)
 //!
 //! Allocations are counted per thread by a counting global allocator, so the other tests
 //! of this binary, running in parallel, do not disturb the count.

@@ -21,6 +21,8 @@ mod detection;
 mod durability;
 /// Suspects, post-deploy reports (golden files), rollback and recovery, deploy history.
 mod explain;
+/// Issue 15: services and versions not seen for the retention are forgotten.
+mod forget;
 mod gates;
 /// Issue 15: hostile timestamps, non-finite values and hostile snapshots.
 mod hostile;
