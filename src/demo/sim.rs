@@ -302,6 +302,9 @@ pub struct Service {
     /// Resident memory: base, per-pod spread, per-scrape noise (bytes).
     pub mem_base: f64,
     pub mem_pod_spread: f64,
+    /// Each pod's CPU per unit of work differs by this relative standard deviation
+    /// (nodes, neighbours): a single canary pod is never exactly its baseline's twin.
+    pub cpu_pod_spread: f64,
     pub mem_noise: f64,
     /// A process starts `mem_warmup` below its steady level and approaches it with a
     /// `mem_warmup_tau_s` time constant (caches and heaps filling).
@@ -353,6 +356,7 @@ impl Service {
             cpu_noise: 0.10,
             mem_base: 200.0 * MIB,
             mem_pod_spread: 4.0 * MIB,
+            cpu_pod_spread: 0.0,
             mem_noise: 1.0 * MIB,
             mem_warmup: 30.0 * MIB,
             mem_warmup_tau_s: 15.0,
@@ -494,6 +498,7 @@ struct Pod {
     instance: String,
     offset: i64,
     mem_offset: f64,
+    cpu_factor: f64,
     /// Where in its garbage collector's cycle the pod starts, in [0, 1).
     gc_phase: f64,
     rng: Rng,
@@ -550,6 +555,9 @@ impl Sim {
             let mut downs = Vec::new();
             let mut extra = Rng::stream(svc.seed, 7000 + i as u64);
             let gc_phase = extra.f64();
+            let cpu_factor =
+                (1.0 + svc.cpu_pod_spread * Rng::stream(svc.seed, 9000 + i as u64).normal())
+                    .max(0.5);
             for &(_, at) in svc.restarts.iter().filter(|r| r.0 == i) {
                 let at = at.div_euclid(SEC) * SEC;
                 downs.push((at, at + extra.range(5, 15) * SEC));
@@ -569,6 +577,7 @@ impl Sim {
                 instance,
                 offset,
                 mem_offset,
+                cpu_factor,
                 gc_phase,
                 rng,
                 downs,
@@ -838,7 +847,7 @@ impl Sim {
         let noise = self.svc.cpu_noise;
         let leak = self.addend(Signal::LeakBytesPerSec, i, None, s, process_start);
         let pod = &mut self.pods[i];
-        pod.proc.cpu += (cores * (1.0 + noise * pod.rng.normal())).max(0.0);
+        pod.proc.cpu += (cores * pod.cpu_factor * (1.0 + noise * pod.rng.normal())).max(0.0);
         pod.proc.leaked += leak;
     }
 

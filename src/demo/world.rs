@@ -213,6 +213,8 @@ pub fn generate(family: Family, seed: u64) -> Scenario {
     svc.cpu_ticks = true;
     svc.mem_base = log_uniform(&mut rng, 80.0 * MIB, 600.0 * MIB);
     svc.mem_pod_spread = svc.mem_base * rng.uniform(0.005, 0.03);
+    // Its own stream: the other draws (and so every earlier scenario) stay as they were.
+    svc.cpu_pod_spread = Rng::stream(seed, 8999).uniform(0.02, 0.08);
     svc.mem_noise = svc.mem_base * rng.uniform(0.002, 0.01);
     svc.mem_warmup = svc.mem_base * rng.uniform(0.3, 0.5);
     svc.mem_warmup_tau_s = rng.uniform(120.0, 360.0);

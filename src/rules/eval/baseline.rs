@@ -41,6 +41,9 @@ pub fn known_baseline(rule: &Rule, series: &[Arc<Series>], from: i64, to: i64) -
         ..SideStep::default()
     };
     let mut inst_span: Vec<(i64, i64)> = vec![(i64::MAX, i64::MIN); probe.instances.len()];
+    // A ratio's events and exposure per minute of the window, pooled robustly below.
+    let minutes = ((to - from).max(0) / MINUTE_MS + 1) as usize;
+    let mut per_minute = [vec![0.0; minutes], vec![0.0; minutes]];
     let mut slopes = Vec::new();
     // When each instance first reported any matched series: a counter created later (at
     // its first error) counts from zero.
@@ -78,9 +81,10 @@ pub fn known_baseline(rule: &Rule, series: &[Arc<Series>], from: i64, to: i64) -
             }
             if let Some((_, pv)) = prev {
                 let delta = if v >= pv { v - pv } else { v };
+                let minute = (((ts - from).max(0) / MINUTE_MS) as usize).min(minutes - 1);
                 match m.component {
-                    Component::Numerator => total.events += delta,
-                    Component::Denominator => total.exposure += delta,
+                    Component::Numerator => per_minute[0][minute] += delta,
+                    Component::Denominator => per_minute[1][minute] += delta,
                     Component::Bucket => total.buckets[m.slot] += delta,
                     Component::Value => total.events += delta,
                 }
@@ -96,6 +100,9 @@ pub fn known_baseline(rule: &Rule, series: &[Arc<Series>], from: i64, to: i64) -
             slopes.push(ols_slope(&xs, &ys).0);
         }
     }
+    let (events, exposure) = pool_without_bursts(&per_minute[0], &per_minute[1]);
+    total.events += events;
+    total.exposure += exposure;
     if matches!(
         rule.signal,
         Signal::Rate { .. } | Signal::Increase { .. } | Signal::Share { .. }
@@ -115,5 +122,92 @@ pub fn known_baseline(rule: &Rule, series: &[Arc<Series>], from: i64, to: i64) -
         total,
         slope_per_hour,
         steps: ((to - from) as f64 / 1000.0 / STEP_SECONDS).max(0.0),
+    }
+}
+
+const MINUTE_MS: i64 = 60_000;
+
+/// The share of the window's exposure that bursts may take out of a baseline: beyond it,
+/// the "bursts" are the service's normal state.
+const MAX_BURST_SHARE: f64 = 0.2;
+
+/// Pools a ratio's per-minute events and exposure into the baseline's, leaving out minutes
+/// with a burst of events the rest of the window makes implausible (more than 4 Poisson
+/// standard deviations and 3 events above the pooled rate): a flaky dependency's 30-second
+/// blip of 5xx on every pod before the deploy would otherwise raise the baseline and hide a
+/// regression of the new version, which a before/after comparison has no concurrent old
+/// version to tell from the world. At most [`MAX_BURST_SHARE`] of the exposure is left out.
+pub(super) fn pool_without_bursts(events: &[f64], exposure: &[f64]) -> (f64, f64) {
+    let total_n: f64 = exposure.iter().sum();
+    let mut keep = vec![true; events.len()];
+    for _ in 0..3 {
+        let (e, n) = kept_sums(events, exposure, &keep);
+        if n <= 0.0 {
+            break;
+        }
+        let p = e / n;
+        let mut dropped = total_n - n;
+        let mut burst: Vec<(f64, usize)> = (0..events.len())
+            .filter(|&i| keep[i] && exposure[i] > 0.0)
+            .filter_map(|i| {
+                let mu = exposure[i] * p;
+                let excess = events[i] - mu - 4.0 * mu.sqrt() - 3.0;
+                (excess > 0.0).then_some((excess, i))
+            })
+            .collect();
+        if burst.is_empty() {
+            break;
+        }
+        burst.sort_by(|a, b| b.0.total_cmp(&a.0));
+        for (_, i) in burst {
+            if dropped + exposure[i] > MAX_BURST_SHARE * total_n {
+                break;
+            }
+            dropped += exposure[i];
+            keep[i] = false;
+        }
+    }
+    kept_sums(events, exposure, &keep)
+}
+
+fn kept_sums(events: &[f64], exposure: &[f64], keep: &[bool]) -> (f64, f64) {
+    (0..events.len())
+        .filter(|&i| keep[i])
+        .fold((0.0, 0.0), |(e, n), i| (e + events[i], n + exposure[i]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pool_without_bursts;
+
+    #[test]
+    fn a_burst_of_errors_before_the_deploy_does_not_raise_the_baseline() {
+        // 30 minutes at 2,000 requests and 5 errors a minute; one minute with a 3 % blip.
+        let mut events = vec![5.0; 30];
+        let exposure = vec![2000.0; 30];
+        events[12] += 60.0;
+        let (e, n) = pool_without_bursts(&events, &exposure);
+        assert_eq!(n, 29.0 * 2000.0);
+        assert!((e / n - 0.0025).abs() < 1e-9);
+    }
+
+    #[test]
+    fn ordinary_noise_and_a_quiet_service_are_pooled_whole() {
+        let events = [3.0, 7.0, 5.0, 9.0, 2.0, 6.0, 4.0, 5.0];
+        let exposure = [2000.0; 8];
+        assert_eq!(pool_without_bursts(&events, &exposure), (41.0, 16000.0));
+        // At 0.2 requests a second a single error in a minute is no burst.
+        let events = [0.0, 1.0, 0.0, 0.0, 0.0, 0.0];
+        let exposure = [12.0; 6];
+        assert_eq!(pool_without_bursts(&events, &exposure), (1.0, 72.0));
+    }
+
+    #[test]
+    fn a_service_that_is_bursty_throughout_keeps_most_of_its_bursts() {
+        // Every other minute bursts: no more than a fifth of the exposure is left out.
+        let events: Vec<f64> = (0..20).map(|i| if i % 2 == 0 { 40.0 } else { 2.0 }).collect();
+        let exposure = vec![1000.0; 20];
+        let (_, n) = pool_without_bursts(&events, &exposure);
+        assert!(n >= 0.8 * 20000.0, "{n}");
     }
 }

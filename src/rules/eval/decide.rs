@@ -437,10 +437,24 @@ impl RuleState {
     pub(super) fn holds_now(&self, tier: Tier) -> bool {
         let n = self.recent.len();
         if self.known.is_some() {
-            let third = KEPT_STEPS / 3;
-            return n == KEPT_STEPS
-                && (0..3).all(|k| self.holds_over(tier, k * third..(k + 1) * third))
-                && self.beyond_over(tier, 0..n, Z_HOLDS_NOW);
+            // Only judged steps count: a new instance's warm-up is not the deploy's.
+            let judged = self.known_steps.min(n);
+            if judged == KEPT_STEPS {
+                let third = KEPT_STEPS / 3;
+                // Without its worst minute too: a blip of up to a minute (a flaky
+                // dependency's burst of 5xx) inside the three minutes does not carry them.
+                let worst = self.worst_minute(tier);
+                return (0..3).all(|k| self.holds_over(tier, k * third..(k + 1) * third))
+                    && self.beyond_over(tier, 0..n, Z_HOLDS_NOW)
+                    && self.beyond_skipping(tier, 0..n, worst, Z_HOLDS_NOW);
+            }
+            // Sooner, a pause (never a rollback): every half-minute since judging began,
+            // for at least two minutes, beyond the threshold. A blip of up to a minute
+            // touches at most five 15-second steps, so it cannot fill four half-minutes.
+            return tier < Tier::Rollback
+                && judged >= EARLY_PAUSE_STEPS
+                && (0..judged / 2).all(|k| self.holds_over(tier, n - 2 * (k + 1)..n - 2 * k))
+                && self.beyond_over(tier, n - judged..n, Z_HOLDS_NOW);
         }
         self.holds_over(tier, n.saturating_sub(RECENT_STEPS)..n)
     }
@@ -455,6 +469,48 @@ impl RuleState {
     /// `z = 0`, or for signals that are not counts (CPU seconds, memory levels), the point
     /// estimate decides.
     pub(super) fn beyond_over(&self, tier: Tier, steps: std::ops::Range<usize>, z: f64) -> bool {
+        self.beyond_skipping(tier, steps, 0..0, z)
+    }
+
+    /// The recent minute (four steps) in which the canary's counted events stand out most
+    /// over the rest of the recent steps: where a blip would be.
+    fn worst_minute(&self, tier: Tier) -> std::ops::Range<usize> {
+        let n = self.recent.len();
+        const MINUTE: usize = 4;
+        if n < MINUTE {
+            return 0..0;
+        }
+        let latency = match (&self.rule.signal, &self.evidence) {
+            (Signal::Quantile { .. }, Some(Evidence::Quantile { tiers, .. })) => {
+                match tiers.get(tier as usize) {
+                    Some(Some((le, _, _))) => Some(*le),
+                    _ => return 0..0,
+                }
+            }
+            _ => None,
+        };
+        let (x, m) = self.sums(Side::Canary, 0..n, latency);
+        if m <= 0.0 {
+            return 0..0;
+        }
+        let rate = x / m;
+        (0..=n - MINUTE)
+            .map(|w| {
+                let (xw, mw) = self.sums(Side::Canary, w..w + MINUTE, latency);
+                (xw - mw * rate, w)
+            })
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map_or(0..0, |(_, w)| w..w + MINUTE)
+    }
+
+    /// [`RuleState::beyond_over`] leaving out the recent steps in `skip`.
+    pub(super) fn beyond_skipping(
+        &self,
+        tier: Tier,
+        steps: std::ops::Range<usize>,
+        skip: std::ops::Range<usize>,
+        z: f64,
+    ) -> bool {
         let Some(th) = self.rule.threshold(tier) else {
             return false;
         };
@@ -473,17 +529,17 @@ impl RuleState {
                 let Some(Some((le, _, _))) = tiers.get(tier as usize) else {
                     return false;
                 };
-                let (slow, n) = self.sums(Side::Canary, steps, Some(*le));
+                let (slow, n) = self.sums_skipping(Side::Canary, steps, skip, Some(*le));
                 n > 0.0 && slow / n > 1.0 - quantile && counted(slow, n, 1.0 - quantile)
             }
             (Signal::Ratio { .. } | Signal::Rate { .. } | Signal::Level { .. }, _) => {
-                let (c, nc) = self.sums(Side::Canary, steps.clone(), None);
+                let (c, nc) = self.sums_skipping(Side::Canary, steps.clone(), skip.clone(), None);
                 let (b, nb) = match &self.known {
                     Some(k) if matches!(self.rule.signal, Signal::Level { .. }) => {
                         (k.total.value_sum, k.total.value_n)
                     }
                     Some(k) => (k.total.events, k.total.exposure),
-                    None => self.sums(Side::Baseline, steps, None),
+                    None => self.sums_skipping(Side::Baseline, steps, skip, None),
                 };
                 if nc <= 0.0 || nb <= 0.0 {
                     return false;
@@ -533,6 +589,10 @@ pub(super) enum Onset {
 /// After against before: how long a deviation the new version did not show in its first
 /// judged minutes must last before it pauses (it never rolls back on its own).
 pub(super) const LATE_PAUSE_AFTER_MS: i64 = 5 * 60_000;
+
+/// After against before: judged steps (15 s) after which a deviation that held in every
+/// half-minute of them may pause before the three minutes a rollback needs are in.
+pub(super) const EARLY_PAUSE_STEPS: usize = 8;
 
 /// After against before: the new version's first judged minutes show a deviation when
 /// their counts lie beyond the first tier's threshold by this many standard errors (a few

@@ -161,7 +161,21 @@ impl RuleState {
         steps: std::ops::Range<usize>,
         latency: Option<f64>,
     ) -> (f64, f64) {
-        self.recent.range(steps).fold((0.0, 0.0), |(a, n), step| {
+        self.sums_skipping(side, steps, 0..0, latency)
+    }
+
+    /// [`RuleState::sums`] leaving out the recent steps in `skip`.
+    pub(super) fn sums_skipping(
+        &self,
+        side: Side,
+        steps: std::ops::Range<usize>,
+        skip: std::ops::Range<usize>,
+        latency: Option<f64>,
+    ) -> (f64, f64) {
+        let first = steps.start;
+        let kept = |i: &(usize, _)| !skip.contains(&(first + i.0));
+        let steps = self.recent.range(steps).enumerate().filter(kept);
+        steps.fold((0.0, 0.0), |(a, n), (_, step)| {
             let s = &step[side as usize];
             let (x, m) = match self.rule.signal {
                 Signal::Quantile { .. } => {
