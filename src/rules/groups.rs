@@ -53,6 +53,18 @@ pub struct Local {
     pub key: String,
     pub canary: f64,
     pub baseline: f64,
+    /// The group's own confidence that it is worse than its baseline at all: what is
+    /// shown beside the tier it decided (never the service-wide figure).
+    pub confidence: f64,
+}
+
+/// `1 − e^(−E)`: the confidence shown for log-evidence `E` (0 when there is none).
+fn shown_confidence(log_evidence: f64) -> f64 {
+    if log_evidence <= 0.0 {
+        0.0
+    } else {
+        1.0 - (-log_evidence).exp()
+    }
 }
 
 impl Groups {
@@ -177,6 +189,7 @@ impl Groups {
                         key: g.key.clone(),
                         canary: pc,
                         baseline: pb,
+                        confidence: shown_confidence(g.ev.log_evidence_above(1.0)),
                     });
                 }
             }
@@ -412,6 +425,7 @@ impl LatencyGroups {
                         key: g.key.clone(),
                         canary: cq.unwrap_or(f64::NAN),
                         baseline: bq.unwrap_or(f64::NAN),
+                        confidence: shown_confidence(t.vs_baseline.log_evidence_above(1.0)),
                     });
                 }
             }

@@ -132,6 +132,19 @@ fn route_regression_names_the_route_and_its_change_and_survives_a_restart() {
     let (id, d) = play(&dw, svc, T + 13 * MIN);
     let ctx = || format!("{d:#}");
     assert_eq!(d["verdict"], "rollback", "{}", ctx());
+    // Every rule row at a regression verdict shows at least the confidence that tier asks
+    // for (α = 0.001 for rollback, 0.005 for pause, 0.01 for warn, spread over the routes),
+    // the deciding route's own, never the diluted service-wide one beside it.
+    for r in d["rules"].as_array().unwrap() {
+        let need = match r["verdict"].as_str().unwrap() {
+            "rollback" => 0.999,
+            "pause" => 0.995,
+            "warn" => 0.99,
+            _ => continue,
+        };
+        let c = r["confidence"].as_f64().unwrap();
+        assert!(c >= need, "{} at {c}: {}", r["rule"], ctx());
+    }
     let s = &d["suspects"][0];
     assert_eq!(s["dimension"], "route", "{}", ctx());
     assert_eq!(s["value"], "/checkout", "{}", ctx());

@@ -329,6 +329,7 @@ impl RuleState {
                 self.canary_value = Some(l.canary);
                 self.baseline_value = Some(l.baseline);
                 self.effect = (l.baseline > 0.0).then(|| l.canary / l.baseline);
+                self.confidence = l.confidence;
                 local = Some(l.key);
             }
         }
