@@ -2236,6 +2236,8 @@ mod tests {
             "{:?}",
             expected.difference(&held)
         );
+        // What the writer thread has not appended yet is not on disk to read back.
+        assert!(deploys.history().flush(std::time::Duration::from_secs(30)));
         let reloaded = History::open(dir.path(), retention).unwrap();
         let reloaded: std::collections::BTreeSet<String> = reloaded
             .records()
