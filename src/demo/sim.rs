@@ -555,9 +555,9 @@ impl Sim {
             let mut downs = Vec::new();
             let mut extra = Rng::stream(svc.seed, 7000 + i as u64);
             let gc_phase = extra.f64();
-            let cpu_factor =
-                (1.0 + svc.cpu_pod_spread * Rng::stream(svc.seed, 9000 + i as u64).normal())
-                    .max(0.5);
+            let cpu_factor = (1.0
+                + svc.cpu_pod_spread * Rng::stream(svc.seed, 9000 + i as u64).normal())
+            .max(0.5);
             for &(_, at) in svc.restarts.iter().filter(|r| r.0 == i) {
                 let at = at.div_euclid(SEC) * SEC;
                 downs.push((at, at + extra.range(5, 15) * SEC));

@@ -17,7 +17,6 @@ use crate::app::App;
 use crate::deploy::tracker::RegisterOutcome;
 use crate::deploy::{DeployError, DeployJson, DeployRequest};
 
-
 /// What each field of a registration must be, by its path with list indices blanked.
 fn registration_field(path: &str) -> &'static str {
     match path {

@@ -205,7 +205,9 @@ mod tests {
     #[test]
     fn a_service_that_is_bursty_throughout_keeps_most_of_its_bursts() {
         // Every other minute bursts: no more than a fifth of the exposure is left out.
-        let events: Vec<f64> = (0..20).map(|i| if i % 2 == 0 { 40.0 } else { 2.0 }).collect();
+        let events: Vec<f64> = (0..20)
+            .map(|i| if i % 2 == 0 { 40.0 } else { 2.0 })
+            .collect();
         let exposure = vec![1000.0; 20];
         let (_, n) = pool_without_bursts(&events, &exposure);
         assert!(n >= 0.8 * 20000.0, "{n}");
