@@ -58,15 +58,6 @@ pub struct Local {
     pub confidence: f64,
 }
 
-/// `1 − e^(−E)`: the confidence shown for log-evidence `E` (0 when there is none).
-fn shown_confidence(log_evidence: f64) -> f64 {
-    if log_evidence <= 0.0 {
-        0.0
-    } else {
-        1.0 - (-log_evidence).exp()
-    }
-}
-
 impl Groups {
     /// `grid`: the θ values the evidence must hold exactly (the rule's thresholds).
     pub fn new(grid: Vec<f64>) -> Groups {
@@ -189,7 +180,7 @@ impl Groups {
                         key: g.key.clone(),
                         canary: pc,
                         baseline: pb,
-                        confidence: shown_confidence(g.ev.log_evidence_above(1.0)),
+                        confidence: crate::rules::eval::confidence(g.ev.log_evidence_above(1.0)),
                     });
                 }
             }
@@ -425,7 +416,9 @@ impl LatencyGroups {
                         key: g.key.clone(),
                         canary: cq.unwrap_or(f64::NAN),
                         baseline: bq.unwrap_or(f64::NAN),
-                        confidence: shown_confidence(t.vs_baseline.log_evidence_above(1.0)),
+                        confidence: crate::rules::eval::confidence(
+                            t.vs_baseline.log_evidence_above(1.0),
+                        ),
                     });
                 }
             }

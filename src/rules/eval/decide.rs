@@ -638,7 +638,8 @@ pub(super) fn exceeds(effect: Option<f64>, relative: f64, up: bool) -> bool {
     })
 }
 
-pub(super) fn confidence(log_evidence: f64) -> f64 {
+/// `1 − e^(−E)`: the confidence shown for log-evidence `E` (0 when there is none).
+pub(crate) fn confidence(log_evidence: f64) -> f64 {
     if log_evidence <= 0.0 {
         0.0
     } else {

@@ -27,6 +27,7 @@ use crate::stats::ratio::RatioEvidence;
 use crate::store::{LabelSet, Series};
 
 pub use baseline::known_baseline;
+pub(crate) use decide::confidence;
 use decide::*;
 use evidence::*;
 use select::*;
