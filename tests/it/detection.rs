@@ -117,3 +117,42 @@ fn clear_regressions_are_paused_after_they_begin() {
         report.join("\n")
     );
 }
+
+#[test]
+fn after_against_before_a_deviation_growing_out_of_a_calm_start_rolls_nothing_back() {
+    use Family::*;
+    // Rolling updates, judged after against before. The world's: a dependency's outage (the
+    // judge before this rule rolled back 2006 and 5012 through latency and the error ratio)
+    // and traffic spikes (1010 and 5004 paused on CPU per instance). The deploy's, from each
+    // new instance's start: still rolled back.
+    let world = [
+        (DependencyOutage, 2006),
+        (DependencyOutage, 5012),
+        (TrafficSpike, 1010),
+        (TrafficSpike, 5004),
+    ];
+    let deploys = [(P99x3, 2), (P99x3, 1002), (Errors10x, 4), (Errors10x, 2004)];
+    let played = play_all(&world);
+    let report: Vec<String> = played.iter().map(|(sc, j)| line(sc, j)).collect();
+    assert!(
+        played.iter().all(|(_, j)| j.rollback.is_none()),
+        "a world event was rolled back:\n{}",
+        report.join("\n")
+    );
+    let paused = played.iter().filter(|(_, j)| j.pause.is_some()).count();
+    assert!(paused <= 2, "{paused} paused:\n{}", report.join("\n"));
+    let played = play_all(&deploys);
+    let report: Vec<String> = played.iter().map(|(sc, j)| line(sc, j)).collect();
+    for (sc, _) in &played {
+        assert!(
+            matches!(sc.kind, world::Kind::Rolling { .. }),
+            "{} is not a rolling update",
+            sc.name()
+        );
+    }
+    assert!(
+        played.iter().all(|(_, j)| j.rollback.is_some()),
+        "a regression from the start was not rolled back:\n{}",
+        report.join("\n")
+    );
+}

@@ -339,6 +339,14 @@ impl RuleState {
         // it rolls nothing back on its own, and pauses only once it has lasted
         // [`LATE_PAUSE_AFTER_MS`], as an alert rule's `for:` would.
         if self.known.is_some() {
+            let n = self.recent.len();
+            if self.known_steps == MINUTE_STEPS && n >= MINUTE_STEPS {
+                let mut first = SideStep::default();
+                for step in self.recent.range(n - MINUTE_STEPS..n) {
+                    first.add(&step[Side::Canary as usize]);
+                }
+                self.first_minute = Some(first);
+            }
             if self.known_steps >= KEPT_STEPS && self.onset_early.is_none() {
                 let third = KEPT_STEPS / 3;
                 self.onset_early = Some(first_tier(&self.rule).map_or(Onset::Late, |tier| {
@@ -351,6 +359,13 @@ impl RuleState {
                     }
                 }));
             }
+            // Whatever the first minutes showed, a deviation that grows out of a calm start
+            // now began later (while it lasts: a blip passes, the deploy's own stays).
+            let onset = if first_tier(&self.rule).is_some_and(|tier| self.began_later(tier)) {
+                Some(Onset::Late)
+            } else {
+                self.onset_early
+            };
             let pause_now =
                 self.rule.threshold(Tier::Pause).is_some() && self.holds_now(Tier::Pause);
             if !pause_now {
@@ -358,7 +373,7 @@ impl RuleState {
             } else if self.late_since.is_none() {
                 self.late_since = Some(t);
             }
-            match self.onset_early {
+            match onset {
                 Some(Onset::Late) if reached >= Some(Tier::Pause) => {
                     let lasted = self
                         .late_since
@@ -458,6 +473,110 @@ impl RuleState {
                 && self.beyond_over(tier, n - judged..n, Z_HOLDS_NOW);
         }
         self.holds_over(tier, n.saturating_sub(RECENT_STEPS)..n)
+    }
+
+    /// After against before: whether the deviation began after the new version started
+    /// rather than with it. Either the last minute is worse than the first judged minute by
+    /// [`Z_ONSET_CHANGE`] standard errors while that first minute was not yet worth a pause,
+    /// or the last three minutes are that much worse than the minute before judging began
+    /// (the new instances' warm-up, which a start-up makes slower, never faster). A deploy's
+    /// regression is there from each new instance's start; a dependency's outage or a
+    /// traffic spike begins at one moment on every instance, whatever its age. Counted
+    /// signals only (errors, slow requests).
+    pub(super) fn began_later(&self, tier: Tier) -> bool {
+        if self.rule.bad != Bad::Up {
+            return false;
+        }
+        if matches!(self.rule.signal, Signal::Rate { .. }) {
+            return self.rate_grew_later();
+        }
+        if !matches!(
+            self.rule.signal,
+            Signal::Ratio { .. } | Signal::Quantile { .. }
+        ) {
+            return false;
+        }
+        let latency = match (&self.rule.signal, &self.evidence) {
+            (Signal::Quantile { .. }, Some(Evidence::Quantile { tiers, .. })) => {
+                match tiers.get(tier as usize) {
+                    Some(Some((le, _, _))) => Some(*le),
+                    _ => return false,
+                }
+            }
+            (Signal::Quantile { .. }, _) => return false,
+            _ => None,
+        };
+        let n = self.recent.len();
+        if self.known_steps < 2 * MINUTE_STEPS || n < KEPT_STEPS {
+            return false;
+        }
+        if let Some(first) = &self.first_minute {
+            let (x1, n1) = self.counted(first, latency);
+            let (x, m) = self.sums(Side::Canary, n - MINUTE_STEPS..n, latency);
+            if !self.worth_a_pause(first) && worse_by(x1, n1, x, m) >= Z_ONSET_CHANGE {
+                return true;
+            }
+        }
+        let (x0, n0) = self
+            .before_judged
+            .iter()
+            .map(|s| self.counted(s, latency))
+            .fold((0.0, 0.0), |(a, b), (x, m)| (a + x, b + m));
+        let (x, m) = self.sums(Side::Canary, n - KEPT_STEPS..n, latency);
+        worse_by(x0, n0, x, m) >= Z_ONSET_CHANGE
+    }
+
+    /// [`RuleState::began_later`] for a rate per instance (CPU seconds per second), which
+    /// follows the load: the last minute is above the first judged minute by the pause
+    /// threshold's factor while that first minute was not worth a pause (a traffic spike
+    /// after a calm start; a deploy's extra cost per request shows from the start).
+    fn rate_grew_later(&self) -> bool {
+        let (Some(first), Some(th)) = (&self.first_minute, self.rule.threshold(Tier::Pause)) else {
+            return false;
+        };
+        let n = self.recent.len();
+        if self.known_steps < 2 * MINUTE_STEPS || n < MINUTE_STEPS {
+            return false;
+        }
+        let (x1, n1) = self.counted(first, None);
+        let (x, m) = self.sums(Side::Canary, n - MINUTE_STEPS..n, None);
+        n1 > 0.0 && m > 0.0 && !self.worth_a_pause(first) && x / m >= x1 / n1 * th.relative
+    }
+
+    /// Whether the new version's data `s` is beyond the pause (or a later) threshold: point
+    /// estimates, as [`RuleState::holds_over`].
+    fn worth_a_pause(&self, s: &SideStep) -> bool {
+        Tier::ALL
+            .into_iter()
+            .filter(|t| *t >= Tier::Pause)
+            .any(|t| self.step_beyond(t, s))
+    }
+
+    /// After against before: whether the new version's data `s` lies beyond `tier`'s
+    /// threshold (point estimates; errors and slow requests).
+    fn step_beyond(&self, tier: Tier, s: &SideStep) -> bool {
+        let (Some(th), Some(k)) = (self.rule.threshold(tier), &self.known) else {
+            return false;
+        };
+        match (&self.rule.signal, &self.evidence) {
+            (Signal::Quantile { quantile, .. }, Some(Evidence::Quantile { tiers, .. })) => {
+                let Some(Some((le, _, _))) = tiers.get(tier as usize) else {
+                    return false;
+                };
+                let (slow, n) = self.counted(s, Some(*le));
+                n > 0.0 && slow / n > 1.0 - quantile
+            }
+            (Signal::Ratio { .. } | Signal::Rate { .. }, _) => {
+                let (c, nc) = self.counted(s, None);
+                let (b, nb) = (k.total.events, k.total.exposure);
+                if nc <= 0.0 || nb <= 0.0 {
+                    return false;
+                }
+                let (pc, pb) = (c / nc, b / nb);
+                pc >= pb * th.relative && pc - pb >= th.absolute
+            }
+            _ => false,
+        }
     }
 
     /// [`RuleState::holds_now`] over the recent steps in `steps`: the point estimates.
@@ -600,6 +719,24 @@ pub(super) const EARLY_PAUSE_STEPS: usize = 8;
 /// errors more than expected in a quiet service are not yet a deviation).
 pub(super) const Z_EARLY_ONSET: f64 = 1.0;
 
+/// After against before: how many standard errors later data must be worse than earlier
+/// data of the new version for a deviation to have begun later ([`RuleState::began_later`]).
+pub(super) const Z_ONSET_CHANGE: f64 = 3.0;
+
+/// How many standard errors the share `x2 / n2` lies above `x1 / n1` (two-proportion z,
+/// pooled); 0 without data on either side.
+pub(super) fn worse_by(x1: f64, n1: f64, x2: f64, n2: f64) -> f64 {
+    if n1 <= 0.0 || n2 <= 0.0 {
+        return 0.0;
+    }
+    let p = (x1 + x2) / (n1 + n2);
+    let var = p * (1.0 - p) * (1.0 / n1 + 1.0 / n2);
+    if var <= 0.0 {
+        return 0.0;
+    }
+    (x2 / n2 - x1 / n1) / var.sqrt()
+}
+
 /// After against before: the last three minutes' counts lie beyond a pause's or rollback's
 /// threshold by this many standard errors (one-sided 10 %), beside each minute's point
 /// estimate — a coincidence of a few errors in a quiet service is not a deviation holding.
@@ -709,5 +846,22 @@ pub(super) fn describe(
             crate::config::format_duration(rule.observe)
         ),
         None => format!("{nums}: undecided"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worse_by;
+
+    #[test]
+    fn worse_by_is_a_two_proportion_z() {
+        // 0.2 % of 1,000 then 1 % of 8,000: far beyond three standard errors.
+        assert!(worse_by(2.0, 1000.0, 80.0, 8000.0) > 2.4);
+        assert!(worse_by(2.0, 1000.0, 400.0, 8000.0) > 5.0);
+        // The same share is no change, a smaller one is negative, no data is none.
+        assert!(worse_by(10.0, 1000.0, 80.0, 8000.0).abs() < 1e-9);
+        assert!(worse_by(20.0, 1000.0, 80.0, 8000.0) < 0.0);
+        assert_eq!(worse_by(0.0, 0.0, 5.0, 100.0), 0.0);
+        assert_eq!(worse_by(0.0, 100.0, 0.0, 100.0), 0.0);
     }
 }

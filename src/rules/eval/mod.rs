@@ -148,6 +148,13 @@ pub struct RuleState {
     onset_early: Option<Onset>,
     /// After against before: since when a pause's deviation has held without a break.
     late_since: Option<i64>,
+    /// The new version's counted data of this step from instances still in their warm-up:
+    /// not judged, but it tells when a deviation began.
+    warming: SideStep,
+    /// After against before: the warming data of the last minute before judging began.
+    before_judged: std::collections::VecDeque<SideStep>,
+    /// After against before: the new version's data in its first judged minute.
+    first_minute: Option<SideStep>,
     /// A ratio rule's evidence per route (or handler): local regressions.
     groups: Option<Groups>,
     /// A quantile rule's evidence per route (or handler): latency local to a route, or a
@@ -159,6 +166,8 @@ pub struct RuleState {
 pub const RECENT_STEPS: usize = 8;
 /// Steps of raw data kept: 3 min, each minute of which a rollback's deviation must hold.
 const KEPT_STEPS: usize = 12;
+/// Steps in a minute.
+const MINUTE_STEPS: usize = 4;
 
 /// One step's statistic on each side, for charts: `None` where a side had no data.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -207,6 +216,9 @@ impl RuleState {
             known_steps: 0,
             onset_early: None,
             late_since: None,
+            warming: SideStep::default(),
+            before_judged: std::collections::VecDeque::new(),
+            first_minute: None,
             groups: matches!(rule.signal, Signal::Ratio { .. })
                 .then(|| Groups::new(thresholds(&rule))),
             latency_groups: matches!(rule.signal, Signal::Quantile { .. }).then(LatencyGroups::new),
@@ -231,6 +243,12 @@ impl RuleState {
     pub fn judge(&mut self, t: i64, warm: bool, alphas: &Alphas) -> StepOutcome {
         self.record_history(t);
         if !warm {
+            if self.known.is_some() {
+                if self.before_judged.len() == MINUTE_STEPS {
+                    self.before_judged.pop_front();
+                }
+                self.before_judged.push_back(self.warming.clone());
+            }
             // Cold starts are not judged; the baseline's latency still places thresholds.
             if matches!(self.rule.signal, Signal::Quantile { .. }) && self.known.is_none() {
                 let b = &self.step[Side::Baseline as usize].buckets;

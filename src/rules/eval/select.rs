@@ -126,6 +126,8 @@ impl RuleState {
         self.known_steps = 0;
         self.onset_early = None;
         self.late_since = None;
+        self.before_judged.clear();
+        self.first_minute = None;
         self.carry = Default::default();
         self.matched.retain(|m| m.side == Side::Canary);
         self.instances.retain(|i| i.side == Side::Canary);

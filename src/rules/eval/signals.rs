@@ -17,6 +17,10 @@ impl RuleState {
                 s.buckets.resize(nb, 0.0);
             }
         }
+        self.warming.clear();
+        if self.warming.buckets.len() < nb {
+            self.warming.buckets.resize(nb, 0.0);
+        }
         if let Some(g) = &mut self.groups {
             g.clear_step();
         }
@@ -33,7 +37,18 @@ impl RuleState {
             let step = &mut self.step[m.side as usize];
             if ts < m.warm_from {
                 // The instance's own start-up: its value and its clock move on, nothing is
-                // judged.
+                // judged; its counts are kept aside (when a deviation began).
+                if counters {
+                    if let Some((_, pv)) = m.prev.filter(|(pts, _)| ts > *pts) {
+                        let delta = if v >= pv { v - pv } else { v };
+                        match m.component {
+                            Component::Numerator => self.warming.events += delta,
+                            Component::Denominator => self.warming.exposure += delta,
+                            Component::Bucket => self.warming.buckets[m.slot] += delta,
+                            Component::Value => {}
+                        }
+                    }
+                }
                 m.prev = Some((ts, v));
                 if counters && m.component == Component::Value {
                     let inst = &mut self.instances[m.slot];
@@ -176,19 +191,22 @@ impl RuleState {
         let kept = |i: &(usize, _)| !skip.contains(&(first + i.0));
         let steps = self.recent.range(steps).enumerate().filter(kept);
         steps.fold((0.0, 0.0), |(a, n), (_, step)| {
-            let s = &step[side as usize];
-            let (x, m) = match self.rule.signal {
-                Signal::Quantile { .. } => {
-                    let total = bucket_total(&self.bounds, &s.buckets);
-                    let below =
-                        latency.map_or(total, |le| cumulative_at(&self.bounds, &s.buckets, le));
-                    ((total - below).max(0.0), total)
-                }
-                Signal::Level { .. } | Signal::Trend { .. } => (s.value_sum, s.value_n),
-                _ => (s.events, s.exposure),
-            };
+            let (x, m) = self.counted(&step[side as usize], latency);
             (a + x, n + m)
         })
+    }
+
+    /// One side's data of a step as (numerator, denominator); see [`RuleState::sums`].
+    pub(super) fn counted(&self, s: &SideStep, latency: Option<f64>) -> (f64, f64) {
+        match self.rule.signal {
+            Signal::Quantile { .. } => {
+                let total = bucket_total(&self.bounds, &s.buckets);
+                let below = latency.map_or(total, |le| cumulative_at(&self.bounds, &s.buckets, le));
+                ((total - below).max(0.0), total)
+            }
+            Signal::Level { .. } | Signal::Trend { .. } => (s.value_sum, s.value_n),
+            _ => (s.events, s.exposure),
+        }
     }
 }
 
