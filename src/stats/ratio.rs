@@ -13,6 +13,8 @@ pub const GRID_POINTS: usize = 80;
 /// `PRIOR_PEAK` with scale `PRIOR_SCALE`, restricted to u > 0 (see docs/statistics.md).
 pub const PRIOR_PEAK: f64 = 0.0;
 pub const PRIOR_SCALE: f64 = 0.75;
+/// A second, wide bump (same weight) for large effects: ×10 at low counts.
+pub const PRIOR_WIDE: f64 = 2.0;
 
 /// Relative tolerance under which a query θ0 counts as equal to a grid point.
 const SNAP: f64 = 1e-9;
@@ -43,13 +45,26 @@ pub struct RatioEvidence {
 struct Prior {
     peak: f64,
     scale: f64,
+    /// The scale of an equal-weight second bump, if any.
+    wide: Option<f64>,
 }
 
 impl Prior {
     #[inline]
     fn ln_kernel(&self, u: f64) -> f64 {
         let z = (u - self.peak) / self.scale;
-        -0.5 * z * z
+        let narrow = -0.5 * z * z;
+        match self.wide {
+            None => narrow,
+            Some(w) => {
+                // Each bump a density: weights 1/scale, in ln.
+                let zw = (u - self.peak) / w;
+                let a = narrow - self.scale.ln();
+                let b = -0.5 * zw * zw - w.ln();
+                let m = a.max(b);
+                m + ((a - m).exp() + (b - m).exp()).ln()
+            }
+        }
     }
 }
 
@@ -62,6 +77,7 @@ impl RatioEvidence {
             Prior {
                 peak: PRIOR_PEAK,
                 scale: PRIOR_SCALE,
+                wide: Some(PRIOR_WIDE),
             },
         )
     }
@@ -659,6 +675,7 @@ mod tests {
             Prior {
                 peak: PRIOR_PEAK,
                 scale: PRIOR_SCALE,
+                wide: Some(PRIOR_WIDE),
             },
             reject,
         )
@@ -740,15 +757,14 @@ mod tests {
     #[ignore]
     fn explore_prior() {
         let thr = (1.0 / ALPHA).ln();
-        for &(peak, scale) in &[
-            (0.0, 0.5),
-            (0.0, 0.75),
-            (0.0, 1.0),
-            (0.0, 1.5),
-            (0.4, 0.5),
-            (0.7, 0.7),
+        for &(peak, scale, wide) in &[
+            (0.0, 0.75, None),
+            (0.0, 0.75, Some(2.0)),
+            (0.0, 0.5, Some(2.0)),
+            (0.0, 0.75, Some(1.5)),
+            (0.0, 1.0, None),
         ] {
-            let prior = Prior { peak, scale };
+            let prior = Prior { peak, scale, wide };
             let x10 = Sim {
                 p_canary: 0.10,
                 p_base: 0.01,
@@ -786,7 +802,7 @@ mod tests {
                 prior,
                 |r| r.log_evidence_below(1.5) >= thr,
             ));
-            println!("peak {peak} scale {scale}: x10 {m10:?} x3 {m3:?} x2 {m2:?} pass {mp:?}");
+            println!("peak {peak} scale {scale} wide {wide:?}: x10 {m10:?} x3 {m3:?} x2 {m2:?} pass {mp:?}");
         }
     }
 
