@@ -4,8 +4,8 @@
 //! steady level (caches filling, heaps growing) — `a − D·e^(−t/τ)` — while a leak rises
 //! for as long as the process lives — `a + r·t`. The fit is `a + r·t − D·e^(−t/τ)` over a
 //! grid of time constants, `D ≥ 0`; `r` is the leak. A garbage collector's sawtooth makes
-//! the residuals strongly autocorrelated, so the standard error is inflated by the AR(1)
-//! variance factor of the residuals (docs/statistics.md, "trends").
+//! the residuals strongly autocorrelated, so the standard error is a long-run (Newey–West)
+//! one over five minutes of lags (docs/statistics.md, "trends").
 
 /// Time constants tried for a start-up's approach, in hours (1 to 6 minutes: caches,
 /// heaps and JITs seen to settle within minutes; a slower "start-up" is growth).
@@ -43,19 +43,19 @@ pub fn fits(t: &[f64], y: &[f64]) -> Vec<Growth> {
     let (t, y) = (&t[..n], &y[..n]);
     let t0 = t[0];
     let mut out = Vec::with_capacity(TAUS_H.len() + 1);
-    let (rss, slope, se, tau, resid) = line(t, y);
+    let (rss, slope, se, tau, resid, h) = line(t, y);
     out.push(Growth {
         slope,
-        se: se * inflation(&resid),
+        se: long_run_se(&h, &resid, se),
         tau,
         rss,
     });
     for tau in TAUS_H {
         let e: Vec<f64> = t.iter().map(|x| (-(x - t0) / tau).exp()).collect();
-        if let Some((rss, slope, se, tau, resid)) = with_startup(t, y, &e, tau) {
+        if let Some((rss, slope, se, tau, resid, h)) = with_startup(t, y, &e, tau) {
             out.push(Growth {
                 slope,
-                se: se * inflation(&resid),
+                se: long_run_se(&h, &resid, se),
                 tau,
                 rss,
             });
@@ -85,9 +85,10 @@ pub fn upper_bound(fits: &[Growth], z: f64) -> Option<f64> {
         .max_by(f64::total_cmp)
 }
 
-type Fit = (f64, f64, f64, Option<f64>, Vec<f64>);
+/// (rss, slope, its iid standard error, τ, residuals, the slope's weight on each point).
+type Fit = (f64, f64, f64, Option<f64>, Vec<f64>, Vec<f64>);
 
-/// Least squares of `y = a + r·t`: (rss, r, se(r), None, residuals).
+/// Least squares of `y = a + r·t`: (rss, r, se(r), None, residuals, weights).
 fn line(t: &[f64], y: &[f64]) -> Fit {
     let n = t.len() as f64;
     let mt = t.iter().sum::<f64>() / n;
@@ -95,7 +96,14 @@ fn line(t: &[f64], y: &[f64]) -> Fit {
     let stt: f64 = t.iter().map(|v| (v - mt).powi(2)).sum();
     let sty: f64 = t.iter().zip(y).map(|(a, b)| (a - mt) * (b - my)).sum();
     if stt <= 0.0 {
-        return (f64::INFINITY, 0.0, f64::INFINITY, None, Vec::new());
+        return (
+            f64::INFINITY,
+            0.0,
+            f64::INFINITY,
+            None,
+            Vec::new(),
+            Vec::new(),
+        );
     }
     let r = sty / stt;
     let resid: Vec<f64> = t
@@ -105,7 +113,8 @@ fn line(t: &[f64], y: &[f64]) -> Fit {
         .collect();
     let rss: f64 = resid.iter().map(|e| e * e).sum();
     let se = (rss / (n - 2.0) / stt).sqrt();
-    (rss, r, se, None, resid)
+    let h = t.iter().map(|a| (a - mt) / stt).collect();
+    (rss, r, se, None, resid, h)
 }
 
 /// Least squares of `y = a + r·t + c·e` (a start-up has `c = −D < 0`); `None` when the
@@ -139,11 +148,15 @@ fn with_startup(t: &[f64], y: &[f64], e: &[f64], tau: f64) -> Option<Fit> {
     }
     // Var(r) = σ² · (XᵀX)⁻¹ for the slope: see / det.
     let se = (rss / (n - 3.0) * see / det).sqrt();
-    Some((rss, r, se, Some(tau), resid))
+    let h = (0..t.len())
+        .map(|i| (see * (t[i] - mt) - ste * (e[i] - me)) / det)
+        .collect();
+    Some((rss, r, se, Some(tau), resid, h))
 }
 
 /// The AR(1) variance inflation `√((1+ρ)/(1−ρ))` of the residuals' lag-1 autocorrelation,
-/// at least 1 and at most 6.
+/// at least 1 and at most 6: the standard error's floor while the window is too short for
+/// the long-run variance to be trusted (fewer than [`LONG_RUN_FROM`] points).
 fn inflation(resid: &[f64]) -> f64 {
     if resid.len() < 4 {
         return 1.0;
@@ -155,6 +168,43 @@ fn inflation(resid: &[f64]) -> f64 {
     let lag: f64 = resid.windows(2).map(|w| w[0] * w[1]).sum();
     let rho = (lag / ss).clamp(0.0, 0.95);
     ((1.0 + rho) / (1.0 - rho)).sqrt().clamp(1.0, 6.0)
+}
+
+/// Points from which the long-run variance alone decides: 12 minutes of 15-second steps,
+/// several sawtooth periods and more than twice [`LAGS`].
+const LONG_RUN_FROM: usize = 48;
+
+/// Lags of the long-run variance: 5 minutes of 15-second steps, more than a garbage
+/// collector's sawtooth period (2–5 minutes).
+const LAGS: usize = 20;
+
+/// The slope's standard error with autocorrelated residuals: the Newey–West (Bartlett)
+/// long-run variance of `Σ hᵢ·eᵢ` over [`LAGS`] lags, where `h` is the slope's weight on
+/// each point, and never below the iid standard error `iid`. A sawtooth's residuals are
+/// correlated at short lags and anti-correlated at half its period: its slope error stays
+/// bounded as cycles add up, which a lag-1 (AR(1)) inflation would treat as a slow random
+/// walk and overstate many times.
+fn long_run_se(h: &[f64], resid: &[f64], iid: f64) -> f64 {
+    let n = h.len().min(resid.len());
+    if n < 4 {
+        return iid;
+    }
+    let u: Vec<f64> = (0..n).map(|i| h[i] * resid[i]).collect();
+    let mut var: f64 = u.iter().map(|x| x * x).sum();
+    for l in 1..=LAGS.min(n - 1) {
+        let w = 1.0 - l as f64 / (LAGS + 1) as f64;
+        let c: f64 = (l..n).map(|i| u[i] * u[i - l]).sum();
+        var += 2.0 * w * c;
+    }
+    let floor = if n < LONG_RUN_FROM {
+        iid * inflation(resid)
+    } else {
+        iid
+    };
+    if !var.is_finite() || var <= 0.0 {
+        return floor;
+    }
+    var.sqrt().max(floor)
 }
 
 #[cfg(test)]
@@ -208,5 +258,47 @@ mod tests {
         let f = fits(&t, &y);
         let (lo, g) = lower_bound(&f, 3.0).unwrap();
         assert!(lo < 0.0 && upper_bound(&f, 3.0).unwrap() > 0.0, "{g:?}");
+    }
+
+    /// A sawtooth of ±`amp` with a 3-minute period, plus `leak` per hour, over `n` steps.
+    fn sawtooth(n: usize, amp: f64, leak: f64) -> (Vec<f64>, Vec<f64>) {
+        let t = steps(n);
+        let y = t
+            .iter()
+            .map(|h| {
+                let x = h * 60.0 / 3.0;
+                200.0 + amp * (2.0 * (x - x.floor()) - 1.0) + leak * h
+            })
+            .collect();
+        (t, y)
+    }
+
+    #[test]
+    fn a_sawtooth_over_many_periods_lets_a_leak_show() {
+        // 16 minutes, ±20 MiB, 5 MiB per minute: a lag-1 inflation (×~4) buried this leak
+        // under the straight line's error; the long-run error sees the cycles average out.
+        let (t, y) = sawtooth(64, 20.0, 300.0);
+        let f = fits(&t, &y);
+        let line = f.iter().find(|g| g.tau.is_none()).unwrap();
+        assert!(line.slope - 3.5 * line.se > 100.0, "{line:?}");
+        // The same sawtooth without a leak: no growth under any hypothesis.
+        let (t, y) = sawtooth(64, 20.0, 0.0);
+        let (lo, g) = lower_bound(&fits(&t, &y), 3.5).unwrap();
+        assert!(lo < 0.0, "{g:?}");
+    }
+
+    #[test]
+    fn a_short_window_keeps_the_lag_one_floor() {
+        // Fewer points than LONG_RUN_FROM: the error is at least the AR(1)-inflated one.
+        let (t, y) = sawtooth(40, 20.0, 0.0);
+        let (_, _, iid, _, resid, h) = line(&t, &y);
+        assert!(long_run_se(&h, &resid, iid) >= iid * inflation(&resid) - 1e-9);
+        let (t, y) = sawtooth(64, 20.0, 0.0);
+        let (_, _, iid, _, resid, h) = line(&t, &y);
+        let long = long_run_se(&h, &resid, iid);
+        assert!(
+            long >= iid && long < iid * inflation(&resid),
+            "{long} {iid}"
+        );
     }
 }
