@@ -4,7 +4,9 @@
 //! once. The false-alarm control is spread over the groups (each is tested at α/k for k
 //! groups with data), and the group that decided is named in the rule's reason.
 //!
-//! Side by side only: after against before, the pre-deploy window is measured service-wide.
+//! Side by side, each group's canary against its baseline in the same step; after against
+//! before (ratio rules), each group's new version against its own rate before the deploy.
+//! Latency per group is side by side only.
 
 use std::collections::VecDeque;
 
@@ -30,6 +32,9 @@ fn add(a: &mut (f64, f64), b: (f64, f64)) {
 
 struct Group {
     key: String,
+    /// After against before: the group's (events, exposure) over the window before the
+    /// deploy, its baseline.
+    known: Option<(f64, f64)>,
     /// This step's increments.
     step: Counts,
     /// Increments not folded yet (a side without exposure waits for the next step).
@@ -44,7 +49,14 @@ struct Group {
 pub struct Groups {
     groups: Vec<Group>,
     grid: Vec<f64>,
+    /// After against before: each group's counts before the deploy; `None` side by side.
+    known: Option<Vec<(String, f64, f64)>>,
 }
+
+/// After against before, a group's baseline side per step: its pre-deploy rate at this
+/// many times the canary's exposure (the one-sample limit of the two-sample test, as for
+/// the service-wide evidence: docs/statistics.md).
+const KNOWN_SCALE: f64 = 1e6;
 
 /// A group's verdict: the tier it reached and the numbers that earned it.
 #[derive(Debug, Clone)]
@@ -64,17 +76,32 @@ impl Groups {
         Groups {
             groups: Vec::new(),
             grid,
+            known: None,
         }
+    }
+
+    /// After against before: every group starts afresh against its own counts over the
+    /// window before the deploy (`(key, events, exposure)`); a group without them (a route
+    /// the old version never served) is not judged.
+    pub fn set_known(&mut self, known: Vec<(String, f64, f64)>) {
+        self.groups.clear();
+        self.known = Some(known);
     }
 
     /// The group of a series (`route=/checkout`), if it has a grouping label.
     pub fn slot(&mut self, labels: &LabelSet) -> Option<usize> {
         let grid = &self.grid;
+        let known = &self.known;
         slot_in(
             &mut self.groups,
             labels,
             |g| &g.key,
             |key| Group {
+                known: known.as_ref().and_then(|k| {
+                    k.iter()
+                        .find(|(g, _, _)| *g == key)
+                        .map(|(_, e, n)| (*e, *n))
+                }),
                 key,
                 step: Default::default(),
                 pending: Default::default(),
@@ -101,7 +128,19 @@ impl Groups {
     /// Ends a judged step: each group's increments join its recent steps, and are folded
     /// into its evidence once both sides have exposure.
     pub fn end_step(&mut self) {
+        let known = self.known.is_some();
         for g in &mut self.groups {
+            if known {
+                // The baseline side is the group's rate before the deploy (half an event
+                // added: a route without errors in the window still has a rate to compare).
+                g.step[1] = match g.known {
+                    Some((e, n)) if n > 0.0 => {
+                        let nc = g.step[0].1;
+                        ((e + 0.5) / n * KNOWN_SCALE * nc, KNOWN_SCALE * nc)
+                    }
+                    _ => (0.0, 0.0),
+                };
+            }
             if g.recent.len() == KEPT {
                 g.recent.pop_front();
             }
@@ -149,6 +188,9 @@ impl Groups {
             if nc < rule.min_evidence || nb < rule.min_evidence {
                 continue;
             }
+            if g.known.is_some_and(|(_, n)| n < rule.min_evidence) {
+                continue;
+            }
             let (pc, pb) = (ec / nc, eb / nb);
             let now = g
                 .recent
@@ -169,11 +211,31 @@ impl Groups {
                 let evidence =
                     g.ev.log_evidence_above(th.relative) >= (k / alphas.for_tier(tier)).ln();
                 let floor = pc - pb >= th.absolute;
-                let [(rc, rnc), (rb, rnb)] = now;
-                let holds = rnc > 0.0
-                    && rnb > 0.0
-                    && rc / rnc >= rb / rnb * th.relative
-                    && rc / rnc - rb / rnb >= th.absolute;
+                let beyond = |[(rc, rnc), (rb, rnb)]: Counts| {
+                    rnc > 0.0
+                        && rnb > 0.0
+                        && rc / rnc >= rb / rnb * th.relative
+                        && rc / rnc - rb / rnb >= th.absolute
+                };
+                // After against before, nothing beside the new version cancels a blip that
+                // hits every route (a flaky dependency): each of the last three minutes
+                // must hold, as for the service-wide pause.
+                let holds = if self.known.is_some() {
+                    g.recent.len() == KEPT
+                        && g.recent
+                            .iter()
+                            .collect::<Vec<_>>()
+                            .chunks(KEPT / 3)
+                            .all(|m| {
+                                beyond(m.iter().fold(Counts::default(), |mut a, s| {
+                                    add(&mut a[0], s[0]);
+                                    add(&mut a[1], s[1]);
+                                    a
+                                }))
+                            })
+                } else {
+                    beyond(now)
+                };
                 if evidence && floor && holds && worst.as_ref().is_none_or(|w| tier > w.tier) {
                     worst = Some(Local {
                         tier,
@@ -197,9 +259,7 @@ fn slot_in<G>(
     key: impl Fn(&G) -> &String,
     new: impl FnOnce(String) -> G,
 ) -> Option<usize> {
-    let k = GROUP_LABELS
-        .iter()
-        .find_map(|l| labels.get(l).map(|v| format!("{l}={v}")))?;
+    let k = group_key(labels)?;
     Some(match groups.iter().position(|g| *key(g) == k) {
         Some(i) => i,
         None => {
@@ -207,6 +267,13 @@ fn slot_in<G>(
             groups.len() - 1
         }
     })
+}
+
+/// The group of a series, `route=/checkout`, by the first grouping label it has.
+pub fn group_key(labels: &LabelSet) -> Option<String> {
+    GROUP_LABELS
+        .iter()
+        .find_map(|l| labels.get(l).map(|v| format!("{l}={v}")))
 }
 
 /// Per-tier state of one group of a quantile rule: the latency the tier holds the canary
@@ -468,6 +535,46 @@ mod tests {
         assert_eq!(l.key, "route=/c");
         assert_eq!(l.tier, Tier::Rollback);
         assert!((l.canary / l.baseline - 10.0).abs() < 1e-9);
+    }
+
+    /// After against before: each route's rate before the deploy is 0.5 % of 6,000
+    /// requests; then `steps` steps of 100 canary requests per route, `factor` times that
+    /// on the `bad` routes, and `blip` extra errors on every route in the last two steps.
+    fn play_known(bad: &[usize], factor: f64, steps: usize, blip: f64) -> Option<Local> {
+        let rule = error_rate();
+        let mut g = Groups::new(vec![1.0, 1.1, 1.15, 1.25]);
+        let routes = ["/a", "/b", "/c", "/d"];
+        g.set_known(
+            routes
+                .iter()
+                .map(|r| (format!("route={r}"), 30.0, 6000.0))
+                .collect(),
+        );
+        let slots: Vec<usize> = routes
+            .iter()
+            .map(|r| g.slot(&LabelSet::from_strs(&[("route", r)])).unwrap())
+            .collect();
+        for k in 0..steps {
+            g.clear_step();
+            for (i, &s) in slots.iter().enumerate() {
+                let f = if bad.contains(&i) { factor } else { 1.0 };
+                let extra = if k + 2 >= steps { blip } else { 0.0 };
+                g.count(s, 0, 0.5 * f + extra, 100.0);
+            }
+            g.end_step();
+        }
+        g.worst(&rule, &Alphas::default(), 8)
+    }
+
+    #[test]
+    fn after_against_before_a_route_is_judged_against_its_own_past() {
+        let l = play_known(&[2], 10.0, 20, 0.0).expect("the failing route");
+        assert_eq!(l.key, "route=/c");
+        assert!(l.tier >= Tier::Pause, "{l:?}");
+        // Not before three minutes of it, and not for a blip on one route's last steps.
+        assert!(play_known(&[2], 10.0, 8, 0.0).is_none());
+        assert!(play_known(&[], 1.0, 20, 0.0).is_none());
+        assert!(play_known(&[], 1.0, 20, 5.0).is_none_or(|l| l.tier < Tier::Pause));
     }
 
     #[test]

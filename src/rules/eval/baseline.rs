@@ -44,6 +44,8 @@ pub fn known_baseline(rule: &Rule, series: &[Arc<Series>], from: i64, to: i64) -
     // A ratio's events and exposure per minute of the window, pooled robustly below.
     let minutes = ((to - from).max(0) / MINUTE_MS + 1) as usize;
     let mut per_minute = [vec![0.0; minutes], vec![0.0; minutes]];
+    // And per group (route), for a regression local to one.
+    let mut per_group: Vec<(String, [Vec<f64>; 2])> = Vec::new();
     let mut slopes = Vec::new();
     // When each instance first reported any matched series: a counter created later (at
     // its first error) counts from zero.
@@ -67,6 +69,20 @@ pub fn known_baseline(rule: &Rule, series: &[Arc<Series>], from: i64, to: i64) -
                         .is_some_and(|i| f > i + NEW_SERIES_AFTER_MS)
             });
         let mut prev: Option<(i64, f64)> = created_late.then(|| (first.unwrap() - 1, 0.0));
+        let group = match m.component {
+            Component::Numerator | Component::Denominator => {
+                crate::rules::groups::group_key(&m.series.labels).map(|k| {
+                    match per_group.iter().position(|(g, _)| *g == k) {
+                        Some(i) => i,
+                        None => {
+                            per_group.push((k, [vec![0.0; minutes], vec![0.0; minutes]]));
+                            per_group.len() - 1
+                        }
+                    }
+                })
+            }
+            _ => None,
+        };
         let (mut xs, mut ys) = (Vec::new(), Vec::new());
         for (ts, v) in data.ring.range(from, to) {
             if v.is_nan() {
@@ -82,6 +98,10 @@ pub fn known_baseline(rule: &Rule, series: &[Arc<Series>], from: i64, to: i64) -
             if let Some((_, pv)) = prev {
                 let delta = if v >= pv { v - pv } else { v };
                 let minute = (((ts - from).max(0) / MINUTE_MS) as usize).min(minutes - 1);
+                if let Some(g) = group {
+                    let side = usize::from(m.component == Component::Denominator);
+                    per_group[g].1[side][minute] += delta;
+                }
                 match m.component {
                     Component::Numerator => per_minute[0][minute] += delta,
                     Component::Denominator => per_minute[1][minute] += delta,
@@ -118,10 +138,18 @@ pub fn known_baseline(rule: &Rule, series: &[Arc<Series>], from: i64, to: i64) -
     } else {
         slopes.iter().sum::<f64>() / slopes.len() as f64
     };
+    let groups = per_group
+        .into_iter()
+        .map(|(k, [e, n])| {
+            let (e, n) = pool_without_bursts(&e, &n);
+            (k, e, n)
+        })
+        .collect();
     KnownBaseline {
         total,
         slope_per_hour,
         steps: ((to - from) as f64 / 1000.0 / STEP_SECONDS).max(0.0),
+        groups,
     }
 }
 

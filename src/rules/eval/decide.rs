@@ -313,15 +313,25 @@ impl RuleState {
         // it runs the old version to tell. It pauses the rollout for a human; it does not
         // roll back on its own.
         // A regression local to one route (or handler) is judged there.
+        // After against before (ratio rules), a route is judged against its own rate
+        // before the deploy, and pauses at most: its evidence does not ask each of three
+        // minutes to hold, as the service-wide rollback does.
         let mut local = None;
-        if self.known.is_none() && enough {
+        if enough {
             let worst = self
                 .groups
                 .as_ref()
                 .and_then(|g| g.worst(&self.rule, alphas, RECENT_STEPS))
+                .map(|mut l| {
+                    if self.known.is_some() {
+                        l.tier = l.tier.min(Tier::Pause);
+                    }
+                    l
+                })
                 .or_else(|| {
                     self.latency_groups
                         .as_ref()
+                        .filter(|_| self.known.is_none())
                         .and_then(|g| g.worst(&self.rule, alphas, &self.bounds, RECENT_STEPS))
                 });
             if let Some(l) = worst.filter(|l| reached.is_none_or(|r| l.tier > r)) {

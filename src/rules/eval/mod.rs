@@ -106,6 +106,8 @@ pub struct KnownBaseline {
     /// Per-step gauge levels over the window, for trends.
     pub slope_per_hour: f64,
     pub steps: f64,
+    /// A ratio's (events, exposure) per group (`route=/checkout`) over the window.
+    pub groups: Vec<(String, f64, f64)>,
 }
 
 /// The state of one rule within one deploy.
@@ -277,10 +279,10 @@ impl RuleState {
         if self.known.is_some() {
             self.known_steps += 1;
         }
+        if let Some(g) = &mut self.groups {
+            g.end_step();
+        }
         if self.known.is_none() {
-            if let Some(g) = &mut self.groups {
-                g.end_step();
-            }
             if let Some(g) = &mut self.latency_groups {
                 g.end_step(&self.rule, &self.bounds, true);
             }

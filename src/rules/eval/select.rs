@@ -131,7 +131,11 @@ impl RuleState {
         self.carry = Default::default();
         self.matched.retain(|m| m.side == Side::Canary);
         self.instances.retain(|i| i.side == Side::Canary);
-        // Instance slots shifted: recompute them.
+        // Instance slots shifted: recompute them. Ratio groups start afresh against their
+        // own pre-deploy counts.
+        if let (Some(g), Some(k)) = (&mut self.groups, &self.known) {
+            g.set_known(k.groups.clone());
+        }
         let labels: Vec<_> = self
             .matched
             .iter()
@@ -141,6 +145,11 @@ impl RuleState {
             if self.matched[i].component != Component::Bucket {
                 let slot = self.instance_slot(l, Side::Canary);
                 self.matched[i].slot = slot;
+            }
+            if let (Some(g), Component::Numerator | Component::Denominator) =
+                (&mut self.groups, self.matched[i].component)
+            {
+                self.matched[i].group = g.slot(l);
             }
         }
         self.observed_since = None;
