@@ -506,15 +506,8 @@ impl RuleState {
         ) {
             return false;
         }
-        let latency = match (&self.rule.signal, &self.evidence) {
-            (Signal::Quantile { .. }, Some(Evidence::Quantile { tiers, .. })) => {
-                match tiers.get(tier as usize) {
-                    Some(Some((le, _, _))) => Some(*le),
-                    _ => return false,
-                }
-            }
-            (Signal::Quantile { .. }, _) => return false,
-            _ => None,
+        let Some(latency) = self.tier_latency(tier) else {
+            return false;
         };
         let n = self.recent.len();
         if self.known_steps < 2 * MINUTE_STEPS || n < KEPT_STEPS {
@@ -553,6 +546,22 @@ impl RuleState {
         n1 > 0.0 && m > 0.0 && !self.worth_a_pause(first) && x / m >= x1 / n1 * th.relative
     }
 
+    /// The latency `tier` holds a quantile rule's canary to (requests slower than it are
+    /// the counted events): `Some(Some(le))`; `Some(None)` for other signals, whose events
+    /// are counted as they are; `None` while a quantile rule has no such latency placed.
+    fn tier_latency(&self, tier: Tier) -> Option<Option<f64>> {
+        match (&self.rule.signal, &self.evidence) {
+            (Signal::Quantile { .. }, Some(Evidence::Quantile { tiers, .. })) => {
+                match tiers.get(tier as usize) {
+                    Some(Some((le, _, _))) => Some(Some(*le)),
+                    _ => None,
+                }
+            }
+            (Signal::Quantile { .. }, _) => None,
+            _ => Some(None),
+        }
+    }
+
     /// Whether the new version's data `s` is beyond the pause (or a later) threshold: point
     /// estimates, as [`RuleState::holds_over`].
     fn worth_a_pause(&self, s: &SideStep) -> bool {
@@ -569,11 +578,11 @@ impl RuleState {
             return false;
         };
         match (&self.rule.signal, &self.evidence) {
-            (Signal::Quantile { quantile, .. }, Some(Evidence::Quantile { tiers, .. })) => {
-                let Some(Some((le, _, _))) = tiers.get(tier as usize) else {
+            (Signal::Quantile { quantile, .. }, Some(Evidence::Quantile { .. })) => {
+                let Some(Some(le)) = self.tier_latency(tier) else {
                     return false;
                 };
-                let (slow, n) = self.counted(s, Some(*le));
+                let (slow, n) = self.counted(s, Some(le));
                 n > 0.0 && slow / n > 1.0 - quantile
             }
             (Signal::Ratio { .. } | Signal::Rate { .. }, _) => {
@@ -606,31 +615,24 @@ impl RuleState {
     /// over the rest of the recent steps: where a blip would be.
     fn worst_minute(&self, tier: Tier) -> std::ops::Range<usize> {
         let n = self.recent.len();
-        const MINUTE: usize = 4;
-        if n < MINUTE {
+        if n < MINUTE_STEPS {
             return 0..0;
         }
-        let latency = match (&self.rule.signal, &self.evidence) {
-            (Signal::Quantile { .. }, Some(Evidence::Quantile { tiers, .. })) => {
-                match tiers.get(tier as usize) {
-                    Some(Some((le, _, _))) => Some(*le),
-                    _ => return 0..0,
-                }
-            }
-            _ => None,
+        let Some(latency) = self.tier_latency(tier) else {
+            return 0..0;
         };
         let (x, m) = self.sums(Side::Canary, 0..n, latency);
         if m <= 0.0 {
             return 0..0;
         }
         let rate = x / m;
-        (0..=n - MINUTE)
+        (0..=n - MINUTE_STEPS)
             .map(|w| {
-                let (xw, mw) = self.sums(Side::Canary, w..w + MINUTE, latency);
+                let (xw, mw) = self.sums(Side::Canary, w..w + MINUTE_STEPS, latency);
                 (xw - mw * rate, w)
             })
             .max_by(|a, b| a.0.total_cmp(&b.0))
-            .map_or(0..0, |(_, w)| w..w + MINUTE)
+            .map_or(0..0, |(_, w)| w..w + MINUTE_STEPS)
     }
 
     /// [`RuleState::beyond_over`] leaving out the recent steps in `skip`.
@@ -654,12 +656,12 @@ impl RuleState {
             (x - n * p0) / expected.sqrt() >= z
         };
         match (&self.rule.signal, &self.evidence) {
-            (Signal::Quantile { quantile, .. }, Some(Evidence::Quantile { tiers, .. })) => {
+            (Signal::Quantile { quantile, .. }, Some(Evidence::Quantile { .. })) => {
                 // The tier's latency threshold: the canary's recent quantile lies above it.
-                let Some(Some((le, _, _))) = tiers.get(tier as usize) else {
+                let Some(Some(le)) = self.tier_latency(tier) else {
                     return false;
                 };
-                let (slow, n) = self.sums_skipping(Side::Canary, steps, skip, Some(*le));
+                let (slow, n) = self.sums_skipping(Side::Canary, steps, skip, Some(le));
                 n > 0.0 && slow / n > 1.0 - quantile && counted(slow, n, 1.0 - quantile)
             }
             (Signal::Ratio { .. } | Signal::Rate { .. } | Signal::Level { .. }, _) => {
