@@ -79,14 +79,16 @@ fn newest(services: &Value) -> Option<i64> {
     service(services, "checkout")?["newest_sample_at"].as_i64()
 }
 
-/// Waits until `checkout`'s series per version are exactly `want`.
+/// Waits until `checkout`'s series per version are exactly `want` and its newest sample is
+/// published (a push creates its series before it publishes their newest timestamp: a
+/// read in between sees the series without it).
 fn wait_for_versions(dw: &Deploywatch, want: &BTreeMap<String, u64>) -> Value {
     wait_for(
         &format!("deploywatch to show checkout with series per version {want:?}"),
         Duration::from_secs(90),
         || {
             let s = dw.services();
-            if &series_by_version(&s, "checkout") == want {
+            if &series_by_version(&s, "checkout") == want && newest(&s).is_some() {
                 Ok(s)
             } else {
                 Err(format!("{s}"))
