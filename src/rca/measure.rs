@@ -48,7 +48,7 @@ pub fn read(series: &Series, from: i64, to: i64) -> Reading {
         r.first.get_or_insert((ts, v));
         r.last = Some((ts, v));
         if let Some(pv) = prev {
-            r.increase += if v >= pv { v - pv } else { v };
+            r.increase += crate::rules::eval::counter_increase(pv, v);
         }
         prev = Some(v);
     }

@@ -30,6 +30,15 @@ fn add(a: &mut (f64, f64), b: (f64, f64)) {
     a.1 += b.1;
 }
 
+/// Both sides' counts summed over steps.
+fn sum<'a>(steps: impl IntoIterator<Item = &'a Counts>) -> Counts {
+    steps.into_iter().fold(Counts::default(), |mut a, s| {
+        add(&mut a[0], s[0]);
+        add(&mut a[1], s[1]);
+        a
+    })
+}
+
 struct Group {
     key: String,
     /// After against before: the group's (events, exposure) over the window before the
@@ -172,11 +181,7 @@ impl Groups {
             return None;
         }
         let k = judged.len() as f64;
-        let all = judged.iter().fold(Counts::default(), |mut a, g| {
-            add(&mut a[0], g.total[0]);
-            add(&mut a[1], g.total[1]);
-            a
-        });
+        let all = sum(judged.iter().map(|g| &g.total));
         let mut worst: Option<Local> = None;
         for g in judged {
             let [(ec, nc), (eb, nb)] = g.total;
@@ -192,14 +197,14 @@ impl Groups {
                 continue;
             }
             let (pc, pb) = (ec / nc, eb / nb);
-            let now = g
-                .recent
-                .iter()
-                .skip(g.recent.len().saturating_sub(recent))
-                .fold(Counts::default(), |mut a, s| {
-                    add(&mut a[0], s[0]);
-                    add(&mut a[1], s[1]);
-                    a
+            let now = sum(g.recent.iter().skip(g.recent.len().saturating_sub(recent)));
+            // After against before, each of the last three minutes.
+            let minutes: Option<Vec<Counts>> = (self.known.is_some() && g.recent.len() == KEPT)
+                .then(|| {
+                    let m = KEPT / 3;
+                    (0..3)
+                        .map(|k| sum(g.recent.range(k * m..(k + 1) * m)))
+                        .collect()
                 });
             for tier in Tier::ALL {
                 let Some(th) = rule.threshold(tier) else {
@@ -221,18 +226,9 @@ impl Groups {
                 // hits every route (a flaky dependency): each of the last three minutes
                 // must hold, as for the service-wide pause.
                 let holds = if self.known.is_some() {
-                    g.recent.len() == KEPT
-                        && g.recent
-                            .iter()
-                            .collect::<Vec<_>>()
-                            .chunks(KEPT / 3)
-                            .all(|m| {
-                                beyond(m.iter().fold(Counts::default(), |mut a, s| {
-                                    add(&mut a[0], s[0]);
-                                    add(&mut a[1], s[1]);
-                                    a
-                                }))
-                            })
+                    minutes
+                        .as_ref()
+                        .is_some_and(|m| m.iter().all(|c| beyond(*c)))
                 } else {
                     beyond(now)
                 };
@@ -253,13 +249,15 @@ impl Groups {
 
 /// The slot in `groups` of a series' group (`route=/checkout`), made by `new` the first
 /// time; `None` without a grouping label.
-fn slot_in<G>(
+pub(crate) fn slot_in<G>(
     groups: &mut Vec<G>,
     labels: &LabelSet,
     key: impl Fn(&G) -> &String,
     new: impl FnOnce(String) -> G,
 ) -> Option<usize> {
-    let k = group_key(labels)?;
+    let k = GROUP_LABELS
+        .iter()
+        .find_map(|l| labels.get(l).map(|v| format!("{l}={v}")))?;
     Some(match groups.iter().position(|g| *key(g) == k) {
         Some(i) => i,
         None => {
@@ -267,13 +265,6 @@ fn slot_in<G>(
             groups.len() - 1
         }
     })
-}
-
-/// The group of a series, `route=/checkout`, by the first grouping label it has.
-pub fn group_key(labels: &LabelSet) -> Option<String> {
-    GROUP_LABELS
-        .iter()
-        .find_map(|l| labels.get(l).map(|v| format!("{l}={v}")))
 }
 
 /// Per-tier state of one group of a quantile rule: the latency the tier holds the canary

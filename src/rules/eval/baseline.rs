@@ -70,17 +70,12 @@ pub fn known_baseline(rule: &Rule, series: &[Arc<Series>], from: i64, to: i64) -
             });
         let mut prev: Option<(i64, f64)> = created_late.then(|| (first.unwrap() - 1, 0.0));
         let group = match m.component {
-            Component::Numerator | Component::Denominator => {
-                crate::rules::groups::group_key(&m.series.labels).map(|k| {
-                    match per_group.iter().position(|(g, _)| *g == k) {
-                        Some(i) => i,
-                        None => {
-                            per_group.push((k, [vec![0.0; minutes], vec![0.0; minutes]]));
-                            per_group.len() - 1
-                        }
-                    }
-                })
-            }
+            Component::Numerator | Component::Denominator => crate::rules::groups::slot_in(
+                &mut per_group,
+                &m.series.labels,
+                |(k, _)| k,
+                |k| (k, [vec![0.0; minutes], vec![0.0; minutes]]),
+            ),
             _ => None,
         };
         let (mut xs, mut ys) = (Vec::new(), Vec::new());
@@ -96,7 +91,7 @@ pub fn known_baseline(rule: &Rule, series: &[Arc<Series>], from: i64, to: i64) -
                 continue;
             }
             if let Some((_, pv)) = prev {
-                let delta = if v >= pv { v - pv } else { v };
+                let delta = counter_increase(pv, v);
                 let minute = (((ts - from).max(0) / MINUTE_MS) as usize).min(minutes - 1);
                 if let Some(g) = group {
                     let side = usize::from(m.component == Component::Denominator);

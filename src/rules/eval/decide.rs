@@ -308,14 +308,10 @@ impl RuleState {
                 .find(|t| self.rule.threshold(**t).is_some())
                 .copied();
         }
-        // After against before, a deviation that begins minutes after the last new instance
-        // started may be the world (a dependency's outage), not the deploy: nothing beside
-        // it runs the old version to tell. It pauses the rollout for a human; it does not
-        // roll back on its own.
-        // A regression local to one route (or handler) is judged there.
-        // After against before (ratio rules), a route is judged against its own rate
-        // before the deploy, and pauses at most: its evidence does not ask each of three
-        // minutes to hold, as the service-wide rollback does.
+        // A regression local to one route (or handler) is judged there. After against
+        // before (ratio rules), a route is judged against its own rate before the deploy,
+        // and pauses at most: the service-wide rollback's further guards (its worst minute
+        // left out, the onset below) are not asked of it.
         let mut local = None;
         if enough {
             let worst = self
@@ -572,30 +568,33 @@ impl RuleState {
     }
 
     /// After against before: whether the new version's data `s` lies beyond `tier`'s
-    /// threshold (point estimates; errors and slow requests).
+    /// threshold (point estimates; errors and slow requests, CPU seconds).
     fn step_beyond(&self, tier: Tier, s: &SideStep) -> bool {
-        let (Some(th), Some(k)) = (self.rule.threshold(tier), &self.known) else {
+        let Some(known) = self.known_counts() else {
             return false;
         };
         match (&self.rule.signal, &self.evidence) {
-            (Signal::Quantile { quantile, .. }, Some(Evidence::Quantile { .. })) => {
+            (Signal::Quantile { .. }, Some(Evidence::Quantile { .. })) => {
                 let Some(Some(le)) = self.tier_latency(tier) else {
                     return false;
                 };
-                let (slow, n) = self.counted(s, Some(le));
-                n > 0.0 && slow / n > 1.0 - quantile
+                self.counts_beyond(tier, self.counted(s, Some(le)), known, 0.0)
             }
             (Signal::Ratio { .. } | Signal::Rate { .. }, _) => {
-                let (c, nc) = self.counted(s, None);
-                let (b, nb) = (k.total.events, k.total.exposure);
-                if nc <= 0.0 || nb <= 0.0 {
-                    return false;
-                }
-                let (pc, pb) = (c / nc, b / nb);
-                pc >= pb * th.relative && pc - pb >= th.absolute
+                self.counts_beyond(tier, self.counted(s, None), known, 0.0)
             }
             _ => false,
         }
+    }
+
+    /// After against before: the baseline's counts over the window before the deploy, as
+    /// [`RuleState::counted`] gives a step's (gauge values for levels).
+    fn known_counts(&self) -> Option<(f64, f64)> {
+        let k = self.known.as_ref()?;
+        Some(match self.rule.signal {
+            Signal::Level { .. } => (k.total.value_sum, k.total.value_n),
+            _ => (k.total.events, k.total.exposure),
+        })
     }
 
     /// [`RuleState::holds_now`] over the recent steps in `steps`: the point estimates.
@@ -643,6 +642,34 @@ impl RuleState {
         skip: std::ops::Range<usize>,
         z: f64,
     ) -> bool {
+        match (&self.rule.signal, &self.evidence) {
+            (Signal::Quantile { .. }, Some(Evidence::Quantile { .. })) => {
+                // The tier's latency threshold: the canary's recent quantile lies above it.
+                let Some(Some(le)) = self.tier_latency(tier) else {
+                    return false;
+                };
+                let slow = self.sums_skipping(Side::Canary, steps, skip, Some(le));
+                self.counts_beyond(tier, slow, (0.0, 0.0), z)
+            }
+            (Signal::Ratio { .. } | Signal::Rate { .. } | Signal::Level { .. }, _) => {
+                let c = self.sums_skipping(Side::Canary, steps.clone(), skip.clone(), None);
+                let b = match self.known_counts() {
+                    Some(b) => b,
+                    None => self.sums_skipping(Side::Baseline, steps, skip, None),
+                };
+                self.counts_beyond(tier, c, b, z)
+            }
+            // Trends are fitted on the whole window already; counts (restarts) are events.
+            _ => true,
+        }
+    }
+
+    /// Whether the canary's counts `(c, nc)` lie beyond `tier`'s threshold by `z` standard
+    /// errors: a quantile rule's requests slower than the tier's latency against the
+    /// quantile's tail; a ratio's, rate's or level's against the baseline's `(b, nb)` (Poisson
+    /// errors for ratios; with `z = 0`, or for signals that are not counts, the point
+    /// estimate decides).
+    fn counts_beyond(&self, tier: Tier, (c, nc): (f64, f64), (b, nb): (f64, f64), z: f64) -> bool {
         let Some(th) = self.rule.threshold(tier) else {
             return false;
         };
@@ -655,24 +682,11 @@ impl RuleState {
             let expected = (n * p0).max(1.0);
             (x - n * p0) / expected.sqrt() >= z
         };
-        match (&self.rule.signal, &self.evidence) {
-            (Signal::Quantile { quantile, .. }, Some(Evidence::Quantile { .. })) => {
-                // The tier's latency threshold: the canary's recent quantile lies above it.
-                let Some(Some(le)) = self.tier_latency(tier) else {
-                    return false;
-                };
-                let (slow, n) = self.sums_skipping(Side::Canary, steps, skip, Some(le));
-                n > 0.0 && slow / n > 1.0 - quantile && counted(slow, n, 1.0 - quantile)
+        match self.rule.signal {
+            Signal::Quantile { quantile, .. } => {
+                nc > 0.0 && c / nc > 1.0 - quantile && counted(c, nc, 1.0 - quantile)
             }
-            (Signal::Ratio { .. } | Signal::Rate { .. } | Signal::Level { .. }, _) => {
-                let (c, nc) = self.sums_skipping(Side::Canary, steps.clone(), skip.clone(), None);
-                let (b, nb) = match &self.known {
-                    Some(k) if matches!(self.rule.signal, Signal::Level { .. }) => {
-                        (k.total.value_sum, k.total.value_n)
-                    }
-                    Some(k) => (k.total.events, k.total.exposure),
-                    None => self.sums_skipping(Side::Baseline, steps, skip, None),
-                };
+            _ => {
                 if nc <= 0.0 || nb <= 0.0 {
                     return false;
                 }
@@ -689,8 +703,6 @@ impl RuleState {
                     _ => point,
                 }
             }
-            // Trends are fitted on the whole window already; counts (restarts) are events.
-            _ => true,
         }
     }
 }

@@ -31,7 +31,7 @@ pub(crate) use decide::confidence;
 use decide::*;
 use evidence::*;
 use select::*;
-pub(crate) use signals::{bucket_total, cumulative_at};
+pub(crate) use signals::{bucket_total, counter_increase, cumulative_at};
 pub use signals::{cumulative_at_sorted, histogram_quantile};
 
 /// Which side of the comparison a series feeds.

@@ -40,7 +40,7 @@ impl RuleState {
                 // judged; its counts are kept aside (when a deviation began).
                 if counters {
                     if let Some((_, pv)) = m.prev.filter(|(pts, _)| ts > *pts) {
-                        let delta = if v >= pv { v - pv } else { v };
+                        let delta = counter_increase(pv, v);
                         match m.component {
                             Component::Numerator => self.warming.events += delta,
                             Component::Denominator => self.warming.exposure += delta,
@@ -69,8 +69,7 @@ impl RuleState {
             if ts <= pts {
                 continue;
             }
-            // A counter that went down was reset: it counted up from zero since.
-            let delta = if v >= pv { v - pv } else { v };
+            let delta = counter_increase(pv, v);
             m.prev = Some((ts, v));
             if let (Some(groups), Some(g)) = (&mut self.groups, m.group) {
                 match m.component {
@@ -207,6 +206,16 @@ impl RuleState {
             Signal::Level { .. } | Signal::Trend { .. } => (s.value_sum, s.value_n),
             _ => (s.events, s.exposure),
         }
+    }
+}
+
+/// A counter's increase from `prev` to `v`: a counter that went down was reset and counted
+/// up from zero since (Prometheus' `increase` semantics).
+pub(crate) fn counter_increase(prev: f64, v: f64) -> f64 {
+    if v >= prev {
+        v - prev
+    } else {
+        v
     }
 }
 
