@@ -2247,6 +2247,26 @@ mod tests {
         assert_eq!(reloaded, held);
     }
 
+    /// Two minutes of `gone` and `live` at v1, then two of a v2 canary on `gone`: the
+    /// time of the next push.
+    fn canary_on_gone(store: &Store, deploys: &Deploys) -> i64 {
+        let mut t = T0;
+        for _ in 0..8 {
+            push(store, deploys, &[("gone", "v1"), ("live", "v1")], t);
+            t += 15_000;
+        }
+        for _ in 0..8 {
+            push(
+                store,
+                deploys,
+                &[("gone", "v1"), ("gone", "v2"), ("live", "v1")],
+                t,
+            );
+            t += 15_000;
+        }
+        t
+    }
+
     /// Issue 15: a service the store forgot is forgotten by the judge too: its running
     /// canary ends ("has not reported for the retention") into the history, its state goes,
     /// and seen again it starts afresh (the versions running then are not deploys). A
@@ -2255,20 +2275,7 @@ mod tests {
     fn issue_15_a_forgotten_service_ends_its_deploy_and_comes_back_afresh() {
         const H: i64 = 3_600_000;
         let (store, deploys) = parts();
-        let mut t = T0;
-        for _ in 0..8 {
-            push(&store, &deploys, &[("gone", "v1"), ("live", "v1")], t);
-            t += 15_000;
-        }
-        for _ in 0..8 {
-            push(
-                &store,
-                &deploys,
-                &[("gone", "v1"), ("gone", "v2"), ("live", "v1")],
-                t,
-            );
-            t += 15_000;
-        }
+        let mut t = canary_on_gone(&store, &deploys);
         let canary = deploys.current("gone").unwrap();
         assert_eq!(canary.version, "v2");
         assert_ne!(canary.phase, Phase::Done);
@@ -2326,20 +2333,7 @@ mod tests {
     #[test]
     fn issue_15_a_service_forgotten_and_seen_again_between_sweeps_starts_afresh() {
         let (store, deploys) = parts();
-        let mut t = T0;
-        for _ in 0..8 {
-            push(&store, &deploys, &[("gone", "v1"), ("live", "v1")], t);
-            t += 15_000;
-        }
-        for _ in 0..8 {
-            push(
-                &store,
-                &deploys,
-                &[("gone", "v1"), ("gone", "v2"), ("live", "v1")],
-                t,
-            );
-            t += 15_000;
-        }
+        let mut t = canary_on_gone(&store, &deploys);
         let canary = deploys.current("gone").unwrap().id;
         t += 3 * 3_600_000;
         push(&store, &deploys, &[("live", "v1")], t);
