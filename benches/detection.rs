@@ -476,6 +476,38 @@ fn main() {
             Score::quantile(&times, 0.9)
         );
     }
+    // A pass is what lets a rollout controller promote: a pass given to a regression that
+    // was already running, before any pause, promotes a bad version.
+    let mut promoted: Vec<(&str, usize, usize)> = Vec::new();
+    for f in &a.families {
+        let rows = played
+            .iter()
+            .filter(|p| p.scenario.family == *f && p.scenario.detectable);
+        let (mut n, mut bad) = (0, 0);
+        for p in rows {
+            let Some(onset) = p.scenario.onset else { continue };
+            n += 1;
+            let o = &p.outcomes[0];
+            if o.pass.is_some_and(|t| t >= onset && o.pause.is_none_or(|q| q > t)) {
+                bad += 1;
+            }
+        }
+        if n > 0 {
+            promoted.push((f.name(), bad, n));
+        }
+    }
+    let (bad, n) = promoted
+        .iter()
+        .fold((0, 0), |(b, m), (_, x, y)| (b + x, m + y));
+    println!(
+        "\ndeploywatch's passes of running regressions (a pass after the onset, before any pause): {} of {} ({})",
+        bad,
+        n,
+        Score::pct(bad, n)
+    );
+    for (name, bad, n) in promoted.iter().filter(|(_, b, _)| *b > 0) {
+        println!("  {name:<24} {bad:>3} of {n:>3}");
+    }
     let undetectable: Vec<String> = played
         .iter()
         .filter(|p| !p.scenario.detectable)

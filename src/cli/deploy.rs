@@ -21,9 +21,10 @@ pub const EXIT_TIMEOUT: i32 = 5;
 /// Register a deploy with a running deploywatch and wait for its verdict (for CI/CD
 /// pipelines). Exit codes: 0 pass, 3 pause, 4 rollback, 5 timeout, 2 unreachable or refused.
 ///
-/// How long a pass takes: under the default rules, at least 6 minutes from the deploy's
+/// How long a pass takes: under the default rules, at least 5.5 minutes from the deploy's
 /// start, since every rule with data first warms up on each new instance, then observes
-/// (latency 3m + 3m, CPU and memory 2m + 4m, traffic share 1m + 5m, errors 30s + 4m). On
+/// (latency 3m + 2m30s, CPU and memory 2m + 3m30s, traffic share 1m + 4m30s, errors
+/// 30s + 4m, restarts 5m). On
 /// clean deploys (docs/detection.md): typically 6-8 minutes at 5 requests/s per pod or
 /// more, about 7 at 1-5 requests/s; below 1 request/s 11 or more, and often none within 20
 /// minutes (each side must first see 200 requests); never for a rollout that met a blip of
@@ -63,7 +64,7 @@ pub struct DeployArgs {
     /// from the commit subjects).
     #[arg(long = "changes-from", value_name = "REF1..REF2")]
     pub changes_from: Option<String>,
-    /// Give up waiting after this long (exit 5). A pass takes at least 6 minutes under the
+    /// Give up waiting after this long (exit 5). A pass takes at least 5.5 minutes under the
     /// default rules, 6-8 at moderate traffic: keep this well above that.
     #[arg(long, default_value = DEFAULT_TIMEOUT, value_parser = parse_duration)]
     pub timeout: Duration,
@@ -363,7 +364,7 @@ mod tests {
         let least = min_pass_time(&crate::rules::RuleSet::embedded());
         assert_eq!(
             least,
-            Duration::from_secs(6 * 60),
+            Duration::from_secs(330),
             "update --help and the README"
         );
         let timeout = parse_duration(DEFAULT_TIMEOUT).unwrap();

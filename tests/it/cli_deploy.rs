@@ -106,7 +106,7 @@ fn stated_times() -> (i64, i64) {
     let least = help
         .split_once("How long a pass takes: under the default rules, at least ")
         .and_then(|(_, rest)| rest.split_once(" minutes"))
-        .and_then(|(n, _)| n.parse::<i64>().ok())
+        .and_then(|(n, _)| n.parse::<f64>().ok())
         .unwrap_or_else(|| panic!("the help states no least time to a pass: {help}"));
     let timeout = help
         .split_once("--timeout <TIMEOUT>")
@@ -120,7 +120,7 @@ fn stated_times() -> (i64, i64) {
         )),
         "{help}"
     );
-    (least * MIN, timeout * MIN)
+    ((least * MIN as f64) as i64, timeout * MIN)
 }
 
 #[test]
@@ -247,7 +247,7 @@ fn issue_16_registering_again_is_idempotent() {
         "{stdout}"
     );
     assert!(
-        stderr.contains("--timeout 1s is shorter than the 6m a pass takes at the least"),
+        stderr.contains("--timeout 1s is shorter than the 5m30s a pass takes at the least"),
         "{stderr}"
     );
     assert_eq!(
