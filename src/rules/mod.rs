@@ -493,6 +493,25 @@ fn validate(r: RawRule) -> Result<Rule, String> {
 mod tests {
     use super::*;
 
+    /// The defaults docs/rules.md and docs/statistics.md state are the ones in force (they
+    /// once said twice these).
+    #[test]
+    fn the_documented_default_alphas_are_the_code_s() {
+        let a = Alphas::default();
+        let schema = format!(
+            "alpha: {{warn: {}, pause: {}, rollback: {}, pass: {}}}",
+            a.warn, a.pause, a.rollback, a.pass
+        );
+        let rules_md = include_str!("../../docs/rules.md");
+        assert!(rules_md.contains(&schema), "docs/rules.md: {schema}");
+        let stats = format!(
+            "Defaults: warn α = {}, pause α = {}, rollback α = {}, pass\nα = {}",
+            a.warn, a.pause, a.rollback, a.pass
+        );
+        let stats_md = include_str!("../../docs/statistics.md");
+        assert!(stats_md.contains(&stats), "docs/statistics.md: {stats}");
+    }
+
     #[test]
     fn default_rules_parse_and_cover_the_golden_signals() {
         let rs = RuleSet::embedded();
