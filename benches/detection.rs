@@ -487,10 +487,14 @@ fn main() {
             .filter(|p| p.scenario.family == *f && p.scenario.detectable);
         let (mut n, mut bad) = (0, 0);
         for p in rows {
-            let Some(onset) = p.scenario.onset else { continue };
+            let Some(onset) = p.scenario.onset else {
+                continue;
+            };
             n += 1;
             let o = &p.outcomes[0];
-            if o.pass.is_some_and(|t| t >= onset && o.pause.is_none_or(|q| q > t)) {
+            if o.pass
+                .is_some_and(|t| t >= onset && o.pause.is_none_or(|q| q > t))
+            {
                 bad += 1;
             }
         }

@@ -24,11 +24,10 @@ pub const EXIT_TIMEOUT: i32 = 5;
 /// How long a pass takes: under the default rules, at least 5.5 minutes from the deploy's
 /// start, since every rule with data first warms up on each new instance, then observes
 /// (latency 3m + 2m30s, CPU and memory 2m + 3m30s, traffic share 1m + 4m30s, errors
-/// 30s + 4m, restarts 5m). On
-/// clean deploys (docs/detection.md): typically 6-8 minutes at 5 requests/s per pod or
-/// more, about 7 at 1-5 requests/s; below 1 request/s 11 or more, and often none within 20
-/// minutes (each side must first see 200 requests); never for a rollout that met a blip of
-/// errors (it stays at warn). The default --timeout of 15m covers moderate traffic; raise
+/// 30s + 4m, restarts 5m). On clean deploys (docs/detection.md): typically 5.5-8 minutes
+/// at 5 requests/s per pod or more, about 7.5 at 1-5 requests/s; below 1 request/s 10 or
+/// more, and often none within 20 minutes (each side must first see 200 requests); never
+/// for a rollout that met a blip of errors (it stays at warn). The default --timeout of 15m covers moderate traffic; raise
 /// it for quiet services. A regression is found sooner: a rollback can come within a
 /// minute or two.
 ///
@@ -65,7 +64,7 @@ pub struct DeployArgs {
     #[arg(long = "changes-from", value_name = "REF1..REF2")]
     pub changes_from: Option<String>,
     /// Give up waiting after this long (exit 5). A pass takes at least 5.5 minutes under the
-    /// default rules, 6-8 at moderate traffic: keep this well above that.
+    /// default rules, 5.5-8 at moderate traffic: keep this well above that.
     #[arg(long, default_value = DEFAULT_TIMEOUT, value_parser = parse_duration)]
     pub timeout: Duration,
     /// How often to ask for the verdict.
