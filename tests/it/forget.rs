@@ -391,10 +391,16 @@ fn issue_15_memory_stays_flat_as_services_come_and_go() {
     );
     // The allocator keeps what it got (glibc returns little to the system), so the check
     // is that later cycles reuse it: without forgetting, the last peak would be about
-    // CYCLES times the first's growth above the start.
+    // CYCLES times the first's growth above the start. Under CPU contention (the suite's
+    // other tests, a benchmark beside it) glibc hands busy threads arenas of their own and
+    // the peaks step up once or twice (measured: 53 MB at the first cycle, 125 MB at the
+    // fourth, then +5 MB a cycle): bounded, so the check allows a step and asks that the
+    // second half of the cycles grow by less than the first cycle's peak (without
+    // forgetting they would add about three times that).
     let (first, last) = (peaks[0], *peaks.last().unwrap());
+    let half = peaks[CYCLES as usize / 2 - 1];
     assert!(
-        last <= 2 * first,
+        last <= 3 * first && last.saturating_sub(half) <= first,
         "resident KiB per cycle's peak: {peaks:?}"
     );
 }
