@@ -156,3 +156,34 @@ fn after_against_before_a_deviation_growing_out_of_a_calm_start_rolls_nothing_ba
         report.join("\n")
     );
 }
+
+#[test]
+fn after_against_before_latency_under_a_traffic_spike_rolls_nothing_back() {
+    use Family::*;
+    // Rolling updates hit by a traffic ×3 spike that slows every pod by ×1.3–1.5, in the new
+    // version's first judged minutes: the judge before the load check paused all four
+    // through latency and rolled 5008 back. The new version serving ×3 the requests per
+    // second of before the deploy makes the deviation the load's as likely as the deploy's.
+    let world = [
+        (TrafficSpike, 1),
+        (TrafficSpike, 3008),
+        (TrafficSpike, 5008),
+        (TrafficSpike, 6005),
+    ];
+    let played = play_all(&world);
+    let report: Vec<String> = played.iter().map(|(sc, j)| line(sc, j)).collect();
+    for (sc, _) in &played {
+        assert!(
+            matches!(sc.kind, world::Kind::Rolling { .. }),
+            "{} is not a rolling update",
+            sc.name()
+        );
+    }
+    assert!(
+        played.iter().all(|(_, j)| j.rollback.is_none()),
+        "a traffic spike was rolled back:\n{}",
+        report.join("\n")
+    );
+    let paused = played.iter().filter(|(_, j)| j.pause.is_some()).count();
+    assert!(paused <= 1, "{paused} paused:\n{}", report.join("\n"));
+}

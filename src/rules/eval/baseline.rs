@@ -47,6 +47,9 @@ pub fn known_baseline(rule: &Rule, series: &[Arc<Series>], from: i64, to: i64) -
     // And per group (route), for a regression local to one.
     let mut per_group: Vec<(String, [Vec<f64>; 2])> = Vec::new();
     let mut slopes = Vec::new();
+    // The part of the window the series cover: a service younger than the window has fewer
+    // steps of history than the window has.
+    let mut covered = (i64::MAX, i64::MIN);
     // When each instance first reported any matched series: a counter created later (at
     // its first error) counts from zero.
     let mut inst_first: std::collections::HashMap<&str, i64> = Default::default();
@@ -83,6 +86,7 @@ pub fn known_baseline(rule: &Rule, series: &[Arc<Series>], from: i64, to: i64) -
             if v.is_nan() {
                 continue;
             }
+            covered = (covered.0.min(ts), covered.1.max(ts));
             if !counters {
                 total.value_sum += v;
                 total.value_n += 1.0;
@@ -143,7 +147,11 @@ pub fn known_baseline(rule: &Rule, series: &[Arc<Series>], from: i64, to: i64) -
     KnownBaseline {
         total,
         slope_per_hour,
-        steps: ((to - from) as f64 / 1000.0 / STEP_SECONDS).max(0.0),
+        steps: if covered.1 > covered.0 {
+            (covered.1 - covered.0) as f64 / 1000.0 / STEP_SECONDS
+        } else {
+            0.0
+        },
         groups,
     }
 }

@@ -344,6 +344,7 @@ impl RuleState {
         // deviation the new version did not show in its first judged minutes began later:
         // it rolls nothing back on its own, and pauses only once it has lasted
         // [`LATE_PAUSE_AFTER_MS`], as an alert rule's `for:` would.
+        let mut note: Option<String> = None;
         if self.known.is_some() {
             let n = self.recent.len();
             if self.known_steps == MINUTE_STEPS && n >= MINUTE_STEPS {
@@ -367,7 +368,9 @@ impl RuleState {
             }
             // Whatever the first minutes showed, a deviation that grows out of a calm start
             // now began later (while it lasts: a blip passes, the deploy's own stays).
-            let onset = if first_tier(&self.rule).is_some_and(|tier| self.began_later(tier)) {
+            let later = first_tier(&self.rule).is_some_and(|tier| self.began_later(tier));
+            let load = self.load_grew();
+            let onset = if later || load.is_some() {
                 Some(Onset::Late)
             } else {
                 self.onset_early
@@ -384,6 +387,14 @@ impl RuleState {
                     let lasted = self
                         .late_since
                         .is_some_and(|s| t - s >= LATE_PAUSE_AFTER_MS);
+                    // Said beside the tier it leaves, so the verdict is not read as the
+                    // deploy's alone.
+                    note = Some(match load {
+                        Some(x) => format!(
+                            "under ×{x:.1} the requests per second of before the deploy, the load's as likely as the deploy's"
+                        ),
+                        None => "begun after the new version's first judged minutes, the world's as likely as the deploy's".into(),
+                    });
                     reached = if lasted {
                         Some(Tier::Pause)
                     } else {
@@ -417,6 +428,10 @@ impl RuleState {
         );
         let reason = match &local {
             Some(key) => format!("on {key}: {reason}"),
+            None => reason,
+        };
+        let reason = match note {
+            Some(n) => format!("{reason} ({n})"),
             None => reason,
         };
         if new > self.verdict {
@@ -523,6 +538,29 @@ impl RuleState {
             .fold((0.0, 0.0), |(a, b), (x, m)| (a + x, b + m));
         let (x, m) = self.sums(Side::Canary, n - KEPT_STEPS..n, latency);
         worse_by(x0, n0, x, m) >= Z_ONSET_CHANGE
+    }
+
+    /// After against before, for latency: how many times the requests per second the service
+    /// served before the deploy the new version serves over the last three minutes, when it
+    /// is [`LOAD_CONFOUNDS`] times or more and beyond noise (a traffic spike; requests of
+    /// instances still warming up are not counted, so a rollout in progress reads low).
+    /// Latency follows load: a deviation under it is the load's as likely as the deploy's,
+    /// and nothing beside the new version runs the old one under the same load to tell which.
+    fn load_grew(&self) -> Option<f64> {
+        let k = self.known.as_ref()?;
+        if !matches!(self.rule.signal, Signal::Quantile { .. }) || k.steps <= 0.0 {
+            return None;
+        }
+        let n = self.recent.len();
+        if self.known_steps < KEPT_STEPS || n < KEPT_STEPS {
+            return None;
+        }
+        let before = bucket_total(&self.bounds, &k.total.buckets) / k.steps;
+        let (_, now) = self.sums(Side::Canary, n - KEPT_STEPS..n, None);
+        // Beyond noise too: three standard errors of the count expected at that load.
+        let expected = LOAD_CONFOUNDS * before * KEPT_STEPS as f64;
+        (before > 0.0 && now >= expected && (now - expected) / expected.sqrt() >= 3.0)
+            .then(|| now / KEPT_STEPS as f64 / before)
     }
 
     /// [`RuleState::began_later`] for a rate per instance (CPU seconds per second), which
@@ -733,6 +771,11 @@ pub(super) enum Onset {
 /// After against before: how long a deviation the new version did not show in its first
 /// judged minutes must last before it pauses (it never rolls back on its own).
 pub(super) const LATE_PAUSE_AFTER_MS: i64 = 5 * 60_000;
+
+/// After against before: how many times the requests per second the service served before
+/// the deploy the new version must serve for a latency deviation to be the load's as likely
+/// as the deploy's ([`RuleState::load_grew`]).
+pub(super) const LOAD_CONFOUNDS: f64 = 1.5;
 
 /// After against before: judged steps (15 s) after which a deviation that held in every
 /// half-minute of them may pause before the three minutes a rollback needs are in.

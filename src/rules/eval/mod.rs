@@ -105,6 +105,7 @@ pub struct KnownBaseline {
     pub total: SideStep,
     /// Per-step gauge levels over the window, for trends.
     pub slope_per_hour: f64,
+    /// Steps (15 s) of the window the old version's series cover, first sample to last.
     pub steps: f64,
     /// A ratio's (events, exposure) per group (`route=/checkout`) over the window.
     pub groups: Vec<(String, f64, f64)>,
