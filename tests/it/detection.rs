@@ -118,30 +118,9 @@ fn clear_regressions_are_paused_after_they_begin() {
     );
 }
 
-#[test]
-fn after_against_before_a_deviation_growing_out_of_a_calm_start_rolls_nothing_back() {
-    use Family::*;
-    // Rolling updates, judged after against before. The world's: a dependency's outage (the
-    // judge before this rule rolled back 2006 and 5012 through latency and the error ratio)
-    // and traffic spikes (1010 and 5004 paused on CPU per instance). The deploy's, from each
-    // new instance's start: still rolled back.
-    let world = [
-        (DependencyOutage, 2006),
-        (DependencyOutage, 5012),
-        (TrafficSpike, 1010),
-        (TrafficSpike, 5004),
-    ];
-    let deploys = [(P99x3, 2), (P99x3, 1002), (Errors10x, 4), (Errors10x, 2004)];
-    let played = play_all(&world);
-    let report: Vec<String> = played.iter().map(|(sc, j)| line(sc, j)).collect();
-    assert!(
-        played.iter().all(|(_, j)| j.rollback.is_none()),
-        "a world event was rolled back:\n{}",
-        report.join("\n")
-    );
-    let paused = played.iter().filter(|(_, j)| j.pause.is_some()).count();
-    assert!(paused <= 2, "{paused} paused:\n{}", report.join("\n"));
-    let played = play_all(&deploys);
+/// Plays rolling updates (each must be one): the scenarios with their verdicts, and a report.
+fn play_rolling(cases: &[(Family, u64)]) -> (Vec<(Scenario, Judged)>, String) {
+    let played = play_all(cases);
     let report: Vec<String> = played.iter().map(|(sc, j)| line(sc, j)).collect();
     for (sc, _) in &played {
         assert!(
@@ -150,10 +129,41 @@ fn after_against_before_a_deviation_growing_out_of_a_calm_start_rolls_nothing_ba
             sc.name()
         );
     }
+    (played, report.join("\n"))
+}
+
+/// World events in rolling updates: none rolled back, at most `max_paused` paused.
+fn world_events_roll_nothing_back(cases: &[(Family, u64)], max_paused: usize) {
+    let (played, report) = play_rolling(cases);
+    assert!(
+        played.iter().all(|(_, j)| j.rollback.is_none()),
+        "a world event was rolled back:\n{report}"
+    );
+    let paused = played.iter().filter(|(_, j)| j.pause.is_some()).count();
+    assert!(paused <= max_paused, "{paused} paused:\n{report}");
+}
+
+#[test]
+fn after_against_before_a_deviation_growing_out_of_a_calm_start_rolls_nothing_back() {
+    use Family::*;
+    // Rolling updates, judged after against before. The world's: a dependency's outage (the
+    // judge before this rule rolled back 2006 and 5012 through latency and the error ratio)
+    // and traffic spikes (1010 and 5004 paused on CPU per instance). The deploy's, from each
+    // new instance's start: still rolled back.
+    world_events_roll_nothing_back(
+        &[
+            (DependencyOutage, 2006),
+            (DependencyOutage, 5012),
+            (TrafficSpike, 1010),
+            (TrafficSpike, 5004),
+        ],
+        2,
+    );
+    let (played, report) =
+        play_rolling(&[(P99x3, 2), (P99x3, 1002), (Errors10x, 4), (Errors10x, 2004)]);
     assert!(
         played.iter().all(|(_, j)| j.rollback.is_some()),
-        "a regression from the start was not rolled back:\n{}",
-        report.join("\n")
+        "a regression from the start was not rolled back:\n{report}"
     );
 }
 
@@ -164,26 +174,13 @@ fn after_against_before_latency_under_a_traffic_spike_rolls_nothing_back() {
     // version's first judged minutes: the judge before the load check paused all four
     // through latency and rolled 5008 back. The new version serving ×3 the requests per
     // second of before the deploy makes the deviation the load's as likely as the deploy's.
-    let world = [
-        (TrafficSpike, 1),
-        (TrafficSpike, 3008),
-        (TrafficSpike, 5008),
-        (TrafficSpike, 6005),
-    ];
-    let played = play_all(&world);
-    let report: Vec<String> = played.iter().map(|(sc, j)| line(sc, j)).collect();
-    for (sc, _) in &played {
-        assert!(
-            matches!(sc.kind, world::Kind::Rolling { .. }),
-            "{} is not a rolling update",
-            sc.name()
-        );
-    }
-    assert!(
-        played.iter().all(|(_, j)| j.rollback.is_none()),
-        "a traffic spike was rolled back:\n{}",
-        report.join("\n")
+    world_events_roll_nothing_back(
+        &[
+            (TrafficSpike, 1),
+            (TrafficSpike, 3008),
+            (TrafficSpike, 5008),
+            (TrafficSpike, 6005),
+        ],
+        1,
     );
-    let paused = played.iter().filter(|(_, j)| j.pause.is_some()).count();
-    assert!(paused <= 1, "{paused} paused:\n{}", report.join("\n"));
 }
