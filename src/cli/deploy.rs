@@ -27,9 +27,9 @@ pub const EXIT_TIMEOUT: i32 = 5;
 /// 30s + 4m, restarts 5m). On clean deploys (docs/detection.md): typically 5.5-8 minutes
 /// at 5 requests/s per pod or more, about 7.5 at 1-5 requests/s; below 1 request/s 10 or
 /// more, and often none within 20 minutes (each side must first see 200 requests); never
-/// for a rollout that met a blip of errors (it stays at warn). The default --timeout of 15m covers moderate traffic; raise
-/// it for quiet services. A regression is found sooner: a rollback can come within a
-/// minute or two.
+/// for a rollout that met a blip of errors (it stays at warn). The default --timeout of 15m
+/// covers moderate traffic; raise it for quiet services. A regression is found sooner: a
+/// rollback can come within a minute or two.
 ///
 /// Registering the same service and version again (a retried step) is the same deploy: the
 /// same id, nothing recorded twice.

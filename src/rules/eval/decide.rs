@@ -367,9 +367,16 @@ impl RuleState {
                 }));
             }
             // Whatever the first minutes showed, a deviation that grows out of a calm start
-            // now began later (while it lasts: a blip passes, the deploy's own stays).
-            let later = first_tier(&self.rule).is_some_and(|tier| self.began_later(tier));
-            let load = self.load_grew();
+            // now began later (while it lasts: a blip passes, the deploy's own stays). Only
+            // a pause or a rollback is ever held back, so the tests run only then.
+            let (later, load) = if reached >= Some(Tier::Pause) {
+                (
+                    first_tier(&self.rule).is_some_and(|tier| self.began_later(tier)),
+                    self.load_grew(),
+                )
+            } else {
+                (false, None)
+            };
             let onset = if later || load.is_some() {
                 Some(Onset::Late)
             } else {
