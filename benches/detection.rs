@@ -13,8 +13,8 @@
 //! cargo bench --bench detection -- --family crash_loop --seeds 1..1 --timeline
 //! ```
 //!
-//! Seeds: tuning 1–4 and 1001–1014 … 8001–8014 of every family, held out 9001–9014 (never
-//! looked at while tuning).
+//! Seeds: tuning 1–4 and 1001–1014 … 10001–10014 of every family, held out 11001–11014
+//! (never looked at while tuning).
 //! docs/detection.md explains the families, the scoring and the latest scorecard.
 
 #[path = "detection/reference.rs"]
@@ -31,8 +31,8 @@ use deploywatch::demo::world::{self, generate, Family, Kind, Scenario};
 
 /// Seeds looked at while tuning: 1–4 from the start, then each held-out set once its
 /// scorecard had been read (docs/detection.md): 1001–1014, 2001–2014, 3001–3014, 4001–4014,
-/// 5001–5014, 6001–6014, 7001–7014, 8001–8014.
-const TUNING: [std::ops::RangeInclusive<u64>; 9] = [
+/// 5001–5014, 6001–6014, 7001–7014, 8001–8014, 9001–9014, 10001–10014.
+const TUNING: [std::ops::RangeInclusive<u64>; 11] = [
     1..=4,
     1001..=1014,
     2001..=2014,
@@ -42,8 +42,10 @@ const TUNING: [std::ops::RangeInclusive<u64>; 9] = [
     6001..=6014,
     7001..=7014,
     8001..=8014,
+    9001..=9014,
+    10001..=10014,
 ];
-const HELD_OUT: std::ops::RangeInclusive<u64> = 9001..=9014;
+const HELD_OUT: std::ops::RangeInclusive<u64> = 11001..=11014;
 
 /// The metrics the reference judges read (the others are not recorded).
 const RECORDED: [&str; 6] = [

@@ -396,7 +396,8 @@ pub fn generate(family: Family, seed: u64) -> Scenario {
             summary = format!("5xx ramping to ×{f:.1} over {ramp:.0} s from +10m");
         }
         Family::DependencyOutage => {
-            let at = rng.range(deploy_at + 2 * MIN, deploy_at + 10 * MIN);
+            // At any time in the first 10 minutes: during the rollout too.
+            let at = rng.range(deploy_at, deploy_at + 10 * MIN);
             let len = rng.range(2, 5) * MIN;
             let p = rng.uniform(0.03, 0.2);
             let slow = rng.uniform(1.5, 3.0);
@@ -415,7 +416,7 @@ pub fn generate(family: Family, seed: u64) -> Scenario {
             );
         }
         Family::TrafficSpike => {
-            let at = rng.range(deploy_at + 2 * MIN, deploy_at + 10 * MIN);
+            let at = rng.range(deploy_at, deploy_at + 10 * MIN);
             let len = rng.range(3, 6) * MIN;
             let slow = rng.uniform(1.1, 1.5);
             eff(

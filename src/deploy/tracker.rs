@@ -1320,6 +1320,12 @@ impl Deploys {
             } else if Some(s.version) == d.baseline_vid && !d.before_after {
                 Side::Baseline
             } else {
+                if d.pre_measured {
+                    // After against before: what the old version shows while it serves.
+                    for r in &mut d.rules {
+                        r.offer_old(s);
+                    }
+                }
                 continue;
             };
             for r in &mut d.rules {
@@ -1825,7 +1831,10 @@ impl Deploys {
         );
         for r in &mut d.rules {
             let k = known_baseline(&r.rule, &old, from, to);
-            r.set_known_baseline(k);
+            r.set_known_baseline(k, d.started_at);
+            for s in &old {
+                r.offer_old(s);
+            }
         }
     }
 

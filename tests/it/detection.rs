@@ -13,16 +13,24 @@ mod reference;
 
 /// Plays the scenarios on two threads; each with what deploywatch made of it.
 fn play_all(cases: &[(Family, u64)]) -> Vec<(Scenario, Judged)> {
+    play_scenarios(cases.iter().map(|&(f, seed)| generate(f, seed)).collect())
+}
+
+/// [`play_all`] for scenarios already generated (and perhaps changed).
+fn play_scenarios(cases: Vec<Scenario>) -> Vec<(Scenario, Judged)> {
+    let cases: Vec<std::sync::Mutex<Option<Scenario>>> = cases
+        .into_iter()
+        .map(|c| std::sync::Mutex::new(Some(c)))
+        .collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let out = std::sync::Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for _ in 0..2 {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(&(family, seed)) = cases.get(i) else {
+                let Some(sc) = cases.get(i).and_then(|c| c.lock().unwrap().take()) else {
                     break;
                 };
-                let sc = generate(family, seed);
                 let dir = tempfile::tempdir().unwrap();
                 let j = world::play(&sc, dir.path(), |_| {});
                 out.lock().unwrap().push((sc, j));
@@ -132,9 +140,43 @@ fn play_rolling(cases: &[(Family, u64)]) -> (Vec<(Scenario, Judged)>, String) {
     (played, report.join("\n"))
 }
 
-/// World events in rolling updates: none rolled back, at most `max_paused` paused.
-fn world_events_roll_nothing_back(cases: &[(Family, u64)], max_paused: usize) {
-    let (played, report) = play_rolling(cases);
+/// The scenario with its world events (an outage, a spike: what hits every pod) moved to
+/// begin `after_ms` after the deploy, their length kept.
+fn event_at(family: Family, seed: u64, after_ms: i64) -> Scenario {
+    let mut sc = generate(family, seed);
+    let at = sc.deploy_at + after_ms;
+    move_world_events(&mut sc, at);
+    sc
+}
+
+/// Moves a scenario's world events to begin at `at`, their length kept.
+fn move_world_events(sc: &mut Scenario, at: i64) {
+    for e in &mut sc.service.effects {
+        if matches!(e.who, deploywatch::demo::sim::Who::All) {
+            let len = e.until - e.from;
+            e.from = at;
+            e.until = at + len;
+        }
+    }
+}
+
+/// World events in rolling updates, each beginning `after_ms` after the deploy: none rolled
+/// back, at most `max_paused` paused.
+fn world_events_roll_nothing_back(cases: &[(Family, u64)], after_ms: i64, max_paused: usize) {
+    let scenarios = cases
+        .iter()
+        .map(|&(f, seed)| event_at(f, seed, after_ms))
+        .collect();
+    let played = play_scenarios(scenarios);
+    let report: Vec<String> = played.iter().map(|(sc, j)| line(sc, j)).collect();
+    let report = report.join("\n");
+    for (sc, _) in &played {
+        assert!(
+            matches!(sc.kind, world::Kind::Rolling { .. }),
+            "{} is not a rolling update",
+            sc.name()
+        );
+    }
     assert!(
         played.iter().all(|(_, j)| j.rollback.is_none()),
         "a world event was rolled back:\n{report}"
@@ -146,10 +188,10 @@ fn world_events_roll_nothing_back(cases: &[(Family, u64)], max_paused: usize) {
 #[test]
 fn after_against_before_a_deviation_growing_out_of_a_calm_start_rolls_nothing_back() {
     use Family::*;
-    // Rolling updates, judged after against before. The world's: a dependency's outage (the
-    // judge before this rule rolled back 2006 and 5012 through latency and the error ratio)
-    // and traffic spikes (1010 and 5004 paused on CPU per instance). The deploy's, from each
-    // new instance's start: still rolled back.
+    // Rolling updates, judged after against before. The world's, beginning 6 minutes after
+    // the deploy, once the new version's first judged minutes were calm: a dependency's
+    // outage, and traffic spikes (which raise CPU per instance). The deploy's, from each new
+    // instance's start: still rolled back.
     world_events_roll_nothing_back(
         &[
             (DependencyOutage, 2006),
@@ -157,6 +199,7 @@ fn after_against_before_a_deviation_growing_out_of_a_calm_start_rolls_nothing_ba
             (TrafficSpike, 1010),
             (TrafficSpike, 5004),
         ],
+        6 * 60_000,
         2,
     );
     let (played, report) =
@@ -170,10 +213,10 @@ fn after_against_before_a_deviation_growing_out_of_a_calm_start_rolls_nothing_ba
 #[test]
 fn after_against_before_latency_under_a_traffic_spike_rolls_nothing_back() {
     use Family::*;
-    // Rolling updates hit by a traffic ×3 spike that slows every pod by ×1.3–1.5, in the new
-    // version's first judged minutes: the judge before the load check paused all four
-    // through latency and rolled 5008 back. The new version serving ×3 the requests per
-    // second of before the deploy makes the deviation the load's as likely as the deploy's.
+    // Rolling updates hit by a traffic ×3 spike that slows every pod by ×1.1–1.5, 3.5
+    // minutes after the deploy: in the new version's first judged minutes, its latency
+    // warm-up just over. The new version serving ×3 the requests per second of before the
+    // deploy makes the deviation the load's as likely as the deploy's.
     world_events_roll_nothing_back(
         &[
             (TrafficSpike, 1),
@@ -181,6 +224,48 @@ fn after_against_before_latency_under_a_traffic_spike_rolls_nothing_back() {
             (TrafficSpike, 5008),
             (TrafficSpike, 6005),
         ],
+        210_000,
         1,
     );
+}
+
+#[test]
+fn after_against_before_an_outage_the_old_version_served_through_rolls_nothing_back() {
+    // Dependency outages (+3–20 % 5xx, latency ×1.5–3 on every pod) moved to begin half a
+    // minute before the last old instance goes, the old version still serving beside the
+    // new: the judge before this test rolled back 9 of these 16 rolling updates. What the
+    // old instances showed, minute by minute beside the new ones, says it is the world's.
+    // Below 5 requests per second the old instances serve too few requests in that half
+    // minute to tell: not asked of them.
+    let mut cases = Vec::new();
+    for seed in (1001..=1014).chain(2001..=2014) {
+        let mut sc = generate(Family::DependencyOutage, seed);
+        if !matches!(sc.kind, world::Kind::Rolling { .. }) {
+            continue;
+        }
+        let old_end = sc
+            .service
+            .pods
+            .iter()
+            .filter(|p| p.version == sc.old_version)
+            .map(|p| p.end)
+            .filter(|e| *e < i64::MAX)
+            .max()
+            .unwrap_or(sc.deploy_at);
+        let at = (old_end - 30_000).max(sc.deploy_at + 15_000);
+        move_world_events(&mut sc, at);
+        cases.push(sc);
+    }
+    assert_eq!(cases.len(), 16, "the seeds drew other deploy kinds");
+    let played = play_scenarios(cases);
+    let report: Vec<String> = played.iter().map(|(sc, j)| line(sc, j)).collect();
+    let report = report.join("\n");
+    assert!(
+        played
+            .iter()
+            .all(|(sc, j)| j.rollback.is_none() || sc.service.rps < 5.0),
+        "an outage during the rollout was rolled back:\n{report}"
+    );
+    let rolled_back = played.iter().filter(|(_, j)| j.rollback.is_some()).count();
+    assert!(rolled_back <= 3, "{rolled_back} rolled back:\n{report}");
 }

@@ -31,6 +31,23 @@ pub(super) fn ols_slope(x: &[f64], y: &[f64]) -> (f64, f64) {
 /// Measures a rule's baseline over the pre-deploy window `[from, to]` from the ring buffers
 /// of the given series (the old version's), for before/after comparisons.
 pub fn known_baseline(rule: &Rule, series: &[Arc<Series>], from: i64, to: i64) -> KnownBaseline {
+    measure(rule, series, from, to, true)
+}
+
+/// A version's counts over `[from, to]` as they were, bursts included: what the old version
+/// served after the deploy began, while it still served beside the new one, and the new
+/// version's over the same time.
+pub(super) fn counts_over(
+    rule: &Rule,
+    series: &[Arc<Series>],
+    from: i64,
+    to: i64,
+) -> KnownBaseline {
+    measure(rule, series, from, to, false)
+}
+
+/// [`known_baseline`]; `pool`: a ratio's minutes of bursts left out.
+fn measure(rule: &Rule, series: &[Arc<Series>], from: i64, to: i64, pool: bool) -> KnownBaseline {
     let mut probe = RuleState::new(rule.clone());
     for s in series {
         probe.offer(s, Side::Baseline, to);
@@ -44,6 +61,14 @@ pub fn known_baseline(rule: &Rule, series: &[Arc<Series>], from: i64, to: i64) -
     // A ratio's events and exposure per minute of the window, pooled robustly below.
     let minutes = ((to - from).max(0) / MINUTE_MS + 1) as usize;
     let mut per_minute = [vec![0.0; minutes], vec![0.0; minutes]];
+    // Each minute's counts as they were (bursts included), for side-by-side comparisons.
+    let mut by_minute = vec![
+        SideStep {
+            buckets: vec![0.0; probe.bounds.len()],
+            ..SideStep::default()
+        };
+        minutes
+    ];
     // And per group (route), for a regression local to one.
     let mut per_group: Vec<(String, [Vec<f64>; 2])> = Vec::new();
     let mut slopes = Vec::new();
@@ -101,10 +126,20 @@ pub fn known_baseline(rule: &Rule, series: &[Arc<Series>], from: i64, to: i64) -
                     let side = usize::from(m.component == Component::Denominator);
                     per_group[g].1[side][minute] += delta;
                 }
+                let at = &mut by_minute[minute];
                 match m.component {
-                    Component::Numerator => per_minute[0][minute] += delta,
-                    Component::Denominator => per_minute[1][minute] += delta,
-                    Component::Bucket => total.buckets[m.slot] += delta,
+                    Component::Numerator => {
+                        per_minute[0][minute] += delta;
+                        at.events += delta;
+                    }
+                    Component::Denominator => {
+                        per_minute[1][minute] += delta;
+                        at.exposure += delta;
+                    }
+                    Component::Bucket => {
+                        total.buckets[m.slot] += delta;
+                        at.buckets[m.slot] += delta;
+                    }
                     Component::Value => total.events += delta,
                 }
             }
@@ -119,7 +154,11 @@ pub fn known_baseline(rule: &Rule, series: &[Arc<Series>], from: i64, to: i64) -
             slopes.push(ols_slope(&xs, &ys).0);
         }
     }
-    let (events, exposure) = pool_without_bursts(&per_minute[0], &per_minute[1]);
+    let (events, exposure) = if pool {
+        pool_without_bursts(&per_minute[0], &per_minute[1])
+    } else {
+        (per_minute[0].iter().sum(), per_minute[1].iter().sum())
+    };
     total.events += events;
     total.exposure += exposure;
     if matches!(
@@ -153,6 +192,9 @@ pub fn known_baseline(rule: &Rule, series: &[Arc<Series>], from: i64, to: i64) -
             0.0
         },
         groups,
+        bounds: probe.bounds,
+        last_at: (covered.1 > i64::MIN).then_some(covered.1),
+        by_minute,
     }
 }
 

@@ -377,7 +377,10 @@ impl RuleState {
             } else {
                 (false, None)
             };
-            let onset = if later || load.is_some() {
+            // Or the old version, beside the new one during the rollout, showed it as much.
+            let shared =
+                reached >= Some(Tier::Pause) && !later && load.is_none() && self.old_degraded(t);
+            let onset = if later || load.is_some() || shared {
                 Some(Onset::Late)
             } else {
                 self.onset_early
@@ -400,6 +403,7 @@ impl RuleState {
                         Some(x) => format!(
                             "under ×{x:.1} the requests per second of before the deploy, the load's as likely as the deploy's"
                         ),
+                        None if shared => "the old version showed it as much while it still served beside the new one, the world's as likely as the deploy's".into(),
                         None => "begun after the new version's first judged minutes, the world's as likely as the deploy's".into(),
                     });
                     reached = if lasted {
@@ -549,8 +553,9 @@ impl RuleState {
 
     /// After against before, for latency: how many times the requests per second the service
     /// served before the deploy the new version serves over the last three minutes, when it
-    /// is [`LOAD_CONFOUNDS`] times or more and beyond noise (a traffic spike; requests of
-    /// instances still warming up are not counted, so a rollout in progress reads low).
+    /// is [`LOAD_CONFOUNDS`] times or more and beyond noise (a traffic spike). Its instances
+    /// still warming up count, their requests are load as much; while a rollout is in
+    /// progress the old instances' share does not, so it reads low.
     /// Latency follows load: a deviation under it is the load's as likely as the deploy's,
     /// and nothing beside the new version runs the old one under the same load to tell which.
     fn load_grew(&self) -> Option<f64> {
@@ -558,16 +563,127 @@ impl RuleState {
         if !matches!(self.rule.signal, Signal::Quantile { .. }) || k.steps <= 0.0 {
             return None;
         }
-        let n = self.recent.len();
-        if self.known_steps < KEPT_STEPS || n < KEPT_STEPS {
+        if self.known_steps < KEPT_STEPS || self.served.len() < KEPT_STEPS {
             return None;
         }
         let before = bucket_total(&self.bounds, &k.total.buckets) / k.steps;
-        let (_, now) = self.sums(Side::Canary, n - KEPT_STEPS..n, None);
+        let now: f64 = self.served.iter().sum();
         // Beyond noise too: three standard errors of the count expected at that load.
         let expected = LOAD_CONFOUNDS * before * KEPT_STEPS as f64;
         (before > 0.0 && now >= expected && (now - expected) / expected.sqrt() >= 3.0)
             .then(|| now / KEPT_STEPS as f64 / before)
+    }
+
+    /// After against before: whether the old version, in its last minutes of serving after
+    /// the deploy began (beside the new one, until it stopped), was worse than before the
+    /// deploy by the pause threshold ([`Z_OLD_SHARED`] standard errors beyond it), while the
+    /// new version over the same minutes was not worse than the old one by the warn
+    /// threshold: what a canary beside its baseline would have shown. A deploy's regression
+    /// is the new version's alone; an outage or a spike that began while the rollout was
+    /// under way hits the old instances as much. Such a deviation is treated as begun later
+    /// (no rollback, a pause once it has held 5 minutes). Counted signals only (errors, slow
+    /// requests); read from the series at most once a minute, and only while a pause is
+    /// reached.
+    fn old_degraded(&mut self, t: i64) -> bool {
+        let (Some(from), true) = (self.deploy_started, self.rule.bad == Bad::Up) else {
+            return false;
+        };
+        if !matches!(
+            self.rule.signal,
+            Signal::Ratio { .. } | Signal::Quantile { .. }
+        ) || self.old.is_empty()
+        {
+            return false;
+        }
+        if let Some((at, shared)) = self.old_shared {
+            if t - at < 60_000 {
+                return shared;
+            }
+        }
+        let shared = self.old_shared_now(from, t);
+        self.old_shared = Some((t, shared));
+        shared
+    }
+
+    /// [`RuleState::old_degraded`], read now.
+    fn old_shared_now(&mut self, from: i64, t: i64) -> bool {
+        let (Some(known), Some(latency)) = (self.known_counts(), self.tier_latency(Tier::Pause))
+        else {
+            return false;
+        };
+        let old = super::baseline::counts_over(&self.rule, &self.old, from, t);
+        let Some(until) = old.last_at else {
+            return false;
+        };
+        let new_series: Vec<Arc<Series>> = self
+            .matched
+            .iter()
+            .filter(|m| m.side == Side::Canary)
+            .map(|m| m.series.clone())
+            .collect();
+        let new = super::baseline::counts_over(&self.rule, &new_series, from, until);
+        // Each version's counted events and their exposure, minute by minute.
+        let mut minutes = |k: &KnownBaseline| -> Vec<(f64, f64)> {
+            let mut out = Vec::with_capacity(k.by_minute.len());
+            for s in &k.by_minute {
+                let buckets = self.align_buckets(&k.bounds, &s.buckets);
+                out.push(self.counted(
+                    &SideStep {
+                        buckets,
+                        ..s.clone()
+                    },
+                    latency,
+                ));
+            }
+            out
+        };
+        let (old_m, new_m) = (minutes(&old), minutes(&new));
+        let sum = |v: &[(f64, f64)]| v.iter().fold((0.0, 0.0), |(a, b), (x, n)| (a + x, b + n));
+        // The old version's last minutes: a deviation of the world that began while it still
+        // served shows there, not in the minutes before it began.
+        let served: Vec<(f64, f64)> = old_m.iter().copied().filter(|(_, n)| *n > 0.0).collect();
+        let degraded = (1..=OLD_LAST_MINUTES.min(served.len())).any(|k| {
+            let (x, n) = sum(&served[served.len() - k..]);
+            match (&self.rule.signal, &self.known, latency) {
+                // Its quantile beyond the pause latency, and more of its requests slower
+                // than that than before the deploy by as many standard errors.
+                (Signal::Quantile { quantile, .. }, Some(k), Some(le)) => {
+                    let (xb, nb) = self.counted(&k.total, Some(le));
+                    let expected = n * xb / nb.max(1.0);
+                    n > 0.0
+                        && x / n > 1.0 - quantile
+                        && (x - expected) / expected.max(1.0).sqrt() >= Z_OLD_SHARED
+                }
+                _ => self.counts_beyond(Tier::Pause, (x, n), known, Z_OLD_SHARED),
+            }
+        });
+        if !degraded {
+            return false;
+        }
+        // The new version's requests beside the old ones were its instances' first minutes,
+        // their warm-up, which a start-up makes slower: for latency they say nothing.
+        if matches!(self.rule.signal, Signal::Quantile { .. }) {
+            return true;
+        }
+        // Errors side by side, minute by minute, as a canary beside its baseline: within each
+        // minute both versions served, the new version's share of the errors is binomial
+        // given their sum; at a rate `factor` times the old one's it is
+        // `factor·n / (factor·n + m)`. An outage that began within the window hits both
+        // alike minute by minute, however the traffic moved from one version to the other.
+        let factor = first_threshold(&self.rule).map_or(1.0, |w| w.relative);
+        let (mut x, mut mean, mut var) = (0.0, 0.0, 0.0);
+        for (&(xn, nn), &(xo, no)) in new_m.iter().zip(&old_m) {
+            if nn <= 0.0 || no <= 0.0 {
+                continue;
+            }
+            let q = factor * nn / (factor * nn + no);
+            let total = xn + xo;
+            x += xn;
+            mean += total * q;
+            var += total * q * (1.0 - q);
+        }
+        let worse = x > mean && (x - mean) / var.max(1.0).sqrt() >= Z_HOLDS_NOW;
+        !worse
     }
 
     /// [`RuleState::began_later`] for a rate per instance (CPU seconds per second), which
@@ -778,6 +894,15 @@ pub(super) enum Onset {
 /// After against before: how long a deviation the new version did not show in its first
 /// judged minutes must last before it pauses (it never rolls back on its own).
 pub(super) const LATE_PAUSE_AFTER_MS: i64 = 5 * 60_000;
+
+/// After against before: standard errors by which the old version's own data since the
+/// deploy began must lie beyond the pause threshold for a deviation to be the world's as
+/// likely as the deploy's ([`RuleState::old_degraded`]).
+pub(super) const Z_OLD_SHARED: f64 = 3.0;
+
+/// After against before: the old version's last minutes of serving in which a deviation of
+/// the world's must show ([`RuleState::old_degraded`]): one, two or three.
+pub(super) const OLD_LAST_MINUTES: usize = 3;
 
 /// After against before: how many times the requests per second the service served before
 /// the deploy the new version must serve for a latency deviation to be the load's as likely

@@ -109,6 +109,12 @@ pub struct KnownBaseline {
     pub steps: f64,
     /// A ratio's (events, exposure) per group (`route=/checkout`) over the window.
     pub groups: Vec<(String, f64, f64)>,
+    /// The bucket bounds by slot of `total.buckets` (quantile rules).
+    pub bounds: Vec<f64>,
+    /// The newest sample of the window the series hold.
+    pub last_at: Option<i64>,
+    /// Counted signals: each minute's counts from the window's start, as they were.
+    pub by_minute: Vec<SideStep>,
 }
 
 /// The state of one rule within one deploy.
@@ -156,6 +162,9 @@ pub struct RuleState {
     warming: SideStep,
     /// After against before: the warming data of the last minute before judging began.
     before_judged: std::collections::VecDeque<SideStep>,
+    /// Quantile rules: the new version's requests per step (warming instances included),
+    /// for the last [`KEPT_STEPS`] steps: the load it serves.
+    served: std::collections::VecDeque<f64>,
     /// After against before: the new version's data in its first judged minute.
     first_minute: Option<SideStep>,
     /// A ratio rule's evidence per route (or handler): local regressions.
@@ -163,6 +172,14 @@ pub struct RuleState {
     /// A quantile rule's evidence per route (or handler): latency local to a route, or a
     /// heavier tail on each route that the service-wide quantile does not show.
     latency_groups: Option<LatencyGroups>,
+    /// After against before: the old version's series, and when the deploy began. While it
+    /// still served beside the new version, what it showed tells the world's deviations
+    /// (an outage, a spike) from the deploy's.
+    old: Vec<Arc<Series>>,
+    deploy_started: Option<i64>,
+    /// Whether the old version, while it still served, showed the deviation as much as the
+    /// new one beside it, and when that was read.
+    old_shared: Option<(i64, bool)>,
 }
 
 /// Steps of raw data for recent levels: 2 min at 15 s.
@@ -221,10 +238,14 @@ impl RuleState {
             late_since: None,
             warming: SideStep::default(),
             before_judged: std::collections::VecDeque::new(),
+            served: std::collections::VecDeque::new(),
             first_minute: None,
             groups: matches!(rule.signal, Signal::Ratio { .. })
                 .then(|| Groups::new(thresholds(&rule))),
             latency_groups: matches!(rule.signal, Signal::Quantile { .. }).then(LatencyGroups::new),
+            old: Vec::new(),
+            deploy_started: None,
+            old_shared: None,
             rule,
         }
     }

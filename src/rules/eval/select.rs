@@ -118,15 +118,53 @@ impl RuleState {
         }
     }
 
-    /// Sets the baseline measured before the deploy (before/after comparisons) and
-    /// restarts the evidence: it is about a different comparison now.
-    pub fn set_known_baseline(&mut self, known: KnownBaseline) {
+    /// Offers a series of the old version after against before: kept, if a selector
+    /// matches, to tell what the old version showed while it still served.
+    pub fn offer_old(&mut self, series: &Arc<Series>) {
+        let matches = self
+            .rule
+            .signal
+            .selectors()
+            .into_iter()
+            .any(|(_, sel)| sel.matches(&series.labels));
+        if matches && !self.old.iter().any(|s| Arc::ptr_eq(s, series)) {
+            self.old.push(series.clone());
+        }
+    }
+
+    /// Bucket counts by another slot order (`bounds`) in this rule's own.
+    pub(super) fn align_buckets(&mut self, bounds: &[f64], buckets: &[f64]) -> Vec<f64> {
+        let slots: Vec<usize> = bounds.iter().map(|b| self.bucket_slot(*b)).collect();
+        let mut out = vec![0.0; self.bounds.len()];
+        for (slot, x) in slots.into_iter().zip(buckets) {
+            out[slot] += x;
+        }
+        out
+    }
+
+    /// Sets the baseline measured before the deploy (before/after comparisons), the deploy
+    /// having begun at `deploy_started`, and restarts the evidence: it is about a different
+    /// comparison now.
+    pub fn set_known_baseline(&mut self, mut known: KnownBaseline, deploy_started: i64) {
+        let bounds = std::mem::take(&mut known.bounds);
+        known.total.buckets = self.align_buckets(&bounds, &known.total.buckets);
+        known.bounds = self.bounds.clone();
+        self.deploy_started = Some(deploy_started);
+        self.old_shared = None;
         self.known = Some(known);
         self.evidence = None;
         self.known_steps = 0;
         self.onset_early = None;
         self.late_since = None;
+        // A detected deploy judged side by side until now: the new version's last minute
+        // beside the old one is the minute before judging after against before began (a
+        // deviation that shows only from now on began now, with the world as likely).
         self.before_judged.clear();
+        let n = self.recent.len();
+        for step in self.recent.range(n.saturating_sub(MINUTE_STEPS)..n) {
+            self.before_judged
+                .push_back(step[Side::Canary as usize].clone());
+        }
         self.first_minute = None;
         self.carry = Default::default();
         self.matched.retain(|m| m.side == Side::Canary);

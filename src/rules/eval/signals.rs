@@ -146,6 +146,17 @@ impl RuleState {
             self.recent.pop_front();
         }
         self.recent.push_back(self.step.clone());
+        // The new version's requests of this step, its instances still warming up included:
+        // the load it serves.
+        if matches!(self.rule.signal, Signal::Quantile { .. }) {
+            if self.served.len() == KEPT_STEPS {
+                self.served.pop_front();
+            }
+            let c = &self.step[Side::Canary as usize].buckets;
+            self.served.push_back(
+                bucket_total(&self.bounds, c) + bucket_total(&self.bounds, &self.warming.buckets),
+            );
+        }
     }
 
     /// Events and exposure of one side over the last [`RECENT_STEPS`] steps, from the steps
