@@ -61,13 +61,14 @@ fn measure(rule: &Rule, series: &[Arc<Series>], from: i64, to: i64, pool: bool) 
     // A ratio's events and exposure per minute of the window, pooled robustly below.
     let minutes = ((to - from).max(0) / MINUTE_MS + 1) as usize;
     let mut per_minute = [vec![0.0; minutes], vec![0.0; minutes]];
-    // Each minute's counts as they were (bursts included), for side-by-side comparisons.
-    let mut by_minute = vec![
+    // Each step's counts as they were (bursts included), for side-by-side comparisons.
+    let steps = ((to - from).max(0) / STEP_MS + 1) as usize;
+    let mut by_step = vec![
         SideStep {
             buckets: vec![0.0; probe.bounds.len()],
             ..SideStep::default()
         };
-        minutes
+        steps
     ];
     // And per group (route), for a regression local to one.
     let mut per_group: Vec<(String, [Vec<f64>; 2])> = Vec::new();
@@ -126,7 +127,7 @@ fn measure(rule: &Rule, series: &[Arc<Series>], from: i64, to: i64, pool: bool) 
                     let side = usize::from(m.component == Component::Denominator);
                     per_group[g].1[side][minute] += delta;
                 }
-                let at = &mut by_minute[minute];
+                let at = &mut by_step[(((ts - from).max(0) / STEP_MS) as usize).min(steps - 1)];
                 match m.component {
                     Component::Numerator => {
                         per_minute[0][minute] += delta;
@@ -194,11 +195,12 @@ fn measure(rule: &Rule, series: &[Arc<Series>], from: i64, to: i64, pool: bool) 
         groups,
         bounds: probe.bounds,
         last_at: (covered.1 > i64::MIN).then_some(covered.1),
-        by_minute,
+        by_step,
     }
 }
 
 const MINUTE_MS: i64 = 60_000;
+const STEP_MS: i64 = 15_000;
 
 /// The share of the window's exposure that bursts may take out of a baseline: beyond it,
 /// the "bursts" are the service's normal state.

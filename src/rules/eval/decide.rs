@@ -622,10 +622,11 @@ impl RuleState {
             .map(|m| m.series.clone())
             .collect();
         let new = super::baseline::counts_over(&self.rule, &new_series, from, until);
-        // Each version's counted events and their exposure, minute by minute.
-        let mut minutes = |k: &KnownBaseline| -> Vec<(f64, f64)> {
-            let mut out = Vec::with_capacity(k.by_minute.len());
-            for s in &k.by_minute {
+        // Each version's counted events and their exposure, step by step (15 s): a rollout
+        // moves traffic from one version to the other within a minute.
+        let mut steps = |k: &KnownBaseline| -> Vec<(f64, f64)> {
+            let mut out = Vec::with_capacity(k.by_step.len());
+            for s in &k.by_step {
                 let buckets = self.align_buckets(&k.bounds, &s.buckets);
                 out.push(self.counted(
                     &SideStep {
@@ -637,12 +638,12 @@ impl RuleState {
             }
             out
         };
-        let (old_m, new_m) = (minutes(&old), minutes(&new));
+        let (old_m, new_m) = (steps(&old), steps(&new));
         let sum = |v: &[(f64, f64)]| v.iter().fold((0.0, 0.0), |(a, b), (x, n)| (a + x, b + n));
-        // The old version's last minutes: a deviation of the world that began while it still
-        // served shows there, not in the minutes before it began.
+        // The old version's last minutes of serving: a deviation of the world that began
+        // while it still served shows there, not in the minutes before it began.
         let served: Vec<(f64, f64)> = old_m.iter().copied().filter(|(_, n)| *n > 0.0).collect();
-        let degraded = (1..=OLD_LAST_MINUTES.min(served.len())).any(|k| {
+        let degraded = (1..=OLD_LAST_STEPS.min(served.len())).any(|k| {
             let (x, n) = sum(&served[served.len() - k..]);
             match (&self.rule.signal, &self.known, latency) {
                 // Its quantile beyond the pause latency, and more of its requests slower
@@ -665,24 +666,34 @@ impl RuleState {
         if matches!(self.rule.signal, Signal::Quantile { .. }) {
             return true;
         }
-        // Errors side by side, minute by minute, as a canary beside its baseline: within each
-        // minute both versions served, the new version's share of the errors is binomial
-        // given their sum; at a rate `factor` times the old one's it is
-        // `factor·n / (factor·n + m)`. An outage that began within the window hits both
-        // alike minute by minute, however the traffic moved from one version to the other.
+        // Errors side by side, step by step, as a canary beside its baseline: within each
+        // step both versions served, the new version's share of the errors is binomial given
+        // their sum; at a rate `factor` times the old one's it is `factor·n / (factor·n + m)`.
+        // An outage that began within the window hits both alike step by step, however the
+        // traffic moved from one version to the other.
+        // Each pod is scraped at its own moment of the 15 s: a version's errors of one step
+        // can be the other's of the next. Worse only under every alignment within a step.
         let factor = first_threshold(&self.rule).map_or(1.0, |w| w.relative);
-        let (mut x, mut mean, mut var) = (0.0, 0.0, 0.0);
-        for (&(xn, nn), &(xo, no)) in new_m.iter().zip(&old_m) {
-            if nn <= 0.0 || no <= 0.0 {
-                continue;
+        let worse = [-1i64, 0, 1].into_iter().all(|shift| {
+            let (mut x, mut mean, mut var) = (0.0, 0.0, 0.0);
+            for (i, &(xo, no)) in old_m.iter().enumerate() {
+                let Some(&(xn, nn)) = usize::try_from(i as i64 + shift)
+                    .ok()
+                    .and_then(|j| new_m.get(j))
+                else {
+                    continue;
+                };
+                if nn <= 0.0 || no <= 0.0 {
+                    continue;
+                }
+                let q = factor * nn / (factor * nn + no);
+                let total = xn + xo;
+                x += xn;
+                mean += total * q;
+                var += total * q * (1.0 - q);
             }
-            let q = factor * nn / (factor * nn + no);
-            let total = xn + xo;
-            x += xn;
-            mean += total * q;
-            var += total * q * (1.0 - q);
-        }
-        let worse = x > mean && (x - mean) / var.max(1.0).sqrt() >= Z_HOLDS_NOW;
+            x > mean && (x - mean) / var.max(1.0).sqrt() >= Z_HOLDS_NOW
+        });
         !worse
     }
 
@@ -900,9 +911,10 @@ pub(super) const LATE_PAUSE_AFTER_MS: i64 = 5 * 60_000;
 /// likely as the deploy's ([`RuleState::old_degraded`]).
 pub(super) const Z_OLD_SHARED: f64 = 3.0;
 
-/// After against before: the old version's last minutes of serving in which a deviation of
-/// the world's must show ([`RuleState::old_degraded`]): one, two or three.
-pub(super) const OLD_LAST_MINUTES: usize = 3;
+/// After against before: the old version's last steps of serving (15 s each, up to three
+/// minutes) in some run of which, up to its last, a deviation of the world's must show
+/// ([`RuleState::old_degraded`]).
+pub(super) const OLD_LAST_STEPS: usize = 12;
 
 /// After against before: how many times the requests per second the service served before
 /// the deploy the new version must serve for a latency deviation to be the load's as likely

@@ -113,8 +113,8 @@ pub struct KnownBaseline {
     pub bounds: Vec<f64>,
     /// The newest sample of the window the series hold.
     pub last_at: Option<i64>,
-    /// Counted signals: each minute's counts from the window's start, as they were.
-    pub by_minute: Vec<SideStep>,
+    /// Counted signals: each 15-second step's counts from the window's start, as they were.
+    pub by_step: Vec<SideStep>,
 }
 
 /// The state of one rule within one deploy.
