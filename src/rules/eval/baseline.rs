@@ -31,7 +31,11 @@ pub(super) fn ols_slope(x: &[f64], y: &[f64]) -> (f64, f64) {
 /// Measures a rule's baseline over the pre-deploy window `[from, to]` from the ring buffers
 /// of the given series (the old version's), for before/after comparisons.
 pub fn known_baseline(rule: &Rule, series: &[Arc<Series>], from: i64, to: i64) -> KnownBaseline {
-    measure(rule, series, from, to, true)
+    KnownBaseline {
+        // Kept for as long as the deploy is judged: the steps serve no one there.
+        by_step: Vec::new(),
+        ..measure(rule, series, from, to, true)
+    }
 }
 
 /// A version's counts over `[from, to]` as they were, bursts included: what the old version
@@ -58,10 +62,9 @@ fn measure(rule: &Rule, series: &[Arc<Series>], from: i64, to: i64, pool: bool) 
         ..SideStep::default()
     };
     let mut inst_span: Vec<(i64, i64)> = vec![(i64::MAX, i64::MIN); probe.instances.len()];
-    // A ratio's events and exposure per minute of the window, pooled robustly below.
     let minutes = ((to - from).max(0) / MINUTE_MS + 1) as usize;
-    let mut per_minute = [vec![0.0; minutes], vec![0.0; minutes]];
-    // Each step's counts as they were (bursts included), for side-by-side comparisons.
+    // Each step's counts as they were (bursts included), for side-by-side comparisons; a
+    // ratio's are pooled by minute robustly below.
     let steps = ((to - from).max(0) / STEP_MS + 1) as usize;
     let mut by_step = vec![
         SideStep {
@@ -129,14 +132,8 @@ fn measure(rule: &Rule, series: &[Arc<Series>], from: i64, to: i64, pool: bool) 
                 }
                 let at = &mut by_step[(((ts - from).max(0) / STEP_MS) as usize).min(steps - 1)];
                 match m.component {
-                    Component::Numerator => {
-                        per_minute[0][minute] += delta;
-                        at.events += delta;
-                    }
-                    Component::Denominator => {
-                        per_minute[1][minute] += delta;
-                        at.exposure += delta;
-                    }
+                    Component::Numerator => at.events += delta,
+                    Component::Denominator => at.exposure += delta,
                     Component::Bucket => {
                         total.buckets[m.slot] += delta;
                         at.buckets[m.slot] += delta;
@@ -156,9 +153,19 @@ fn measure(rule: &Rule, series: &[Arc<Series>], from: i64, to: i64, pool: bool) 
         }
     }
     let (events, exposure) = if pool {
-        pool_without_bursts(&per_minute[0], &per_minute[1])
+        // A ratio's events and exposure per minute of the window (minute i: steps 4i..4i+4).
+        let per_minute = |f: fn(&SideStep) -> f64| -> Vec<f64> {
+            by_step
+                .chunks((MINUTE_MS / STEP_MS) as usize)
+                .map(|c| c.iter().map(f).sum())
+                .collect()
+        };
+        pool_without_bursts(&per_minute(|s| s.events), &per_minute(|s| s.exposure))
     } else {
-        (per_minute[0].iter().sum(), per_minute[1].iter().sum())
+        (
+            by_step.iter().map(|s| s.events).sum(),
+            by_step.iter().map(|s| s.exposure).sum(),
+        )
     };
     total.events += events;
     total.exposure += exposure;

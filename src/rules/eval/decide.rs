@@ -627,14 +627,13 @@ impl RuleState {
         let mut steps = |k: &KnownBaseline| -> Vec<(f64, f64)> {
             let mut out = Vec::with_capacity(k.by_step.len());
             for s in &k.by_step {
-                let buckets = self.align_buckets(&k.bounds, &s.buckets);
-                out.push(self.counted(
-                    &SideStep {
-                        buckets,
-                        ..s.clone()
-                    },
-                    latency,
-                ));
+                let step = SideStep {
+                    buckets: self.align_buckets(&k.bounds, &s.buckets),
+                    events: s.events,
+                    exposure: s.exposure,
+                    ..SideStep::default()
+                };
+                out.push(self.counted(&step, latency));
             }
             out
         };

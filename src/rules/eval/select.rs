@@ -9,15 +9,7 @@ use super::*;
 impl RuleState {
     /// Offers a series; it is kept if a selector matches.
     pub fn offer(&mut self, series: &Arc<Series>, side: Side, t: i64) {
-        let hits: Vec<Component> = self
-            .rule
-            .signal
-            .selectors()
-            .into_iter()
-            .filter(|(_, sel)| sel.matches(&series.labels))
-            .map(|(c, _)| c)
-            .collect();
-        for component in hits {
+        for component in self.selected_as(&series.labels) {
             let slot = match component {
                 Component::Bucket => match bucket_bound(&series.labels) {
                     Some(le) => self.bucket_slot(le),
@@ -121,15 +113,21 @@ impl RuleState {
     /// Offers a series of the old version after against before: kept, if a selector
     /// matches, to tell what the old version showed while it still served.
     pub fn offer_old(&mut self, series: &Arc<Series>) {
-        let matches = self
-            .rule
+        let selected = !self.selected_as(&series.labels).is_empty();
+        if selected && !self.old.iter().any(|s| Arc::ptr_eq(s, series)) {
+            self.old.push(series.clone());
+        }
+    }
+
+    /// The components (numerator, bucket, …) whose selectors match these labels.
+    fn selected_as(&self, labels: &LabelSet) -> Vec<Component> {
+        self.rule
             .signal
             .selectors()
             .into_iter()
-            .any(|(_, sel)| sel.matches(&series.labels));
-        if matches && !self.old.iter().any(|s| Arc::ptr_eq(s, series)) {
-            self.old.push(series.clone());
-        }
+            .filter(|(_, sel)| sel.matches(labels))
+            .map(|(c, _)| c)
+            .collect()
     }
 
     /// Bucket counts by another slot order (`bounds`) in this rule's own.
