@@ -34,24 +34,34 @@ pub fn known_baseline(rule: &Rule, series: &[Arc<Series>], from: i64, to: i64) -
     KnownBaseline {
         // Kept for as long as the deploy is judged: the steps serve no one there.
         by_step: Vec::new(),
-        ..measure(rule, series, from, to, true)
+        ..measure(rule, series, from, to, true, 0)
     }
 }
 
 /// A version's counts over `[from, to]` as they were, bursts included: what the old version
 /// served after the deploy began, while it still served beside the new one, and the new
-/// version's over the same time.
+/// version's over the same time. `warmup_ms`: each instance's first counts after it first
+/// reported are left out (a new instance's warm-up, which is not judged).
 pub(super) fn counts_over(
     rule: &Rule,
     series: &[Arc<Series>],
     from: i64,
     to: i64,
+    warmup_ms: i64,
 ) -> KnownBaseline {
-    measure(rule, series, from, to, false)
+    measure(rule, series, from, to, false, warmup_ms)
 }
 
-/// [`known_baseline`]; `pool`: a ratio's minutes of bursts left out.
-fn measure(rule: &Rule, series: &[Arc<Series>], from: i64, to: i64, pool: bool) -> KnownBaseline {
+/// [`known_baseline`]; `pool`: a ratio's minutes of bursts left out; `warmup_ms`: as
+/// [`counts_over`].
+fn measure(
+    rule: &Rule,
+    series: &[Arc<Series>],
+    from: i64,
+    to: i64,
+    pool: bool,
+    warmup_ms: i64,
+) -> KnownBaseline {
     let mut probe = RuleState::new(rule.clone());
     for s in series {
         probe.offer(s, Side::Baseline, to);
@@ -101,6 +111,9 @@ fn measure(rule: &Rule, series: &[Arc<Series>], from: i64, to: i64, pool: bool) 
                         .is_some_and(|i| f > i + NEW_SERIES_AFTER_MS)
             });
         let mut prev: Option<(i64, f64)> = created_late.then(|| (first.unwrap() - 1, 0.0));
+        let warm_from = inst_first
+            .get(instance_of(&m.series.labels).unwrap_or(""))
+            .map_or(i64::MIN, |f| f.saturating_add(warmup_ms));
         let group = match m.component {
             Component::Numerator | Component::Denominator => crate::rules::groups::slot_in(
                 &mut per_group,
@@ -123,7 +136,7 @@ fn measure(rule: &Rule, series: &[Arc<Series>], from: i64, to: i64, pool: bool) 
                 ys.push(v);
                 continue;
             }
-            if let Some((_, pv)) = prev {
+            if let Some((_, pv)) = prev.filter(|_| ts >= warm_from) {
                 let delta = counter_increase(pv, v);
                 let minute = (((ts - from).max(0) / MINUTE_MS) as usize).min(minutes - 1);
                 if let Some(g) = group {

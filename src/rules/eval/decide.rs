@@ -298,6 +298,7 @@ impl RuleState {
         // Pause and rollback ask that the deviation still hold now (the last two minutes),
         // not only in the evidence summed since the deploy: a start-up that faded, a blip
         // that passed, does not stop a rollout.
+        let raw = reached;
         while let Some(tier) = reached.filter(|t| *t >= Tier::Pause) {
             if self.holds_now(tier) {
                 break;
@@ -307,6 +308,27 @@ impl RuleState {
                 .rev()
                 .find(|t| self.rule.threshold(**t).is_some())
                 .copied();
+        }
+        // After against before, in a rolling update's first judged minutes: the old version
+        // still serving beside the new one tells the deploy's regression from the world's as
+        // a canary's baseline does, so a pause needs no run of minutes on its own (the
+        // deviation holding over the recent steps, as side by side).
+        let mut beside = false;
+        if self.known.is_some()
+            && raw >= Some(Tier::Pause)
+            && reached < Some(Tier::Pause)
+            && self.known_steps < KEPT_STEPS
+            && self.rule.threshold(Tier::Pause).is_some()
+        {
+            let n = self.recent.len();
+            let judged = self.known_steps.min(n);
+            if judged >= 2
+                && self.holds_over(Tier::Pause, n - judged.min(RECENT_STEPS)..n)
+                && self.worse_beside_old(t)
+            {
+                reached = Some(Tier::Pause);
+                beside = true;
+            }
         }
         // A regression local to one route (or handler) is judged there. After against
         // before (ratio rules), a route is judged against its own rate before the deploy,
@@ -414,6 +436,9 @@ impl RuleState {
                 }
                 Some(Onset::Early) if reached == Some(Tier::Rollback) => {
                     reached = Some(Tier::Pause).filter(|p| self.rule.threshold(*p).is_some());
+                }
+                _ if beside && reached == Some(Tier::Pause) && local.is_none() => {
+                    note = Some("worse than the old version beside it while both served".into());
                 }
                 _ => {}
             }
@@ -611,7 +636,7 @@ impl RuleState {
         else {
             return false;
         };
-        let old = super::baseline::counts_over(&self.rule, &self.old, from, t);
+        let old = super::baseline::counts_over(&self.rule, &self.old, from, t, 0);
         let Some(until) = old.last_at else {
             return false;
         };
@@ -621,7 +646,7 @@ impl RuleState {
             .filter(|m| m.side == Side::Canary)
             .map(|m| m.series.clone())
             .collect();
-        let new = super::baseline::counts_over(&self.rule, &new_series, from, until);
+        let new = super::baseline::counts_over(&self.rule, &new_series, from, until, 0);
         // Each version's counted events and their exposure, step by step (15 s): a rollout
         // moves traffic from one version to the other within a minute.
         let mut steps = |k: &KnownBaseline| -> Vec<(f64, f64)> {
@@ -665,35 +690,66 @@ impl RuleState {
         if matches!(self.rule.signal, Signal::Quantile { .. }) {
             return true;
         }
-        // Errors side by side, step by step, as a canary beside its baseline: within each
-        // step both versions served, the new version's share of the errors is binomial given
-        // their sum; at a rate `factor` times the old one's it is `factor·n / (factor·n + m)`.
-        // An outage that began within the window hits both alike step by step, however the
-        // traffic moved from one version to the other.
-        // Each pod is scraped at its own moment of the 15 s: a version's errors of one step
-        // can be the other's of the next. Worse only under every alignment within a step.
+        // Errors side by side, step by step, as a canary beside its baseline: the new
+        // version is the deploy's suspect only if worse than the old one by the warn factor.
         let factor = first_threshold(&self.rule).map_or(1.0, |w| w.relative);
-        let worse = [-1i64, 0, 1].into_iter().all(|shift| {
-            let (mut x, mut mean, mut var) = (0.0, 0.0, 0.0);
-            for (i, &(xo, no)) in old_m.iter().enumerate() {
-                let Some(&(xn, nn)) = usize::try_from(i as i64 + shift)
-                    .ok()
-                    .and_then(|j| new_m.get(j))
-                else {
-                    continue;
-                };
-                if nn <= 0.0 || no <= 0.0 {
-                    continue;
-                }
-                let q = factor * nn / (factor * nn + no);
-                let total = xn + xo;
-                x += xn;
-                mean += total * q;
-                var += total * q * (1.0 - q);
+        !worse_step_by_step(&new_m, &old_m, factor, Z_HOLDS_NOW)
+    }
+
+    /// After against before, while a rolling update's old version still serves beside the
+    /// new one: whether the new version's judged instances (past their warm-up) are worse
+    /// than the old ones by the pause threshold, step by step, as a canary beside its
+    /// baseline is judged ([`Z_BESIDE_OLD`] standard errors under every alignment of the two
+    /// versions' scrapes within a step, and at least `min_evidence` requests on each side).
+    /// An outage or a blip of errors hits both versions alike; the deploy's regression, the
+    /// new one alone. Errors only (ratio rules); read from the series at most once a step,
+    /// and only while a pause is held back for want of minutes.
+    fn worse_beside_old(&mut self, t: i64) -> bool {
+        let (Some(from), Some(th)) = (self.deploy_started, self.rule.threshold(Tier::Pause)) else {
+            return false;
+        };
+        if !matches!(self.rule.signal, Signal::Ratio { .. })
+            || self.rule.bad != Bad::Up
+            || self.old.is_empty()
+        {
+            return false;
+        }
+        if let Some((at, worse)) = self.beside_old {
+            if t - at < STEP_MS {
+                return worse;
             }
-            x > mean && (x - mean) / var.max(1.0).sqrt() >= Z_HOLDS_NOW
-        });
-        !worse
+        }
+        let old = super::baseline::counts_over(&self.rule, &self.old, from, t, 0);
+        let worse = old.last_at.is_some() && {
+            let new_series: Vec<Arc<Series>> = self
+                .matched
+                .iter()
+                .filter(|m| m.side == Side::Canary)
+                .map(|m| m.series.clone())
+                .collect();
+            let warmup = self.rule.warmup.as_millis() as i64;
+            let new = super::baseline::counts_over(&self.rule, &new_series, from, t, warmup);
+            let per_step = |k: &KnownBaseline| -> Vec<(f64, f64)> {
+                k.by_step.iter().map(|s| (s.events, s.exposure)).collect()
+            };
+            let (new_m, old_m) = (per_step(&new), per_step(&old));
+            // Over the steps both versions served: the point estimates beyond the pause
+            // threshold, and enough requests on each side.
+            let (mut xn, mut nn, mut xo, mut no) = (0.0, 0.0, 0.0, 0.0);
+            for (&(a, b), &(c, d)) in new_m.iter().zip(&old_m) {
+                if b > 0.0 && d > 0.0 {
+                    (xn, nn, xo, no) = (xn + a, nn + b, xo + c, no + d);
+                }
+            }
+            let min = self.rule.min_evidence;
+            nn >= min
+                && no >= min
+                && xn / nn >= xo / no * th.relative
+                && xn / nn - xo / no >= th.absolute
+                && worse_step_by_step(&new_m, &old_m, th.relative, Z_BESIDE_OLD)
+        };
+        self.beside_old = Some((t, worse));
+        worse
     }
 
     /// [`RuleState::began_later`] for a rate per instance (CPU seconds per second), which
@@ -878,6 +934,37 @@ impl RuleState {
     }
 }
 
+/// Whether the new version's counted events, step by step beside the old version's
+/// (`(events, exposure)` per 15 s step of each), are more than `factor` times the old
+/// version's rate by `z` standard errors, under every alignment of the two within a step
+/// (each pod is scraped at its own moment of the 15 s: one version's errors of one step can
+/// be the other's of the next). Within a step where both served, the new version's share of
+/// the two's events is binomial given their sum; at `factor` times the old rate it is
+/// `factor·n / (factor·n + m)`. An outage that began within the window hits both alike step
+/// by step, however the traffic moved from one version to the other.
+fn worse_step_by_step(new: &[(f64, f64)], old: &[(f64, f64)], factor: f64, z: f64) -> bool {
+    [-1i64, 0, 1].into_iter().all(|shift| {
+        let (mut x, mut mean, mut var) = (0.0, 0.0, 0.0);
+        for (i, &(xo, no)) in old.iter().enumerate() {
+            let Some(&(xn, nn)) = usize::try_from(i as i64 + shift)
+                .ok()
+                .and_then(|j| new.get(j))
+            else {
+                continue;
+            };
+            if nn <= 0.0 || no <= 0.0 {
+                continue;
+            }
+            let q = factor * nn / (factor * nn + no);
+            let total = xn + xo;
+            x += xn;
+            mean += total * q;
+            var += total * q * (1.0 - q);
+        }
+        x > mean && (x - mean) / var.max(1.0).sqrt() >= z
+    })
+}
+
 /// What a rule showed when it reached a regression verdict.
 #[derive(Debug, Clone)]
 pub(super) struct Frozen {
@@ -919,6 +1006,14 @@ pub(super) const OLD_LAST_STEPS: usize = 12;
 /// the deploy the new version must serve for a latency deviation to be the load's as likely
 /// as the deploy's ([`RuleState::load_grew`]).
 pub(super) const LOAD_CONFOUNDS: f64 = 1.5;
+
+/// After against before: standard errors by which the new version's errors must exceed the
+/// old version's beside it, step by step, times the pause threshold, for a pause before the
+/// new version has been judged minutes on its own ([`RuleState::worse_beside_old`]).
+pub(super) const Z_BESIDE_OLD: f64 = 2.33;
+
+/// A step's length.
+const STEP_MS: i64 = 15_000;
 
 /// After against before: judged steps (15 s) after which a deviation that held in every
 /// half-minute of them may pause before the three minutes a rollback needs are in.

@@ -180,6 +180,9 @@ pub struct RuleState {
     /// Whether the old version, while it still served, showed the deviation as much as the
     /// new one beside it, and when that was read.
     old_shared: Option<(i64, bool)>,
+    /// Whether the new version's errors were worse than the old version's beside it, step
+    /// by step, and when that was read.
+    beside_old: Option<(i64, bool)>,
 }
 
 /// Steps of raw data for recent levels: 2 min at 15 s.
@@ -246,6 +249,7 @@ impl RuleState {
             old: Vec::new(),
             deploy_started: None,
             old_shared: None,
+            beside_old: None,
             rule,
         }
     }
