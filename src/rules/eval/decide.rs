@@ -557,7 +557,7 @@ impl RuleState {
             return false;
         };
         let n = self.recent.len();
-        if self.known_steps < 2 * MINUTE_STEPS || n < KEPT_STEPS {
+        if self.known_steps < 2 * MINUTE_STEPS || n < 2 * MINUTE_STEPS {
             return false;
         }
         if let Some(first) = &self.first_minute {
@@ -566,6 +566,9 @@ impl RuleState {
             if !self.worth_a_pause(first) && worse_by(x1, n1, x, m) >= Z_ONSET_CHANGE {
                 return true;
             }
+        }
+        if n < KEPT_STEPS {
+            return false;
         }
         let (x0, n0) = self
             .before_judged
