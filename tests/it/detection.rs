@@ -272,3 +272,33 @@ fn after_against_before_an_outage_the_old_version_served_through_rolls_nothing_b
     let rolled_back = played.iter().filter(|(_, j)| j.rollback.is_some()).count();
     assert!(rolled_back <= 3, "{rolled_back} rolled back:\n{report}");
 }
+
+#[test]
+fn after_against_before_errors_worse_than_the_old_version_beside_pause_within_the_rollout() {
+    // Registered rolling updates with errors ×10, a pod every 15 s or slower at 20 requests
+    // per second or more: the old version still serves beside the new instances once their
+    // warm-up is over. Judged step by step beside it, as a canary beside its baseline, the
+    // new version's errors pause the rollout without two minutes of their own: the judge
+    // before (5cf928f) paused each of these at 155 s, after its two minutes.
+    let mut cases = Vec::new();
+    for seed in (1..=4)
+        .chain(1001..=1014)
+        .chain(2001..=2014)
+        .chain(3001..=3014)
+    {
+        let sc = generate(Family::Errors10x, seed);
+        let slow = matches!(sc.kind, world::Kind::Rolling { step_ms, .. } if step_ms >= 15_000);
+        if slow && sc.registered && sc.service.rps >= 20.0 {
+            cases.push(sc);
+        }
+    }
+    assert_eq!(cases.len(), 4, "the seeds drew other deploys");
+    let played = play_scenarios(cases);
+    let report = rolling_report(&played);
+    assert!(
+        played
+            .iter()
+            .all(|(sc, j)| j.pause.is_some_and(|p| p - sc.deploy_at <= 120_000)),
+        "not all paused within 2 minutes of the deploy:\n{report}"
+    );
+}
