@@ -180,8 +180,8 @@ impl Alphas {
 impl Default for Alphas {
     fn default() -> Self {
         Alphas {
-            warn: 0.01,
-            pause: 0.005,
+            warn: 0.05,
+            pause: 0.02,
             rollback: 0.001,
             pass: 0.05,
         }

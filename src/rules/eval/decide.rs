@@ -225,7 +225,7 @@ impl RuleState {
                 enough = n >= rule.min_evidence.max(3.0) && !fits.is_empty();
                 let level = b_level.abs().max(1.0);
                 // Not anytime-valid by construction: conservative z per tier (docs/statistics.md).
-                let z = |a: f64| normal_quantile(1.0 - a / 20.0);
+                let z = |a: f64| normal_quantile(1.0 - a / 80.0);
                 let limit =
                     |th: crate::rules::Threshold| (level * (th.relative - 1.0)).max(th.absolute);
                 let sign = if up { 1.0 } else { -1.0 };
