@@ -6,7 +6,7 @@
 //! The world is drawn broadly and at random, from the ranges real services show, never from
 //! what the judge assumes: 0.2–250 requests/s over 3–9 pods and 3–5 routes of skewed weight,
 //! a slow drift of traffic (±20 % per hour) with autocorrelated noise, short error blips on
-//! every pod, 404s, per-route base 5xx ratios of 0.05–0.5 % and lognormal latencies (medians
+//! every pod (half of them slow too), 404s, per-route base 5xx ratios of 0.05–0.5 % and lognormal latencies (medians
 //! 15–120 ms) through classic buckets, CPU as a constant plus a per-request part in clock
 //! ticks, every new process warming up (memory 30–50 % low with a 2–6 minute time constant,
 //! latency ×2–×4 and CPU ×1.5 for its first 1–3 minutes) under a GC sawtooth, restarts,
@@ -277,7 +277,8 @@ pub fn generate(family: Family, seed: u64) -> Scenario {
         Kind::Rolling { surge, step_ms } => svc.rolling_with(v2, deploy_at, step_ms, surge),
     };
 
-    // Short error blips on every pod (a flaky dependency), anywhere in the run.
+    // Short error blips on every pod (a flaky dependency), anywhere in the run; half of
+    // them slow too (its timeouts and retries).
     let blips = match family {
         Family::ErrorBlips => rng.range(2, 4),
         _ => rng.range(0, 2),
@@ -288,6 +289,11 @@ pub fn generate(family: Family, seed: u64) -> Scenario {
         let p = rng.uniform(0.01, 0.05);
         svc.effects
             .push(Effect::step(Who::All, Signal::ErrorsPlus, p, at, at + len));
+        let slow = rng.uniform(1.5, 3.0);
+        if rng.f64() < 0.5 {
+            svc.effects
+                .push(Effect::step(Who::All, Signal::Latency, slow, at, at + len));
+        }
     }
     // A pod restarts now and then (an OOM kill, a node drain).
     if rng.f64() < 0.3 || family == Family::RestartDuringDeploy {
