@@ -13,7 +13,7 @@
 //! cargo bench --bench detection -- --family crash_loop --seeds 1..1 --timeline
 //! ```
 //!
-//! Seeds: tuning 1–4 and 1001–1014 … 11001–11014 of every family, held out 12001–12014
+//! Seeds: tuning 1–4 and 1001–1014 … 14001–14014 of every family, held out 15001–15014
 //! (never looked at while tuning).
 //! docs/detection.md explains the families, the scoring and the latest scorecard.
 

@@ -6,11 +6,12 @@
 //! The world is drawn broadly and at random, from the ranges real services show, never from
 //! what the judge assumes: 0.2–250 requests/s over 3–9 pods and 3–5 routes of skewed weight,
 //! a slow drift of traffic (±20 % per hour) with autocorrelated noise, short error blips on
-//! every pod (half of them slow too), 404s, per-route base 5xx ratios of 0.05–0.5 % and lognormal latencies (medians
-//! 15–120 ms) through classic buckets, CPU as a constant plus a per-request part in clock
-//! ticks, every new process warming up (memory 30–50 % low with a 2–6 minute time constant,
-//! latency ×2–×4 and CPU ×1.5 for its first 1–3 minutes) under a GC sawtooth, restarts,
-//! scrape jitter, stale markers, and error series created at their first error.
+//! every pod (half of them slow too), 404s, per-route base 5xx ratios of 0.05–0.5 % and
+//! lognormal latencies (medians 15–120 ms) through classic buckets, CPU as a constant plus a
+//! per-request part in clock ticks, every new process warming up (memory 30–50 % low with a
+//! 2–6 minute time constant, latency ×2–×4 and CPU ×1.5 for its first 1–3 minutes) under a
+//! GC sawtooth, restarts, scrape jitter, stale markers, and error series created at their
+//! first error.
 //! docs/detection.md lists the families and what each draws.
 
 use super::sim::{Effect, PodSpec, Route, Service, Shape, Signal, Who, EPOCH, MIN, SEC};
