@@ -469,6 +469,17 @@ impl LatencyGroups {
                 if evidence && holds && worst.as_ref().is_none_or(|w| *tier > w.tier) {
                     let cq = crate::rules::eval::histogram_quantile(q, bounds, &g.canary_all);
                     let bq = crate::rules::eval::histogram_quantile(q, bounds, &g.baseline_all);
+                    // The quantiles shown are as far apart as the tier asks (its latency was
+                    // placed once; a slowdown both sides share since moves past it).
+                    let shown = match (cq, bq, rule.threshold(*tier)) {
+                        (Some(c), Some(b), Some(th)) => {
+                            b > 0.0 && c >= b * th.relative && c - b >= th.absolute
+                        }
+                        _ => false,
+                    };
+                    if !shown {
+                        continue;
+                    }
                     worst = Some(Local {
                         tier: *tier,
                         key: g.key.clone(),
@@ -647,5 +658,62 @@ mod tests {
     #[test]
     fn the_same_latency_everywhere_is_no_group_regression() {
         assert!(play_latency(&[], &USUAL, &USUAL).is_none());
+    }
+
+    #[test]
+    fn a_slowdown_both_sides_share_after_the_thresholds_are_placed_is_no_group_regression() {
+        // The thresholds are placed from the usual latency; then a dependency slows both
+        // sides of every route (p99 0.24 s → 0.45 s), the canary's by a tenth more: past
+        // the placed rollback latency, more of its requests than the baseline's, but its
+        // p99 is ×1.1 of the baseline's, short of a pause.
+        const SLOW: [f64; 12] = [
+            0.0, 0.0, 0.02, 0.2, 0.7, 0.97, 0.995, 1.0, 1.0, 1.0, 1.0, 1.0,
+        ];
+        const SLOWER: [f64; 12] = [
+            0.0, 0.0, 0.02, 0.15, 0.6, 0.95, 0.99, 1.0, 1.0, 1.0, 1.0, 1.0,
+        ];
+        let rule = latency_p99();
+        let bounds = [
+            0.005,
+            0.01,
+            0.025,
+            0.05,
+            0.1,
+            0.25,
+            0.5,
+            1.0,
+            2.5,
+            5.0,
+            10.0,
+            f64::INFINITY,
+        ];
+        let mut g = LatencyGroups::new();
+        let slots: Vec<usize> = ["/a", "/b", "/c"]
+            .iter()
+            .map(|r| g.slot(&LabelSet::from_strs(&[("route", r)])).unwrap())
+            .collect();
+        for step in 0..60 {
+            g.clear_step();
+            let (c, b) = if step < 20 {
+                (&USUAL, &USUAL)
+            } else if step == 20 {
+                (&SLOW, &SLOW)
+            } else {
+                (&SLOWER, &SLOW)
+            };
+            for &s in &slots {
+                for slot in 0..bounds.len() {
+                    g.count(s, 0, slot, 400.0 * c[slot]);
+                    g.count(s, 1, slot, 400.0 * b[slot]);
+                }
+            }
+            g.end_step(&rule, &bounds, step >= 4);
+        }
+        // At most the tier the quantiles shown support (×1.16 over the whole window: warn).
+        if let Some(l) = g.worst(&rule, &Alphas::default(), &bounds, 8) {
+            assert!(l.tier < Tier::Pause, "{l:?}");
+            let th = rule.threshold(l.tier).unwrap();
+            assert!(l.canary >= l.baseline * th.relative, "{l:?}");
+        }
     }
 }

@@ -64,6 +64,10 @@ fn clean_deploys_are_not_rolled_back_and_hardly_paused() {
         cases.extend((1..=4).map(|s| (f, s)));
     }
     cases.extend([(CleanRolling, 1), (CleanRolling, 3), (CleanRolling, 4)]);
+    // A slow blip of a dependency over a canary's last seconds of warm-up: both versions
+    // ×2 slower, the canary a little more; rolled back by `latency_p50` at ×1.47 before
+    // the tier asked for the quantiles shown to be ×1.75 apart.
+    cases.push((ErrorBlips, 10010));
     let played = play_all(&cases);
     let report: Vec<String> = played.iter().map(|(sc, j)| line(sc, j)).collect();
     let rolled_back = played.iter().filter(|(_, j)| j.rollback.is_some()).count();
@@ -74,7 +78,7 @@ fn clean_deploys_are_not_rolled_back_and_hardly_paused() {
         "a clean deploy was rolled back:\n{}",
         report.join("\n")
     );
-    // Loose: on these tuning seeds none pauses today.
+    // Loose: on these tuning seeds one pauses today (the slow blip above, at ×1.47).
     assert!(
         paused <= 2,
         "{paused} of {} clean deploys paused:\n{}",

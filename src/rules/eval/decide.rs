@@ -131,7 +131,18 @@ impl RuleState {
                     // above the quantile's tail: its quantile lies beyond that latency.
                     let slower = frac.log_evidence_share_above(tail);
                     conf = conf.max(vs_baseline);
-                    if enough && vs_baseline >= thr(a) && slower >= thr(a) {
+                    // And the quantiles shown (the canary's and the baseline's over the same
+                    // steps) are as far apart as the tier asks: the tier's latency was placed
+                    // from the baseline before judging began, and a slowdown both versions
+                    // share since (a dependency's) moves the canary past it with the baseline.
+                    let shown = match (cq, bq) {
+                        (Some(c), Some(b)) => rule.threshold(*tier).is_some_and(|th| {
+                            exceeds(self.effect, th.relative, up)
+                                && if up { c - b } else { b - c } >= th.absolute
+                        }),
+                        _ => false,
+                    };
+                    if enough && vs_baseline >= thr(a) && slower >= thr(a) && shown {
                         reached = Some(*tier);
                     }
                 }
