@@ -52,6 +52,10 @@ struct Group {
     total: Counts,
     ev: RatioEvidence,
     recent: VecDeque<Counts>,
+    /// After against before: the group's first `KEPT` judged steps, summed (what the new
+    /// version showed from its start), and how many steps that is so far.
+    first: Counts,
+    first_steps: usize,
 }
 
 /// The groups of one ratio rule within one deploy.
@@ -117,6 +121,8 @@ impl Groups {
                 total: Default::default(),
                 ev: RatioEvidence::new(grid),
                 recent: VecDeque::new(),
+                first: Counts::default(),
+                first_steps: 0,
             },
         )
     }
@@ -154,6 +160,12 @@ impl Groups {
                 g.recent.pop_front();
             }
             g.recent.push_back(g.step);
+            if known && g.first_steps < KEPT {
+                for side in 0..2 {
+                    add(&mut g.first[side], g.step[side]);
+                }
+                g.first_steps += 1;
+            }
             for side in 0..2 {
                 add(&mut g.pending[side], g.step[side]);
             }
@@ -225,10 +237,28 @@ impl Groups {
                 // After against before, nothing beside the new version cancels a blip that
                 // hits every route (a flaky dependency): each of the last three minutes
                 // must hold, as for the service-wide pause.
+                // And the route showed it from the new version's start (its first three
+                // judged minutes beyond the first tier): a deploy's regression is there from
+                // each new instance's start, a route's bad luck or the world's event comes
+                // and goes.
+                let from_start = || {
+                    g.first_steps >= KEPT
+                        && Tier::ALL
+                            .iter()
+                            .find_map(|t| rule.threshold(*t))
+                            .is_some_and(|w| {
+                                let [(fc, fnc), (fb, fnb)] = g.first;
+                                fnc > 0.0
+                                    && fnb > 0.0
+                                    && fc / fnc >= fb / fnb * w.relative
+                                    && fc / fnc - fb / fnb >= w.absolute
+                            })
+                };
                 let holds = if self.known.is_some() {
                     minutes
                         .as_ref()
                         .is_some_and(|m| m.iter().all(|c| beyond(*c)))
+                        && from_start()
                 } else {
                     beyond(now)
                 };

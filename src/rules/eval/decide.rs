@@ -426,6 +426,11 @@ impl RuleState {
                 self.late_since = Some(t);
             }
             match onset {
+                // A route's own pause was judged against that route's past, each of its last
+                // three minutes and its first three, and only while the rest of the service
+                // did not share it (an outage or a blip hits every route): the service-wide
+                // onset, diluted by the routes that are fine, says nothing of it.
+                _ if local.is_some() => {}
                 Some(Onset::Late) if reached >= Some(Tier::Pause) => {
                     let lasted = self
                         .late_since
