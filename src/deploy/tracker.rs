@@ -115,6 +115,9 @@ pub struct DeployState {
     /// Per rule: its pre-deploy level, measured once when first needed.
     pre_levels: Vec<Option<Option<rca::Level>>>,
     shared_at: Option<i64>,
+    /// After against before: when a rule last held its deviation for the world's (an
+    /// outage, a spike); the other rules' deviations at the same time are read alike.
+    world_at: Option<i64>,
     /// Until when recovery is watched after a rollback.
     recovery_until: Option<i64>,
     alphas: Alphas,
@@ -1001,6 +1004,7 @@ impl Deploys {
             explained_at: None,
             pre_levels: vec![None; rules.rules.len()],
             shared_at: None,
+            world_at: None,
             recovery_until: None,
             alphas: rules.alphas,
             next_step: (started_at.div_euclid(STEP_MS) + 1) * STEP_MS,
@@ -1357,7 +1361,11 @@ impl Deploys {
         for (i, r) in d.rules.iter_mut().enumerate() {
             r.read(t);
             let warm = t >= d.started_at + r.rule.warmup.as_millis() as i64;
+            r.world_elsewhere = d.world_at;
             let o = r.judge(t, warm, &d.alphas);
+            if o.world_event {
+                d.world_at = Some(t);
+            }
             left_pass |= o.first_deviation || (o.verdict_changed && r.verdict.is_regression());
             if o.verdict_changed {
                 d.decided_rows[i] = Some(live_row(r));

@@ -244,7 +244,11 @@ fn after_against_before_an_outage_the_old_version_served_through_rolls_nothing_b
     // What the old instances showed, step by step beside the new ones, says it is the
     // world's.
     // Below 5 requests per second the old instances serve too few requests in that half
-    // minute to tell: not asked of them.
+    // minute to tell: not asked of them. Since the world's blips are slow too (other draws),
+    // seed 2003 (63 requests/s, the last old pod at 13) is among them: its old pod's half
+    // minute showed the outage in errors (24 of 140) but not beyond doubt in latency, and
+    // `latency_p99` rolled it back until a rule's deviation held for the world's (errors,
+    // begun later) made the other rules' deviations at the same time read alike.
     let mut cases = Vec::new();
     for seed in (1001..=1014).chain(2001..=2014) {
         let mut sc = generate(Family::DependencyOutage, seed);

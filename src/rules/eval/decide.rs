@@ -413,7 +413,18 @@ impl RuleState {
             // Or the old version, beside the new one during the rollout, showed it as much.
             let shared =
                 reached >= Some(Tier::Pause) && !later && load.is_none() && self.old_degraded(t);
-            let onset = if later || load.is_some() || shared {
+            // Or another rule holds its deviation at this moment for the world's: an outage
+            // shows in errors from the moment it begins, in latency only once the new
+            // instances' warm-up is over, when it looks as old as they are.
+            let elsewhere = reached >= Some(Tier::Pause)
+                && !later
+                && load.is_none()
+                && !shared
+                && self
+                    .world_elsewhere
+                    .is_some_and(|w| t - w <= WORLD_ELSEWHERE_MS);
+            out.world_event = local.is_none() && (later || load.is_some() || shared);
+            let onset = if later || load.is_some() || shared || elsewhere {
                 Some(Onset::Late)
             } else {
                 self.onset_early
@@ -442,6 +453,7 @@ impl RuleState {
                             "under ×{x:.1} the requests per second of before the deploy, the load's as likely as the deploy's"
                         ),
                         None if shared => "the old version showed it as much while it still served beside the new one, the world's as likely as the deploy's".into(),
+                        None if elsewhere => "begun while another rule's deviation is the world's as likely as the deploy's, so is this one".into(),
                         None => "begun after the new version's first judged minutes, the world's as likely as the deploy's".into(),
                     });
                     reached = if lasted {
@@ -1015,6 +1027,11 @@ pub(super) const LATE_PAUSE_AFTER_MS: i64 = 5 * 60_000;
 /// deploy began must lie beyond the pause threshold for a deviation to be the world's as
 /// likely as the deploy's ([`RuleState::old_degraded`]).
 pub(super) const Z_OLD_SHARED: f64 = 3.0;
+
+/// After against before: how recently another rule of the deploy must have held its
+/// deviation for the world's for a rule's own deviation to be read alike (a minute: an
+/// outage's errors and its latency overlap while it lasts).
+pub(super) const WORLD_ELSEWHERE_MS: i64 = 60_000;
 
 /// After against before: the old version's last steps of serving (15 s each, up to three
 /// minutes) in some run of which, up to its last, a deviation of the world's must show

@@ -183,6 +183,9 @@ pub struct RuleState {
     /// Whether the new version's errors were worse than the old version's beside it, step
     /// by step, and when that was read.
     beside_old: Option<(i64, bool)>,
+    /// After against before: the last event time another rule of the deploy held its
+    /// deviation for the world's ([`StepOutcome::world_event`]), set before each judgement.
+    pub world_elsewhere: Option<i64>,
 }
 
 /// Steps of raw data for recent levels: 2 min at 15 s.
@@ -208,6 +211,9 @@ pub const HISTORY_STEPS: usize = 480;
 pub struct StepOutcome {
     pub verdict_changed: bool,
     pub first_deviation: bool,
+    /// After against before: this rule held a deviation worth a pause for the world's at
+    /// this step (begun later, under a load spike, or shown by the old version too).
+    pub world_event: bool,
 }
 
 impl RuleState {
@@ -249,6 +255,7 @@ impl RuleState {
             old: Vec::new(),
             deploy_started: None,
             old_shared: None,
+            world_elsewhere: None,
             beside_old: None,
             rule,
         }
