@@ -630,25 +630,28 @@ mod tests {
             .unwrap()
     }
 
+    /// The Go client's default bucket bounds, `+Inf` included.
+    const GO_BOUNDS: [f64; 12] = [
+        0.005,
+        0.01,
+        0.025,
+        0.05,
+        0.1,
+        0.25,
+        0.5,
+        1.0,
+        2.5,
+        5.0,
+        10.0,
+        f64::INFINITY,
+    ];
+
     /// Four routes over the Go client's buckets, 400 requests per route, side and step; each
     /// route's requests spread by `shape` (cumulative fractions at the bucket bounds), the
     /// canary's `bad` routes by `slow`.
     fn play_latency(bad: &[usize], slow: &[f64], shape: &[f64]) -> Option<Local> {
         let rule = latency_p99();
-        let bounds = [
-            0.005,
-            0.01,
-            0.025,
-            0.05,
-            0.1,
-            0.25,
-            0.5,
-            1.0,
-            2.5,
-            5.0,
-            10.0,
-            f64::INFINITY,
-        ];
+        let bounds = GO_BOUNDS;
         let mut g = LatencyGroups::new();
         let slots: Vec<usize> = ["/a", "/b", "/c", "/d"]
             .iter()
@@ -703,20 +706,7 @@ mod tests {
             0.0, 0.0, 0.02, 0.15, 0.6, 0.95, 0.99, 1.0, 1.0, 1.0, 1.0, 1.0,
         ];
         let rule = latency_p99();
-        let bounds = [
-            0.005,
-            0.01,
-            0.025,
-            0.05,
-            0.1,
-            0.25,
-            0.5,
-            1.0,
-            2.5,
-            5.0,
-            10.0,
-            f64::INFINITY,
-        ];
+        let bounds = GO_BOUNDS;
         let mut g = LatencyGroups::new();
         let slots: Vec<usize> = ["/a", "/b", "/c"]
             .iter()

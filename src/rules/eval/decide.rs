@@ -630,6 +630,16 @@ impl RuleState {
             .then(|| now / KEPT_STEPS as f64 / before)
     }
 
+    /// The new version's series this rule matched (read from the ring buffers by the
+    /// side-by-side checks against the old version).
+    fn new_series(&self) -> Vec<Arc<Series>> {
+        self.matched
+            .iter()
+            .filter(|m| m.side == Side::Canary)
+            .map(|m| m.series.clone())
+            .collect()
+    }
+
     /// After against before: whether the old version, in its last minutes of serving after
     /// the deploy began (beside the new one, until it stopped), was worse than before the
     /// deploy by the pause threshold ([`Z_OLD_SHARED`] standard errors beyond it), while the
@@ -671,13 +681,7 @@ impl RuleState {
         let Some(until) = old.last_at else {
             return false;
         };
-        let new_series: Vec<Arc<Series>> = self
-            .matched
-            .iter()
-            .filter(|m| m.side == Side::Canary)
-            .map(|m| m.series.clone())
-            .collect();
-        let new = super::baseline::counts_over(&self.rule, &new_series, from, until, 0);
+        let new = super::baseline::counts_over(&self.rule, &self.new_series(), from, until, 0);
         // Each version's counted events and their exposure, step by step (15 s): a rollout
         // moves traffic from one version to the other within a minute.
         let mut steps = |k: &KnownBaseline| -> Vec<(f64, f64)> {
@@ -752,14 +756,8 @@ impl RuleState {
         }
         let old = super::baseline::counts_over(&self.rule, &self.old, from, t, 0);
         let worse = old.last_at.is_some() && {
-            let new_series: Vec<Arc<Series>> = self
-                .matched
-                .iter()
-                .filter(|m| m.side == Side::Canary)
-                .map(|m| m.series.clone())
-                .collect();
             let warmup = self.rule.warmup.as_millis() as i64;
-            let new = super::baseline::counts_over(&self.rule, &new_series, from, t, warmup);
+            let new = super::baseline::counts_over(&self.rule, &self.new_series(), from, t, warmup);
             let per_step = |k: &KnownBaseline| -> Vec<(f64, f64)> {
                 k.by_step.iter().map(|s| (s.events, s.exposure)).collect()
             };
