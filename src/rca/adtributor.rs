@@ -8,7 +8,9 @@
 //!   exposure in `v`, e.g. the new version's pods). For the labels the rule's own numerator
 //!   selects on (a status code of an error ratio), the rate is 1 by construction, so the
 //!   expected total `n · r` is spread as the reference's events are: `F_v = n·r · E_v / E`;
-//! - explanatory power `EP_v = (A_v − F_v) / (A − F)`: the share of the excess in `v`;
+//! - explanatory power `EP_v = (A_v − F_v) / (A − F)`: the share of the excess in `v`
+//!   (chosen by it; shown as `v`'s part of the excess the values above their expectation
+//!   carry together, so never above 100 %);
 //! - surprise `S_v = ½ (p_v ln(2p_v/(p_v+q_v)) + q_v ln(2q_v/(p_v+q_v)))` with
 //!   `p_v = F_v/F`, `q_v = A_v/A`: `v`'s term of the Jensen–Shannon divergence between the
 //!   expected and the actual distribution over the dimension;
@@ -63,7 +65,8 @@ pub struct Element {
     pub value: String,
     pub actual: f64,
     pub expected: f64,
-    /// Explanatory power.
+    /// Its part of the excess: chosen by explanatory power (`(A_v − F_v) / (A − F)`), shown
+    /// as its part of what the values above their expectation carry together (0–1).
     pub share: f64,
     pub surprise: f64,
 }
@@ -282,6 +285,21 @@ fn dimension(input: &Input, name: &str) -> Option<Dimension> {
         }
         explained += e.share;
         chosen.push(e);
+    }
+    // Shown: each chosen value's part of the excess the values above their expectation
+    // carry together. Adtributor's explanatory power divides by the net excess, which
+    // values below their expectation shrink: a route failing while the others ran a little
+    // clean reads "1146 % of the excess". Chosen as Adtributor chooses; shown within 0–100 %.
+    let sign = if input.bad_up { 1.0 } else { -1.0 };
+    let gross: f64 = actual
+        .values()
+        .zip(&expected)
+        .map(|(a, f)| (sign * (a.events - f)).max(0.0))
+        .sum();
+    if gross > 0.0 {
+        for e in &mut chosen {
+            e.share = (sign * (e.actual - e.expected)).max(0.0) / gross;
+        }
     }
     let set_surprise: f64 = chosen.iter().map(|e| e.surprise).sum();
     let surprising = significant && (input.counts || set_surprise >= MIN_SURPRISE);
