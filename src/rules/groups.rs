@@ -10,8 +10,8 @@
 
 use std::collections::VecDeque;
 
-use crate::rules::eval::{bucket_total, cumulative_at};
-use crate::rules::{Alphas, Bad, Rule, Tier};
+use crate::rules::eval::{bucket_total, cumulative_at, first_threshold};
+use crate::rules::{Alphas, Bad, Rule, Threshold, Tier};
 use crate::stats::rate::RateEvidence;
 use crate::stats::ratio::RatioEvidence;
 use crate::store::LabelSet;
@@ -228,12 +228,7 @@ impl Groups {
                 let evidence =
                     g.ev.log_evidence_above(th.relative) >= (k / alphas.for_tier(tier)).ln();
                 let floor = pc - pb >= th.absolute;
-                let beyond = |[(rc, rnc), (rb, rnb)]: Counts| {
-                    rnc > 0.0
-                        && rnb > 0.0
-                        && rc / rnc >= rb / rnb * th.relative
-                        && rc / rnc - rb / rnb >= th.absolute
-                };
+                let beyond = |c: Counts| counts_beyond(th, c);
                 // After against before, nothing beside the new version cancels a blip that
                 // hits every route (a flaky dependency): each of the last three minutes
                 // must hold, as for the service-wide pause.
@@ -243,16 +238,7 @@ impl Groups {
                 // and goes.
                 let from_start = || {
                     g.first_steps >= KEPT
-                        && Tier::ALL
-                            .iter()
-                            .find_map(|t| rule.threshold(*t))
-                            .is_some_and(|w| {
-                                let [(fc, fnc), (fb, fnb)] = g.first;
-                                fnc > 0.0
-                                    && fnb > 0.0
-                                    && fc / fnc >= fb / fnb * w.relative
-                                    && fc / fnc - fb / fnb >= w.absolute
-                            })
+                        && first_threshold(rule).is_some_and(|w| counts_beyond(w, g.first))
                 };
                 let holds = if self.known.is_some() {
                     minutes
@@ -275,6 +261,12 @@ impl Groups {
         }
         worst
     }
+}
+
+/// Whether a group's counts (canary, baseline) lie beyond threshold `th`: its ratio
+/// `relative` times the baseline's and `absolute` above it (point estimates).
+fn counts_beyond(th: Threshold, [(c, nc), (b, nb)]: Counts) -> bool {
+    nc > 0.0 && nb > 0.0 && c / nc >= b / nb * th.relative && c / nc - b / nb >= th.absolute
 }
 
 /// The slot in `groups` of a series' group (`route=/checkout`), made by `new` the first

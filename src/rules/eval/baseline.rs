@@ -220,7 +220,6 @@ fn measure(
 }
 
 const MINUTE_MS: i64 = 60_000;
-const STEP_MS: i64 = 15_000;
 
 /// The share of the window's exposure that bursts may take out of a baseline: beyond it,
 /// the "bursts" are the service's normal state.

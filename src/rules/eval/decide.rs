@@ -1046,9 +1046,6 @@ pub(super) const LOAD_CONFOUNDS: f64 = 1.5;
 /// new version has been judged minutes on its own ([`RuleState::worse_beside_old`]).
 pub(super) const Z_BESIDE_OLD: f64 = 2.33;
 
-/// A step's length.
-const STEP_MS: i64 = 15_000;
-
 /// After against before: judged steps (15 s) after which a deviation that held in every
 /// half-minute of them may pause before the three minutes a rollback needs are in.
 pub(super) const EARLY_PAUSE_STEPS: usize = 8;
@@ -1085,7 +1082,7 @@ pub(super) fn first_tier(rule: &Rule) -> Option<Tier> {
     Tier::ALL.into_iter().find(|t| rule.threshold(*t).is_some())
 }
 
-pub(super) fn first_threshold(rule: &Rule) -> Option<crate::rules::Threshold> {
+pub(crate) fn first_threshold(rule: &Rule) -> Option<crate::rules::Threshold> {
     first_tier(rule).and_then(|t| rule.threshold(t))
 }
 

@@ -27,8 +27,8 @@ use crate::stats::ratio::RatioEvidence;
 use crate::store::{LabelSet, Series};
 
 pub use baseline::known_baseline;
-pub(crate) use decide::confidence;
 use decide::*;
+pub(crate) use decide::{confidence, first_threshold};
 use evidence::*;
 use select::*;
 pub(crate) use signals::{bucket_total, counter_increase, cumulative_at};
@@ -341,8 +341,9 @@ impl RuleState {
     }
 }
 
-/// Seconds per evaluation step (see `deploy::STEP_MS`).
-pub const STEP_SECONDS: f64 = 15.0;
+/// An evaluation step: the deploy tracker's, in milliseconds and in seconds.
+pub(super) const STEP_MS: i64 = crate::deploy::tracker::STEP_MS;
+pub const STEP_SECONDS: f64 = STEP_MS as f64 / 1000.0;
 
 fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 {
