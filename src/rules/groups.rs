@@ -5,12 +5,14 @@
 //! groups with data), and the group that decided is named in the rule's reason.
 //!
 //! Side by side, each group's canary against its baseline in the same step; after against
-//! before (ratio rules), each group's new version against its own rate before the deploy.
-//! Latency per group is side by side only.
+//! before, each group's new version against its own errors or latency before the deploy,
+//! from the new version's start and in each of the last three minutes.
 
 use std::collections::VecDeque;
 
-use crate::rules::eval::{bucket_total, cumulative_at, first_threshold};
+use crate::rules::eval::{
+    bucket_total, cumulative_at, first_threshold, worse_by, Z_HOLDS_NOW, Z_ONSET_CHANGE,
+};
 use crate::rules::{Alphas, Bad, Rule, Threshold, Tier};
 use crate::stats::rate::RateEvidence;
 use crate::stats::ratio::RatioEvidence;
@@ -309,6 +311,9 @@ struct LatencyGroup {
     tiers: Option<Vec<Option<Exceedance>>>,
     /// The canary's slow and all requests per tier, for the last steps.
     recent: VecDeque<Vec<(f64, f64)>>,
+    /// After against before: the canary's slow and all requests per tier in each of its
+    /// first `KEPT` judged steps (what the new version showed from its start).
+    first: Vec<Vec<(f64, f64)>>,
 }
 
 /// The groups of one quantile rule within one deploy (latency per route). Each route's own
@@ -316,6 +321,9 @@ struct LatencyGroup {
 /// (the slowest route's bulk) where it was.
 pub struct LatencyGroups {
     groups: Vec<LatencyGroup>,
+    /// After against before: each group's bucket increases over the window before the
+    /// deploy (by bucket slot); `None` side by side.
+    known: Option<Vec<(String, Vec<f64>)>>,
 }
 
 impl Default for LatencyGroups {
@@ -332,22 +340,40 @@ fn above(bounds: &[f64], buckets: &[f64], le: f64) -> (f64, f64) {
 
 impl LatencyGroups {
     pub fn new() -> LatencyGroups {
-        LatencyGroups { groups: Vec::new() }
+        LatencyGroups {
+            groups: Vec::new(),
+            known: None,
+        }
+    }
+
+    /// After against before: every group starts afresh against its own latency over the
+    /// window before the deploy (`(key, bucket increases by slot)`): its thresholds are
+    /// placed from them. A group without them (a route the old version never served) is
+    /// not judged.
+    pub fn set_known(&mut self, known: Vec<(String, Vec<f64>)>) {
+        self.groups.clear();
+        self.known = Some(known);
     }
 
     /// The group of a bucket series, if it has a grouping label.
     pub fn slot(&mut self, labels: &LabelSet) -> Option<usize> {
+        let known = &self.known;
         slot_in(
             &mut self.groups,
             labels,
             |g| &g.key,
             |key| LatencyGroup {
+                baseline_all: known
+                    .as_ref()
+                    .and_then(|k| k.iter().find(|(g, _)| *g == key))
+                    .map(|(_, b)| b.clone())
+                    .unwrap_or_default(),
                 key,
                 step: Default::default(),
-                baseline_all: Vec::new(),
                 canary_all: Vec::new(),
                 tiers: None,
                 recent: VecDeque::new(),
+                first: Vec::new(),
             },
         )
     }
@@ -372,8 +398,10 @@ impl LatencyGroups {
 
     /// Ends a step. The baseline's increases always count towards its quantile; `judged`
     /// steps (the rule's warm-up over) also feed the canary's evidence, once the group's
-    /// baseline has `min_evidence` requests and its thresholds are placed.
+    /// baseline has `min_evidence` requests and its thresholds are placed. After against
+    /// before, the baseline is the group's latency before the deploy, fixed.
     pub fn end_step(&mut self, rule: &Rule, bounds: &[f64], judged: bool) {
+        let known = self.known.is_some();
         let q = match rule.signal {
             crate::rules::Signal::Quantile { quantile, .. } => quantile,
             _ => return,
@@ -391,8 +419,10 @@ impl LatencyGroups {
                     v.resize(n, 0.0);
                 }
             }
-            for (a, x) in g.baseline_all.iter_mut().zip(&g.step[1]) {
-                *a += x;
+            if !known {
+                for (a, x) in g.baseline_all.iter_mut().zip(&g.step[1]) {
+                    *a += x;
+                }
             }
             if !judged {
                 continue;
@@ -427,7 +457,15 @@ impl LatencyGroups {
                     continue;
                 };
                 let (xc, nc) = above(bounds, &g.step[0], t.le);
-                let (xb, nb) = above(bounds, &g.step[1], t.le);
+                let (xb, nb) = if known {
+                    // The group's share slower than the tier's latency before the deploy, at
+                    // this many times the canary's requests (half a request added: a route
+                    // without slow requests in the window still has a share to compare).
+                    let (x, n) = above(bounds, &g.baseline_all, t.le);
+                    ((x + 0.5) / n.max(1.0) * KNOWN_SCALE * nc, KNOWN_SCALE * nc)
+                } else {
+                    above(bounds, &g.step[1], t.le)
+                };
                 if nc > 0.0 && nb > 0.0 {
                     t.vs_baseline.update(xc, nc, xb, nb);
                 }
@@ -435,6 +473,9 @@ impl LatencyGroups {
                     t.fraction.update(xc, nc);
                 }
                 now.push((xc, nc));
+            }
+            if known && g.first.len() < KEPT {
+                g.first.push(now.clone());
             }
             if g.recent.len() == KEPT {
                 g.recent.pop_front();
@@ -481,13 +522,39 @@ impl LatencyGroups {
                 let a = alphas.for_tier(*tier) / k;
                 let evidence = t.vs_baseline.log_evidence_above(1.0) >= (1.0 / a).ln()
                     && t.fraction.log_evidence_share_above(tail) >= (1.0 / a).ln();
-                let (x, n) = g
-                    .recent
-                    .iter()
-                    .skip(g.recent.len().saturating_sub(recent))
-                    .filter_map(|s| s.get(i))
-                    .fold((0.0, 0.0), |(x, n), s| (x + s.0, n + s.1));
-                let holds = n > 0.0 && x / n > tail;
+                // The share slower than the tier's latency over some steps lies above the
+                // quantile's tail by `z` standard errors (Poisson).
+                let slower = |steps: &mut dyn Iterator<Item = &Vec<(f64, f64)>>, i: usize, z: f64| {
+                    let (x, n) = steps
+                        .filter_map(|s| s.get(i))
+                        .fold((0.0, 0.0), |(x, n), s| (x + s.0, n + s.1));
+                    n > 0.0 && x / n > tail && (x - n * tail) / (n * tail).max(1.0).sqrt() >= z
+                };
+                let holds = if self.known.is_some() {
+                    // After against before, nothing beside the new version cancels a slowdown
+                    // that hits every route (a dependency's): each of the last three minutes
+                    // holds, and together by `Z_HOLDS_NOW` standard errors; the route showed
+                    // it from the new version's start (each of its first three judged minutes
+                    // beyond the tier's latency), and the last three minutes are not worse
+                    // than those first ones by `Z_ONSET_CHANGE` (a slowdown that grew later is
+                    // the world's as likely). A start-up's slowness that fades, an outage that
+                    // begins later, does not pass all three.
+                    let m = KEPT / 3;
+                    let total = |steps: &mut dyn Iterator<Item = &Vec<(f64, f64)>>| {
+                        steps
+                            .filter_map(|s| s.get(i))
+                            .fold((0.0, 0.0), |(x, n), s| (x + s.0, n + s.1))
+                    };
+                    let ((x, n), (x1, n1)) = (total(&mut g.recent.iter()), total(&mut g.first.iter()));
+                    g.recent.len() == KEPT
+                        && (0..3).all(|k| slower(&mut g.recent.range(k * m..(k + 1) * m), i, 0.0))
+                        && slower(&mut g.recent.iter(), i, Z_HOLDS_NOW)
+                        && g.first.len() == KEPT
+                        && (0..3).all(|k| slower(&mut g.first[k * m..(k + 1) * m].iter(), i, 0.0))
+                        && worse_by(x1, n1, x, n) < Z_ONSET_CHANGE
+                } else {
+                    slower(&mut g.recent.iter().skip(g.recent.len().saturating_sub(recent)), i, 0.0)
+                };
                 if evidence && holds && worst.as_ref().is_none_or(|w| *tier > w.tier) {
                     let cq = crate::rules::eval::histogram_quantile(q, bounds, &g.canary_all);
                     let bq = crate::rules::eval::histogram_quantile(q, bounds, &g.baseline_all);
@@ -727,5 +794,66 @@ mod tests {
             let th = rule.threshold(l.tier).unwrap();
             assert!(l.canary >= l.baseline * th.relative, "{l:?}");
         }
+    }
+
+    /// After against before: each route's latency before the deploy is `USUAL` over 6,000
+    /// requests; then `steps` judged steps of 400 requests per route of the new version,
+    /// `HEAVY` on the `bad` routes over the steps in `slow`, `USUAL` otherwise.
+    fn play_latency_known(
+        bad: &[usize],
+        slow: std::ops::Range<usize>,
+        steps: usize,
+    ) -> Option<Local> {
+        let rule = latency_p99();
+        let bounds = GO_BOUNDS;
+        let routes = ["/a", "/b", "/c", "/d"];
+        let mut g = LatencyGroups::new();
+        g.set_known(
+            routes
+                .iter()
+                .map(|r| (format!("route={r}"), USUAL.iter().map(|f| 6000.0 * f).collect()))
+                .collect(),
+        );
+        let slots: Vec<usize> = routes
+            .iter()
+            .map(|r| g.slot(&LabelSet::from_strs(&[("route", r)])).unwrap())
+            .collect();
+        for step in 0..steps {
+            g.clear_step();
+            for (i, &s) in slots.iter().enumerate() {
+                let c = if bad.contains(&i) && slow.contains(&step) {
+                    &HEAVY
+                } else {
+                    &USUAL
+                };
+                for (slot, &f) in c.iter().enumerate() {
+                    g.count(s, 0, slot, 400.0 * f);
+                }
+            }
+            g.end_step(&rule, &bounds, true);
+        }
+        g.worst(&rule, &Alphas::default(), &bounds, 8)
+    }
+
+    #[test]
+    fn after_against_before_a_route_s_latency_is_judged_against_its_own_past() {
+        let l = play_latency_known(&[1], 0..usize::MAX, 20).expect("the slow route");
+        assert_eq!(l.key, "route=/b");
+        assert!(l.tier >= Tier::Pause, "{l:?}");
+        assert!(l.canary / l.baseline >= 1.5, "{l:?}");
+        // A heavier tail on every route from the start is each route's too.
+        assert!(play_latency_known(&[0, 1, 2, 3], 0..usize::MAX, 20).is_some());
+        // Not before three minutes of it; nothing for a route as it was.
+        assert!(play_latency_known(&[1], 0..usize::MAX, 8).is_none());
+        assert!(play_latency_known(&[], 0..0, 20).is_none());
+    }
+
+    #[test]
+    fn after_against_before_a_slowdown_that_came_later_or_faded_is_no_route_s_regression() {
+        // A dependency's slowdown on every route from the second judged minute on: the
+        // routes were as before in their first minute.
+        assert!(play_latency_known(&[0, 1, 2, 3], 4..usize::MAX, 20).is_none());
+        // A start-up's slowness over the first two judged minutes, gone since.
+        assert!(play_latency_known(&[0, 1, 2, 3], 0..8, 20).is_none());
     }
 }

@@ -85,6 +85,7 @@ fn measure(
     ];
     // And per group (route), for a regression local to one.
     let mut per_group: Vec<(String, [Vec<f64>; 2])> = Vec::new();
+    let mut per_latency_group: Vec<(String, Vec<f64>)> = Vec::new();
     let mut slopes = Vec::new();
     // The part of the window the series cover: a service younger than the window has fewer
     // steps of history than the window has.
@@ -123,6 +124,15 @@ fn measure(
             ),
             _ => None,
         };
+        let latency_group = match m.component {
+            Component::Bucket => crate::rules::groups::slot_in(
+                &mut per_latency_group,
+                &m.series.labels,
+                |(k, _)| k,
+                |k| (k, vec![0.0; probe.bounds.len()]),
+            ),
+            _ => None,
+        };
         let (mut xs, mut ys) = (Vec::new(), Vec::new());
         for (ts, v) in data.ring.range(from, to) {
             if v.is_nan() {
@@ -150,6 +160,9 @@ fn measure(
                     Component::Bucket => {
                         total.buckets[m.slot] += delta;
                         at.buckets[m.slot] += delta;
+                        if let Some(g) = latency_group {
+                            per_latency_group[g].1[m.slot] += delta;
+                        }
                     }
                     Component::Value => total.events += delta,
                 }
@@ -213,6 +226,7 @@ fn measure(
             0.0
         },
         groups,
+        latency_groups: per_latency_group,
         bounds: probe.bounds,
         last_at: (covered.1 > i64::MIN).then_some(covered.1),
         by_step,

@@ -342,7 +342,7 @@ impl RuleState {
             }
         }
         // A regression local to one route (or handler) is judged there. After against
-        // before (ratio rules), a route is judged against its own rate before the deploy,
+        // before, a route is judged against its own errors or latency before the deploy,
         // and pauses at most: the service-wide rollback's further guards (its worst minute
         // left out, the onset below) are not asked of it.
         let mut local = None;
@@ -351,17 +351,16 @@ impl RuleState {
                 .groups
                 .as_ref()
                 .and_then(|g| g.worst(&self.rule, alphas, RECENT_STEPS))
+                .or_else(|| {
+                    self.latency_groups
+                        .as_ref()
+                        .and_then(|g| g.worst(&self.rule, alphas, &self.bounds, RECENT_STEPS))
+                })
                 .map(|mut l| {
                     if self.known.is_some() {
                         l.tier = l.tier.min(Tier::Pause);
                     }
                     l
-                })
-                .or_else(|| {
-                    self.latency_groups
-                        .as_ref()
-                        .filter(|_| self.known.is_none())
-                        .and_then(|g| g.worst(&self.rule, alphas, &self.bounds, RECENT_STEPS))
                 });
             if let Some(l) = worst.filter(|l| reached.is_none_or(|r| l.tier > r)) {
                 reached = Some(l.tier);
@@ -438,10 +437,16 @@ impl RuleState {
             }
             match onset {
                 // A route's own pause was judged against that route's past, each of its last
-                // three minutes and its first three, and only while the rest of the service
-                // did not share it (an outage or a blip hits every route): the service-wide
-                // onset, diluted by the routes that are fine, says nothing of it.
-                _ if local.is_some() => {}
+                // three minutes and its first three, and (errors) only while the rest of the
+                // service did not share it (an outage or a blip hits every route): the
+                // service-wide onset, diluted by the routes that are fine, says nothing of
+                // it. A heavier tail on every route is the new version's as much as one
+                // route's, so latency asks that no sign of the world be seen: no growth since
+                // the first judged minutes, no load, the old version not showing it, no
+                // other rule's deviation the world's.
+                _ if local.is_some()
+                    && !(matches!(self.rule.signal, Signal::Quantile { .. })
+                        && (later || load.is_some() || shared || elsewhere)) => {}
                 Some(Onset::Late) if reached >= Some(Tier::Pause) => {
                     let lasted = self
                         .late_since
@@ -1057,11 +1062,11 @@ pub(super) const Z_EARLY_ONSET: f64 = 1.0;
 
 /// After against before: how many standard errors later data must be worse than earlier
 /// data of the new version for a deviation to have begun later ([`RuleState::began_later`]).
-pub(super) const Z_ONSET_CHANGE: f64 = 3.0;
+pub(crate) const Z_ONSET_CHANGE: f64 = 3.0;
 
 /// How many standard errors the share `x2 / n2` lies above `x1 / n1` (two-proportion z,
 /// pooled); 0 without data on either side.
-pub(super) fn worse_by(x1: f64, n1: f64, x2: f64, n2: f64) -> f64 {
+pub(crate) fn worse_by(x1: f64, n1: f64, x2: f64, n2: f64) -> f64 {
     if n1 <= 0.0 || n2 <= 0.0 {
         return 0.0;
     }
@@ -1076,7 +1081,7 @@ pub(super) fn worse_by(x1: f64, n1: f64, x2: f64, n2: f64) -> f64 {
 /// After against before: the last three minutes' counts lie beyond a pause's or rollback's
 /// threshold by this many standard errors (one-sided 10 %), beside each minute's point
 /// estimate — a coincidence of a few errors in a quiet service is not a deviation holding.
-pub(super) const Z_HOLDS_NOW: f64 = 1.28;
+pub(crate) const Z_HOLDS_NOW: f64 = 1.28;
 
 pub(super) fn first_tier(rule: &Rule) -> Option<Tier> {
     Tier::ALL.into_iter().find(|t| rule.threshold(*t).is_some())

@@ -28,7 +28,7 @@ use crate::store::{LabelSet, Series};
 
 pub use baseline::known_baseline;
 use decide::*;
-pub(crate) use decide::{confidence, first_threshold};
+pub(crate) use decide::{confidence, first_threshold, worse_by, Z_HOLDS_NOW, Z_ONSET_CHANGE};
 use evidence::*;
 use select::*;
 pub(crate) use signals::{bucket_total, counter_increase, cumulative_at};
@@ -109,6 +109,9 @@ pub struct KnownBaseline {
     pub steps: f64,
     /// A ratio's (events, exposure) per group (`route=/checkout`) over the window.
     pub groups: Vec<(String, f64, f64)>,
+    /// A quantile's bucket increases per group (`route=/checkout`) over the window, by
+    /// bucket slot of `bounds`.
+    pub latency_groups: Vec<(String, Vec<f64>)>,
     /// The bucket bounds by slot of `total.buckets` (quantile rules).
     pub bounds: Vec<f64>,
     /// The newest sample of the window the series hold.
@@ -315,10 +318,8 @@ impl RuleState {
         if let Some(g) = &mut self.groups {
             g.end_step();
         }
-        if self.known.is_none() {
-            if let Some(g) = &mut self.latency_groups {
-                g.end_step(&self.rule, &self.bounds, true);
-            }
+        if let Some(g) = &mut self.latency_groups {
+            g.end_step(&self.rule, &self.bounds, true);
         }
 
         // A side without exposure this step waits for the next: its increments carry over.

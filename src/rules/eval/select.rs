@@ -146,6 +146,9 @@ impl RuleState {
     pub fn set_known_baseline(&mut self, mut known: KnownBaseline, deploy_started: i64) {
         let bounds = std::mem::take(&mut known.bounds);
         known.total.buckets = self.align_buckets(&bounds, &known.total.buckets);
+        for g in &mut known.latency_groups {
+            g.1 = self.align_buckets(&bounds, &g.1);
+        }
         known.bounds = self.bounds.clone();
         self.deploy_started = Some(deploy_started);
         self.old_shared = None;
@@ -172,6 +175,9 @@ impl RuleState {
         if let (Some(g), Some(k)) = (&mut self.groups, &self.known) {
             g.set_known(k.groups.clone());
         }
+        if let (Some(g), Some(k)) = (&mut self.latency_groups, &self.known) {
+            g.set_known(k.latency_groups.clone());
+        }
         let labels: Vec<_> = self
             .matched
             .iter()
@@ -182,10 +188,12 @@ impl RuleState {
                 let slot = self.instance_slot(l, Side::Canary);
                 self.matched[i].slot = slot;
             }
-            if let (Some(g), Component::Numerator | Component::Denominator) =
-                (&mut self.groups, self.matched[i].component)
-            {
-                self.matched[i].group = g.slot(l);
+            match (&mut self.groups, &mut self.latency_groups, self.matched[i].component) {
+                (Some(g), _, Component::Numerator | Component::Denominator) => {
+                    self.matched[i].group = g.slot(l);
+                }
+                (_, Some(g), Component::Bucket) => self.matched[i].group = g.slot(l),
+                _ => {}
             }
         }
         self.observed_since = None;
