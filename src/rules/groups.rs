@@ -83,6 +83,9 @@ pub struct Local {
     /// The group's own confidence that it is worse than its baseline at all: what is
     /// shown beside the tier it decided (never the service-wide figure).
     pub confidence: f64,
+    /// The tier below `tier` whose threshold is passed with confidence, when `tier` is
+    /// reached by the estimate (a quantile's pause); `None` when `tier`'s own is.
+    pub surely: Option<Tier>,
 }
 
 impl Groups {
@@ -257,6 +260,7 @@ impl Groups {
                         canary: pc,
                         baseline: pb,
                         confidence: crate::rules::eval::confidence(g.ev.log_evidence_above(1.0)),
+                        surely: None,
                     });
                 }
             }
@@ -520,16 +524,29 @@ impl LatencyGroups {
                     continue;
                 };
                 let a = alphas.for_tier(*tier) / k;
-                let evidence = t.vs_baseline.log_evidence_above(1.0) >= (1.0 / a).ln()
-                    && t.fraction.log_evidence_share_above(tail) >= (1.0 / a).ln();
+                // A pause is proven beyond the latency of the tier below it, as service-wide
+                // (rules::eval::decide); the quantiles shown reach the pause's.
+                let j = match tier {
+                    Tier::Pause => (0..i)
+                        .rev()
+                        .find(|j| matches!(tiers.get(*j), Some(Some(_))))
+                        .unwrap_or(i),
+                    _ => i,
+                };
+                let Some(Some(p)) = tiers.get(j) else {
+                    continue;
+                };
+                let evidence = p.vs_baseline.log_evidence_above(1.0) >= (1.0 / a).ln()
+                    && p.fraction.log_evidence_share_above(tail) >= (1.0 / a).ln();
                 // The share slower than the tier's latency over some steps lies above the
                 // quantile's tail by `z` standard errors (Poisson).
-                let slower = |steps: &mut dyn Iterator<Item = &Vec<(f64, f64)>>, i: usize, z: f64| {
-                    let (x, n) = steps
-                        .filter_map(|s| s.get(i))
-                        .fold((0.0, 0.0), |(x, n), s| (x + s.0, n + s.1));
-                    n > 0.0 && x / n > tail && (x - n * tail) / (n * tail).max(1.0).sqrt() >= z
-                };
+                let slower =
+                    |steps: &mut dyn Iterator<Item = &Vec<(f64, f64)>>, i: usize, z: f64| {
+                        let (x, n) = steps
+                            .filter_map(|s| s.get(i))
+                            .fold((0.0, 0.0), |(x, n), s| (x + s.0, n + s.1));
+                        n > 0.0 && x / n > tail && (x - n * tail) / (n * tail).max(1.0).sqrt() >= z
+                    };
                 let holds = if self.known.is_some() {
                     // After against before, nothing beside the new version cancels a slowdown
                     // that hits every route (a dependency's): each of the last three minutes
@@ -545,7 +562,8 @@ impl LatencyGroups {
                             .filter_map(|s| s.get(i))
                             .fold((0.0, 0.0), |(x, n), s| (x + s.0, n + s.1))
                     };
-                    let ((x, n), (x1, n1)) = (total(&mut g.recent.iter()), total(&mut g.first.iter()));
+                    let ((x, n), (x1, n1)) =
+                        (total(&mut g.recent.iter()), total(&mut g.first.iter()));
                     g.recent.len() == KEPT
                         && (0..3).all(|k| slower(&mut g.recent.range(k * m..(k + 1) * m), i, 0.0))
                         && slower(&mut g.recent.iter(), i, Z_HOLDS_NOW)
@@ -553,7 +571,11 @@ impl LatencyGroups {
                         && (0..3).all(|k| slower(&mut g.first[k * m..(k + 1) * m].iter(), i, 0.0))
                         && worse_by(x1, n1, x, n) < Z_ONSET_CHANGE
                 } else {
-                    slower(&mut g.recent.iter().skip(g.recent.len().saturating_sub(recent)), i, 0.0)
+                    slower(
+                        &mut g.recent.iter().skip(g.recent.len().saturating_sub(recent)),
+                        i,
+                        0.0,
+                    )
                 };
                 if evidence && holds && worst.as_ref().is_none_or(|w| *tier > w.tier) {
                     let cq = crate::rules::eval::histogram_quantile(q, bounds, &g.canary_all);
@@ -577,6 +599,7 @@ impl LatencyGroups {
                         confidence: crate::rules::eval::confidence(
                             t.vs_baseline.log_evidence_above(1.0),
                         ),
+                        surely: (j != i).then(|| Tier::ALL[j]),
                     });
                 }
             }
@@ -811,7 +834,12 @@ mod tests {
         g.set_known(
             routes
                 .iter()
-                .map(|r| (format!("route={r}"), USUAL.iter().map(|f| 6000.0 * f).collect()))
+                .map(|r| {
+                    (
+                        format!("route={r}"),
+                        USUAL.iter().map(|f| 6000.0 * f).collect(),
+                    )
+                })
                 .collect(),
         );
         let slots: Vec<usize> = routes
@@ -855,5 +883,43 @@ mod tests {
         assert!(play_latency_known(&[0, 1, 2, 3], 4..usize::MAX, 20).is_none());
         // A start-up's slowness over the first two judged minutes, gone since.
         assert!(play_latency_known(&[0, 1, 2, 3], 0..8, 20).is_none());
+    }
+
+    #[test]
+    fn a_quantile_inside_a_wide_bucket_pauses_by_its_estimate_when_surely_beyond_warn() {
+        // p99 ≈ 0.23 s before; the canary's 1.5 % beyond 0.25 s puts its p99 at ≈ 0.33 s
+        // (×1.46), inside the (0.25, 0.5] bucket: 1.3 % of its requests lie beyond the
+        // pause's ×1.25, too close to 1 % to prove with these requests, 1.45 % beyond the
+        // warn's ×1.15.
+        const BEFORE: [f64; 12] = [
+            0.0, 0.0, 0.05, 0.4, 0.95, 0.997, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0,
+        ];
+        const WIDE: [f64; 12] = [
+            0.0, 0.0, 0.05, 0.4, 0.95, 0.985, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0,
+        ];
+        let rule = latency_p99();
+        let bounds = GO_BOUNDS;
+        let mut g = LatencyGroups::new();
+        let slots: Vec<usize> = ["/a", "/b", "/c", "/d"]
+            .iter()
+            .map(|r| g.slot(&LabelSet::from_strs(&[("route", r)])).unwrap())
+            .collect();
+        for step in 0..60 {
+            g.clear_step();
+            for (i, &s) in slots.iter().enumerate() {
+                let c = if i == 1 { &WIDE } else { &BEFORE };
+                for slot in 0..bounds.len() {
+                    g.count(s, 0, slot, 150.0 * c[slot]);
+                    g.count(s, 1, slot, 150.0 * BEFORE[slot]);
+                }
+            }
+            g.end_step(&rule, &bounds, step >= 4);
+        }
+        let l = g
+            .worst(&rule, &Alphas::default(), &bounds, 8)
+            .expect("the slow route");
+        assert_eq!(l.key, "route=/b");
+        assert_eq!((l.tier, l.surely), (Tier::Pause, Some(Tier::Warn)), "{l:?}");
+        assert!(l.canary / l.baseline >= 1.25, "{l:?}");
     }
 }

@@ -19,6 +19,8 @@ impl RuleState {
         let mut pass = false;
         let mut deviates = false;
         let mut growth: Option<f64> = None;
+        // A quantile's pause proven beyond the tier below's latency (said in the reason).
+        let mut surely: Option<Tier> = None;
         let enough;
         match ev {
             Evidence::Ratio { ev, canary } => {
@@ -122,7 +124,23 @@ impl RuleState {
                 let tail = 1.0 - q;
                 let mut conf = 0.0f64;
                 for (i, tier) in Tier::ALL.iter().enumerate() {
-                    let Some(Some((_, ev, frac))) = tiers.get(i) else {
+                    let Some(Some(_)) = tiers.get(i) else {
+                        continue;
+                    };
+                    // A pause is proven beyond the latency of the tier below it (warn's) and
+                    // reached when the quantiles shown are as far apart as the pause asks. A
+                    // histogram's buckets hide where in a bucket the quantile lies: a p99
+                    // ×1.4 inside a wide bucket is 1.1 % of requests beyond ×1.25, which
+                    // takes tens of thousands of requests to tell from 1 %, and 1.8 % beyond
+                    // ×1.15. A rollback is proven beyond its own latency.
+                    let j = match tier {
+                        Tier::Pause => (0..i)
+                            .rev()
+                            .find(|j| matches!(tiers.get(*j), Some(Some(_))))
+                            .unwrap_or(i),
+                        _ => i,
+                    };
+                    let Some(Some((_, ev, frac))) = tiers.get(j) else {
                         continue;
                     };
                     let a = alphas.for_tier(*tier);
@@ -144,6 +162,7 @@ impl RuleState {
                     };
                     if enough && vs_baseline >= thr(a) && slower >= thr(a) && shown {
                         reached = Some(*tier);
+                        surely = (j != i).then(|| Tier::ALL[j]);
                     }
                 }
                 self.confidence = confidence(conf);
@@ -368,6 +387,7 @@ impl RuleState {
                 self.baseline_value = Some(l.baseline);
                 self.effect = (l.baseline > 0.0).then(|| l.canary / l.baseline);
                 self.confidence = l.confidence;
+                surely = l.surely;
                 local = Some(l.key);
             }
         }
@@ -487,6 +507,7 @@ impl RuleState {
         let reason = describe(
             &self.rule,
             reached,
+            surely.filter(|_| reached == Some(Tier::Pause)),
             pass,
             observed_long,
             enough,
@@ -1145,6 +1166,7 @@ pub(super) fn normal_quantile(p: f64) -> f64 {
 pub(super) fn describe(
     rule: &Rule,
     reached: Option<Tier>,
+    surely: Option<Tier>,
     pass: bool,
     observed_long: bool,
     enough: bool,
@@ -1173,7 +1195,13 @@ pub(super) fn describe(
     match reached {
         Some(t) => {
             let tier = format!("{t:?}").to_lowercase();
-            format!("{nums}: worse than the {tier} threshold with confidence")
+            match surely {
+                Some(s) => {
+                    let below = format!("{s:?}").to_lowercase();
+                    format!("{nums}: worse than the {tier} threshold by its estimate, and than the {below} threshold with confidence")
+                }
+                None => format!("{nums}: worse than the {tier} threshold with confidence"),
+            }
         }
         None if !enough => format!(
             "{nums}: not enough evidence yet (min_evidence {})",

@@ -188,7 +188,11 @@ impl RuleState {
                 let slot = self.instance_slot(l, Side::Canary);
                 self.matched[i].slot = slot;
             }
-            match (&mut self.groups, &mut self.latency_groups, self.matched[i].component) {
+            match (
+                &mut self.groups,
+                &mut self.latency_groups,
+                self.matched[i].component,
+            ) {
                 (Some(g), _, Component::Numerator | Component::Denominator) => {
                     self.matched[i].group = g.slot(l);
                 }
