@@ -1051,17 +1051,20 @@ impl Store {
         // A sweep may forget the service or the version found here before the series is
         // added to them; it marks them under the service's list lock, which is checked
         // here under the same lock: then they are looked up (and made) again.
+        let max_per_service = self.max_series_per_service.load(Ordering::Relaxed);
+        let over_per_service = |out: &mut IngestOutcome| {
+            out.series_over_limit += 1;
+            out.limited_by
+                .get_or_insert_with(|| SeriesLimit::PerService {
+                    service: service_name.to_string(),
+                    limit: max_per_service,
+                });
+            Created::OverLimit
+        };
         loop {
             let service = self.service_or_create(service_name);
-            let max_per_service = self.max_series_per_service.load(Ordering::Relaxed);
             if service.series.read().len() >= max_per_service {
-                out.series_over_limit += 1;
-                out.limited_by
-                    .get_or_insert_with(|| SeriesLimit::PerService {
-                        service: service_name.to_string(),
-                        limit: max_per_service,
-                    });
-                return Created::OverLimit;
+                return over_per_service(out);
             }
             let version = self.version_or_create(&service, version_name);
             // The service's list lock is taken under the shard's (the only place both are
@@ -1071,6 +1074,11 @@ impl Store {
                 || version.forgotten.load(Ordering::Relaxed)
             {
                 continue;
+            }
+            // Again under the list's lock: two pushes creating series of one service in two
+            // shards at once both passed the check above.
+            if list.len() >= max_per_service {
+                return over_per_service(out);
             }
             let series = Arc::new(Series {
                 labels,

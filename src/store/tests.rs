@@ -516,3 +516,36 @@ fn issue_15_non_finite_values_are_dropped_and_counted_stale_markers_kept() {
         ]
     );
 }
+
+#[test]
+fn per_service_limit_holds_under_concurrent_creation() {
+    // Pushes from several connections create series of one service in different shards at
+    // once: together they never pass the limit (each checked it before the other added).
+    const LIMIT: usize = 64;
+    for round in 0..50 {
+        let s = Store::new(StoreConfig {
+            service_label: "job".into(),
+            version_label: "version".into(),
+            retention_ms: 3_600_000,
+            max_active_series: 100_000,
+            max_series_per_service: LIMIT,
+            max_samples_per_series: usize::MAX,
+        });
+        std::thread::scope(|scope| {
+            for t in 0..4 {
+                let s = &s;
+                scope.spawn(move || {
+                    for i in 0..LIMIT {
+                        let id = format!("{round}-{t}-{i}");
+                        push(s, &[(&[("id", id.as_str()), ("job", "a")], 1, 1.0)]).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(
+            s.service("a").unwrap().series_count(),
+            LIMIT,
+            "round {round}"
+        );
+    }
+}
