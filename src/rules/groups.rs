@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 
 use crate::rules::eval::{
-    bucket_total, cumulative_at, first_threshold, worse_by, Z_HOLDS_NOW, Z_ONSET_CHANGE,
+    bucket_total, cumulative_at, first_threshold, proven_at, worse_by, Z_HOLDS_NOW, Z_ONSET_CHANGE,
 };
 use crate::rules::{Alphas, Bad, Rule, Threshold, Tier};
 use crate::stats::rate::RateEvidence;
@@ -524,15 +524,9 @@ impl LatencyGroups {
                     continue;
                 };
                 let a = alphas.for_tier(*tier) / k;
-                // A pause is proven beyond the latency of the tier below it, as service-wide
-                // (rules::eval::decide); the quantiles shown reach the pause's.
-                let j = match tier {
-                    Tier::Pause => (0..i)
-                        .rev()
-                        .find(|j| matches!(tiers.get(*j), Some(Some(_))))
-                        .unwrap_or(i),
-                    _ => i,
-                };
+                // A pause is proven beyond the latency of the tier below it, as service-wide;
+                // the quantiles shown reach the pause's.
+                let j = proven_at(tiers, *tier);
                 let Some(Some(p)) = tiers.get(j) else {
                     continue;
                 };
@@ -728,24 +722,31 @@ mod tests {
         f64::INFINITY,
     ];
 
-    /// Four routes over the Go client's buckets, 400 requests per route, side and step; each
-    /// route's requests spread by `shape` (cumulative fractions at the bucket bounds), the
-    /// canary's `bad` routes by `slow`.
-    fn play_latency(bad: &[usize], slow: &[f64], shape: &[f64]) -> Option<Local> {
+    type Shape = [f64; 12];
+
+    /// `routes` routes over the Go client's buckets, side by side for 60 steps (the first
+    /// four warming up), `n` requests per route, side and step, spread by the shapes
+    /// (cumulative fractions at the bucket bounds) `shapes(step, route)` gives the canary
+    /// and the baseline.
+    fn play_sides<'a>(
+        routes: usize,
+        n: f64,
+        shapes: impl Fn(usize, usize) -> (&'a Shape, &'a Shape),
+    ) -> Option<Local> {
         let rule = latency_p99();
         let bounds = GO_BOUNDS;
         let mut g = LatencyGroups::new();
-        let slots: Vec<usize> = ["/a", "/b", "/c", "/d"]
+        let slots: Vec<usize> = ["/a", "/b", "/c", "/d"][..routes]
             .iter()
             .map(|r| g.slot(&LabelSet::from_strs(&[("route", r)])).unwrap())
             .collect();
         for step in 0..60 {
             g.clear_step();
             for (i, &s) in slots.iter().enumerate() {
-                let c = if bad.contains(&i) { slow } else { shape };
-                for (slot, (&fc, &fb)) in c.iter().zip(shape).enumerate() {
-                    g.count(s, 0, slot, 400.0 * fc);
-                    g.count(s, 1, slot, 400.0 * fb);
+                let (c, b) = shapes(step, i);
+                for slot in 0..bounds.len() {
+                    g.count(s, 0, slot, n * c[slot]);
+                    g.count(s, 1, slot, n * b[slot]);
                 }
             }
             g.end_step(&rule, &bounds, step >= 4);
@@ -753,12 +754,20 @@ mod tests {
         g.worst(&rule, &Alphas::default(), &bounds, 8)
     }
 
+    /// Four routes, 400 requests per route, side and step; each route's requests spread by
+    /// `shape`, the canary's `bad` routes by `slow`.
+    fn play_latency(bad: &[usize], slow: &Shape, shape: &Shape) -> Option<Local> {
+        play_sides(4, 400.0, |_, i| {
+            (if bad.contains(&i) { slow } else { shape }, shape)
+        })
+    }
+
     // Cumulative shares per bucket bound: p99 within (0.1, 0.25], and a heavier tail that
     // puts 4 % of requests beyond 0.25 s.
-    const USUAL: [f64; 12] = [
+    const USUAL: Shape = [
         0.0, 0.0, 0.05, 0.4, 0.9, 0.995, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0,
     ];
-    const HEAVY: [f64; 12] = [
+    const HEAVY: Shape = [
         0.0, 0.0, 0.05, 0.4, 0.88, 0.96, 0.99, 1.0, 1.0, 1.0, 1.0, 1.0,
     ];
 
@@ -781,38 +790,24 @@ mod tests {
         // sides of every route (p99 0.24 s → 0.45 s), the canary's by a tenth more: past
         // the placed rollback latency, more of its requests than the baseline's, but its
         // p99 is ×1.1 of the baseline's, short of a pause.
-        const SLOW: [f64; 12] = [
+        const SLOW: Shape = [
             0.0, 0.0, 0.02, 0.2, 0.7, 0.97, 0.995, 1.0, 1.0, 1.0, 1.0, 1.0,
         ];
-        const SLOWER: [f64; 12] = [
+        const SLOWER: Shape = [
             0.0, 0.0, 0.02, 0.15, 0.6, 0.95, 0.99, 1.0, 1.0, 1.0, 1.0, 1.0,
         ];
         let rule = latency_p99();
-        let bounds = GO_BOUNDS;
-        let mut g = LatencyGroups::new();
-        let slots: Vec<usize> = ["/a", "/b", "/c"]
-            .iter()
-            .map(|r| g.slot(&LabelSet::from_strs(&[("route", r)])).unwrap())
-            .collect();
-        for step in 0..60 {
-            g.clear_step();
-            let (c, b) = if step < 20 {
+        let played = play_sides(3, 400.0, |step, _| {
+            if step < 20 {
                 (&USUAL, &USUAL)
             } else if step == 20 {
                 (&SLOW, &SLOW)
             } else {
                 (&SLOWER, &SLOW)
-            };
-            for &s in &slots {
-                for slot in 0..bounds.len() {
-                    g.count(s, 0, slot, 400.0 * c[slot]);
-                    g.count(s, 1, slot, 400.0 * b[slot]);
-                }
             }
-            g.end_step(&rule, &bounds, step >= 4);
-        }
+        });
         // At most the tier the quantiles shown support (×1.16 over the whole window: warn).
-        if let Some(l) = g.worst(&rule, &Alphas::default(), &bounds, 8) {
+        if let Some(l) = played {
             assert!(l.tier < Tier::Pause, "{l:?}");
             let th = rule.threshold(l.tier).unwrap();
             assert!(l.canary >= l.baseline * th.relative, "{l:?}");
@@ -891,33 +886,16 @@ mod tests {
         // (×1.46), inside the (0.25, 0.5] bucket: 1.3 % of its requests lie beyond the
         // pause's ×1.25, too close to 1 % to prove with these requests, 1.45 % beyond the
         // warn's ×1.15.
-        const BEFORE: [f64; 12] = [
+        const BEFORE: Shape = [
             0.0, 0.0, 0.05, 0.4, 0.95, 0.997, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0,
         ];
-        const WIDE: [f64; 12] = [
+        const WIDE: Shape = [
             0.0, 0.0, 0.05, 0.4, 0.95, 0.985, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0,
         ];
-        let rule = latency_p99();
-        let bounds = GO_BOUNDS;
-        let mut g = LatencyGroups::new();
-        let slots: Vec<usize> = ["/a", "/b", "/c", "/d"]
-            .iter()
-            .map(|r| g.slot(&LabelSet::from_strs(&[("route", r)])).unwrap())
-            .collect();
-        for step in 0..60 {
-            g.clear_step();
-            for (i, &s) in slots.iter().enumerate() {
-                let c = if i == 1 { &WIDE } else { &BEFORE };
-                for slot in 0..bounds.len() {
-                    g.count(s, 0, slot, 150.0 * c[slot]);
-                    g.count(s, 1, slot, 150.0 * BEFORE[slot]);
-                }
-            }
-            g.end_step(&rule, &bounds, step >= 4);
-        }
-        let l = g
-            .worst(&rule, &Alphas::default(), &bounds, 8)
-            .expect("the slow route");
+        let l = play_sides(4, 150.0, |_, i| {
+            (if i == 1 { &WIDE } else { &BEFORE }, &BEFORE)
+        })
+        .expect("the slow route");
         assert_eq!(l.key, "route=/b");
         assert_eq!((l.tier, l.surely), (Tier::Pause, Some(Tier::Warn)), "{l:?}");
         assert!(l.canary / l.baseline >= 1.25, "{l:?}");

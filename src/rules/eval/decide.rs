@@ -127,19 +127,9 @@ impl RuleState {
                     let Some(Some(_)) = tiers.get(i) else {
                         continue;
                     };
-                    // A pause is proven beyond the latency of the tier below it (warn's) and
-                    // reached when the quantiles shown are as far apart as the pause asks. A
-                    // histogram's buckets hide where in a bucket the quantile lies: a p99
-                    // ×1.4 inside a wide bucket is 1.1 % of requests beyond ×1.25, which
-                    // takes tens of thousands of requests to tell from 1 %, and 1.8 % beyond
-                    // ×1.15. A rollback is proven beyond its own latency.
-                    let j = match tier {
-                        Tier::Pause => (0..i)
-                            .rev()
-                            .find(|j| matches!(tiers.get(*j), Some(Some(_))))
-                            .unwrap_or(i),
-                        _ => i,
-                    };
+                    // A pause is proven beyond the latency of the tier below it, and reached
+                    // when the quantiles shown are as far apart as the pause asks.
+                    let j = proven_at(tiers, *tier);
                     let Some(Some((_, ev, frac))) = tiers.get(j) else {
                         continue;
                     };
@@ -1103,6 +1093,23 @@ pub(crate) fn worse_by(x1: f64, n1: f64, x2: f64, n2: f64) -> f64 {
 /// threshold by this many standard errors (one-sided 10 %), beside each minute's point
 /// estimate — a coincidence of a few errors in a quiet service is not a deviation holding.
 pub(crate) const Z_HOLDS_NOW: f64 = 1.28;
+
+/// The tier whose latency a quantile rule's `tier` is proven beyond, by index into its
+/// placed tiers: a pause beyond the latency of the placed tier below it (warn's), every
+/// other tier beyond its own. A classic histogram hides where in a bucket the quantile
+/// lies: a p99 ×1.4 inside a wide bucket is 1.1 % of requests beyond ×1.25, which takes
+/// tens of thousands of requests to tell from 1 %, and 1.8 % beyond ×1.15. The pause is
+/// reached only when the quantiles shown are as far apart as it asks.
+pub(crate) fn proven_at<T>(tiers: &[Option<T>], tier: Tier) -> usize {
+    let i = tier as usize;
+    match tier {
+        Tier::Pause => (0..i)
+            .rev()
+            .find(|j| matches!(tiers.get(*j), Some(Some(_))))
+            .unwrap_or(i),
+        _ => i,
+    }
+}
 
 pub(super) fn first_tier(rule: &Rule) -> Option<Tier> {
     Tier::ALL.into_iter().find(|t| rule.threshold(*t).is_some())

@@ -28,7 +28,9 @@ use crate::store::{LabelSet, Series};
 
 pub use baseline::known_baseline;
 use decide::*;
-pub(crate) use decide::{confidence, first_threshold, worse_by, Z_HOLDS_NOW, Z_ONSET_CHANGE};
+pub(crate) use decide::{
+    confidence, first_threshold, proven_at, worse_by, Z_HOLDS_NOW, Z_ONSET_CHANGE,
+};
 use evidence::*;
 use select::*;
 pub(crate) use signals::{bucket_total, counter_increase, cumulative_at};
