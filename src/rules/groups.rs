@@ -301,6 +301,10 @@ struct Exceedance {
     le: f64,
     vs_baseline: RatioEvidence,
     fraction: RateEvidence,
+    /// After against before: the group's share slower than `le` before the deploy (half a
+    /// request added: a route without slow requests in the window still has a share to
+    /// compare).
+    before: Option<f64>,
 }
 
 struct LatencyGroup {
@@ -443,6 +447,10 @@ impl LatencyGroups {
                                 le,
                                 vs_baseline: RatioEvidence::new(&[1.0]),
                                 fraction: RateEvidence::new(),
+                                before: known.then(|| {
+                                    let (x, n) = above(bounds, &g.baseline_all, le);
+                                    (x + 0.5) / n.max(1.0)
+                                }),
                             })
                         })
                         .collect(),
@@ -461,14 +469,11 @@ impl LatencyGroups {
                     continue;
                 };
                 let (xc, nc) = above(bounds, &g.step[0], t.le);
-                let (xb, nb) = if known {
-                    // The group's share slower than the tier's latency before the deploy, at
-                    // this many times the canary's requests (half a request added: a route
-                    // without slow requests in the window still has a share to compare).
-                    let (x, n) = above(bounds, &g.baseline_all, t.le);
-                    ((x + 0.5) / n.max(1.0) * KNOWN_SCALE * nc, KNOWN_SCALE * nc)
-                } else {
-                    above(bounds, &g.step[1], t.le)
+                // After against before, the share before the deploy at this many times the
+                // canary's requests.
+                let (xb, nb) = match t.before {
+                    Some(share) => (share * KNOWN_SCALE * nc, KNOWN_SCALE * nc),
+                    None => above(bounds, &g.step[1], t.le),
                 };
                 if nc > 0.0 && nb > 0.0 {
                     t.vs_baseline.update(xc, nc, xb, nb);
@@ -532,15 +537,18 @@ impl LatencyGroups {
                 };
                 let evidence = p.vs_baseline.log_evidence_above(1.0) >= (1.0 / a).ln()
                     && p.fraction.log_evidence_share_above(tail) >= (1.0 / a).ln();
-                // The share slower than the tier's latency over some steps lies above the
-                // quantile's tail by `z` standard errors (Poisson).
-                let slower =
-                    |steps: &mut dyn Iterator<Item = &Vec<(f64, f64)>>, i: usize, z: f64| {
-                        let (x, n) = steps
-                            .filter_map(|s| s.get(i))
-                            .fold((0.0, 0.0), |(x, n), s| (x + s.0, n + s.1));
-                        n > 0.0 && x / n > tail && (x - n * tail) / (n * tail).max(1.0).sqrt() >= z
-                    };
+                // The tier's slow and all requests summed over some steps.
+                let total = |steps: &mut dyn Iterator<Item = &Vec<(f64, f64)>>| {
+                    steps
+                        .filter_map(|s| s.get(i))
+                        .fold((0.0, 0.0), |(x, n), s| (x + s.0, n + s.1))
+                };
+                // Their share slower than the tier's latency lies above the quantile's tail
+                // by `z` standard errors (Poisson).
+                let slower = |steps: &mut dyn Iterator<Item = &Vec<(f64, f64)>>, z: f64| {
+                    let (x, n) = total(steps);
+                    n > 0.0 && x / n > tail && (x - n * tail) / (n * tail).max(1.0).sqrt() >= z
+                };
                 let holds = if self.known.is_some() {
                     // After against before, nothing beside the new version cancels a slowdown
                     // that hits every route (a dependency's): each of the last three minutes
@@ -551,23 +559,17 @@ impl LatencyGroups {
                     // the world's as likely). A start-up's slowness that fades, an outage that
                     // begins later, does not pass all three.
                     let m = KEPT / 3;
-                    let total = |steps: &mut dyn Iterator<Item = &Vec<(f64, f64)>>| {
-                        steps
-                            .filter_map(|s| s.get(i))
-                            .fold((0.0, 0.0), |(x, n), s| (x + s.0, n + s.1))
-                    };
                     let ((x, n), (x1, n1)) =
                         (total(&mut g.recent.iter()), total(&mut g.first.iter()));
                     g.recent.len() == KEPT
-                        && (0..3).all(|k| slower(&mut g.recent.range(k * m..(k + 1) * m), i, 0.0))
-                        && slower(&mut g.recent.iter(), i, Z_HOLDS_NOW)
+                        && (0..3).all(|k| slower(&mut g.recent.range(k * m..(k + 1) * m), 0.0))
+                        && slower(&mut g.recent.iter(), Z_HOLDS_NOW)
                         && g.first.len() == KEPT
-                        && (0..3).all(|k| slower(&mut g.first[k * m..(k + 1) * m].iter(), i, 0.0))
+                        && (0..3).all(|k| slower(&mut g.first[k * m..(k + 1) * m].iter(), 0.0))
                         && worse_by(x1, n1, x, n) < Z_ONSET_CHANGE
                 } else {
                     slower(
                         &mut g.recent.iter().skip(g.recent.len().saturating_sub(recent)),
-                        i,
                         0.0,
                     )
                 };
