@@ -589,6 +589,42 @@ fn s12_clean_rolling_deploy_with_slow_drift_passes() {
     );
 }
 
+/// An old version whose own processes were young inside the pre-deploy window: their
+/// memory rose to its steady level there. That rise is their start-up, not the version's
+/// drift, and the after-against-before trend must not take it off the new version's leak
+/// (it did: a leak of 2.5 MiB/min per pod, 150 MiB/h, read as 54 MiB/h beyond the old
+/// version's "drift", and the deploy passed).
+const MIB: f64 = 1024.0 * 1024.0;
+
+fn young_old_version(name: &str, seed: u64) -> Service {
+    let mut svc = Service::new(name, seed, 3).rolling("v2", T, 20 * SEC);
+    svc.mem_warmup = 80.0 * MIB;
+    svc.mem_warmup_tau_s = 240.0;
+    svc
+}
+
+#[test]
+fn s17_rolling_leak_beside_an_old_version_that_warmed_up_in_the_window() {
+    let leak = 2.5 * MIB / 60.0;
+    let svc = young_old_version("rollleak", 171).effect(on_v2(Signal::LeakBytesPerSec, leak));
+    let o = run(Case::new("17_rolling_leak_young_v1", svc)
+        .via(Via::Api("rolling"))
+        .regression_from(T));
+    assert_eq!(o.deploy["comparison"], "before-after", "{}", o.explain());
+    assert_between(&o, "pause", "rollback");
+    assert_rule(&o, &["memory_growth"]);
+}
+
+#[test]
+fn s17b_clean_rolling_beside_an_old_version_that_warmed_up_in_the_window() {
+    let o = run(Case::new(
+        "17b_rolling_clean_young_v1",
+        young_old_version("rollyoung", 172),
+    )
+    .via(Via::Api("rolling")));
+    assert_worst_at_most(&o, "warn");
+}
+
 #[test]
 fn s13_rolling_deploy_with_errors_x5_rolls_back() {
     let svc = rolling("rollerr", 123).effect(on_v2(Signal::Errors, 5.0));

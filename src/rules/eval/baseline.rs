@@ -5,27 +5,43 @@ use std::sync::Arc;
 
 use super::*;
 
-/// Least-squares slope of y over x and its standard error.
-pub(super) fn ols_slope(x: &[f64], y: &[f64]) -> (f64, f64) {
-    let n = x.len() as f64;
-    if n < 3.0 {
-        return (0.0, f64::INFINITY);
+/// Fewest points of a gauge series after its warm-up for its level and drift to be read
+/// from them alone (3 minutes of 15-second scrapes).
+const MIN_GAUGE_POINTS: usize = 12;
+
+/// When an instance's gauge has warmed up: its first report plus the rule's warm-up.
+fn gauge_warm_from(
+    inst_first: &std::collections::HashMap<&str, i64>,
+    instance: Option<&str>,
+    rule: &Rule,
+) -> i64 {
+    inst_first
+        .get(instance.unwrap_or(""))
+        .map_or(i64::MIN, |f| {
+            f.saturating_add(i64::try_from(rule.warmup.as_millis()).unwrap_or(i64::MAX))
+        })
+}
+
+/// A gauge series' own drift per hour: the slope of the fit that explains it best once a
+/// start-up's approach is allowed for (stats::trend) — a straight line through an old
+/// process's warm-up, or through half a garbage collector's sawtooth, reads as growth.
+fn gauge_drift(ts: &[i64], ys: &[f64]) -> Option<f64> {
+    let hours: Vec<f64> = ts.iter().map(|t| *t as f64 / 3_600_000.0).collect();
+    crate::stats::trend::best(&crate::stats::trend::fits(&hours, ys)).map(|g| g.slope)
+}
+
+/// The median of `v` (reordered), `None` when empty.
+fn median(v: &mut [f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
     }
-    let mx = x.iter().sum::<f64>() / n;
-    let my = y.iter().sum::<f64>() / n;
-    let sxx: f64 = x.iter().map(|v| (v - mx).powi(2)).sum();
-    let sxy: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
-    if sxx <= 0.0 {
-        return (0.0, f64::INFINITY);
-    }
-    let slope = sxy / sxx;
-    let resid: f64 = x
-        .iter()
-        .zip(y)
-        .map(|(a, b)| (b - my - slope * (a - mx)).powi(2))
-        .sum();
-    let se = (resid / (n - 2.0) / sxx).sqrt();
-    (slope, se)
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    })
 }
 
 /// Measures a rule's baseline over the pre-deploy window `[from, to]` from the ring buffers
@@ -140,9 +156,7 @@ fn measure(
             }
             covered = (covered.0.min(ts), covered.1.max(ts));
             if !counters {
-                total.value_sum += v;
-                total.value_n += 1.0;
-                xs.push(ts as f64 / 3_600_000.0);
+                xs.push(ts);
                 ys.push(v);
                 continue;
             }
@@ -174,8 +188,23 @@ fn measure(
             }
             prev = Some((ts, v));
         }
-        if xs.len() >= 3 {
-            slopes.push(ols_slope(&xs, &ys).0);
+        if !counters {
+            // A gauge's level and drift are the old processes' once warmed up: an instance's
+            // first `warmup` (its start-up's approach to its steady level) is left out, as
+            // it is for the new version, unless that leaves too little.
+            let warm = gauge_warm_from(&inst_first, instance_of(&m.series.labels), rule);
+            let skip = xs.iter().take_while(|ts| **ts < warm).count();
+            let skip = if xs.len() - skip >= MIN_GAUGE_POINTS {
+                skip
+            } else {
+                0
+            };
+            let (xs, ys) = (&xs[skip..], &ys[skip..]);
+            total.value_sum += ys.iter().sum::<f64>();
+            total.value_n += ys.len() as f64;
+            if let Some(slope) = gauge_drift(xs, ys) {
+                slopes.push(slope);
+            }
         }
     }
     let (events, exposure) = if pool {
@@ -205,11 +234,9 @@ fn measure(
             .map(|(a, b)| (b - a) as f64 / 1000.0)
             .sum();
     }
-    let slope_per_hour = if slopes.is_empty() {
-        0.0
-    } else {
-        slopes.iter().sum::<f64>() / slopes.len() as f64
-    };
+    // The median instance's: one old process that restarted in the window (and warmed up
+    // again) does not make the whole version look as if it grew.
+    let slope_per_hour = median(&mut slopes).unwrap_or(0.0);
     let groups = per_group
         .into_iter()
         .map(|(k, [e, n])| {
@@ -286,7 +313,7 @@ fn kept_sums(events: &[f64], exposure: &[f64], keep: &[bool]) -> (f64, f64) {
 
 #[cfg(test)]
 mod tests {
-    use super::pool_without_bursts;
+    use super::*;
 
     #[test]
     fn a_burst_of_errors_before_the_deploy_does_not_raise_the_baseline() {
@@ -319,5 +346,40 @@ mod tests {
         let exposure = vec![1000.0; 20];
         let (_, n) = pool_without_bursts(&events, &exposure);
         assert!(n >= 0.8 * 20000.0, "{n}");
+    }
+
+    #[test]
+    fn an_old_process_s_warm_up_is_no_drift_and_a_real_drift_is() {
+        let mib = 1024.0 * 1024.0;
+        let ts: Vec<i64> = (0..100).map(|i| i * 15_000).collect();
+        let hours: Vec<f64> = ts.iter().map(|t| *t as f64 / 3_600_000.0).collect();
+        // 200 MiB, 80 MiB low at the first sample left, approaching with τ = 4 min.
+        let warming: Vec<f64> = hours
+            .iter()
+            .map(|h| 200.0 * mib - 80.0 * mib * (-h * 15.0).exp())
+            .collect();
+        let line = crate::stats::trend::fits(&hours, &warming)[0].slope;
+        assert!(
+            line > 50.0 * mib,
+            "a straight line reads {:.0} MiB/h",
+            line / mib
+        );
+        let drift = gauge_drift(&ts, &warming).unwrap();
+        assert!(drift.abs() < 5.0 * mib, "{:.1} MiB/h", drift / mib);
+        // 30 MiB/h on top of it is the series' drift.
+        let drifting: Vec<f64> = hours
+            .iter()
+            .zip(&warming)
+            .map(|(h, v)| v + 30.0 * mib * h)
+            .collect();
+        let drift = gauge_drift(&ts, &drifting).unwrap();
+        assert!((drift / mib - 30.0).abs() < 3.0, "{:.1} MiB/h", drift / mib);
+    }
+
+    #[test]
+    fn the_median_of_an_even_and_an_odd_count() {
+        assert_eq!(median(&mut []), None);
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 100.0]), Some(3.5));
     }
 }
