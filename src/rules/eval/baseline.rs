@@ -9,19 +9,6 @@ use super::*;
 /// from them alone (3 minutes of 15-second scrapes).
 const MIN_GAUGE_POINTS: usize = 12;
 
-/// When an instance's gauge has warmed up: its first report plus the rule's warm-up.
-fn gauge_warm_from(
-    inst_first: &std::collections::HashMap<&str, i64>,
-    instance: Option<&str>,
-    rule: &Rule,
-) -> i64 {
-    inst_first
-        .get(instance.unwrap_or(""))
-        .map_or(i64::MIN, |f| {
-            f.saturating_add(i64::try_from(rule.warmup.as_millis()).unwrap_or(i64::MAX))
-        })
-}
-
 /// A gauge series' own drift per hour: the slope of the fit that explains it best once a
 /// start-up's approach is allowed for (stats::trend) — a straight line through an old
 /// process's warm-up, or through half a garbage collector's sawtooth, reads as growth.
@@ -120,17 +107,15 @@ fn measure(
     for m in &probe.matched {
         let data = m.series.data.lock();
         let first = data.ring.first_ts();
+        // When the series' instance first reported, and when it had warmed up `ms` later.
+        let inst_seen = inst_first.get(instance_of(&m.series.labels).unwrap_or(""));
+        let warm_after = |ms: i64| inst_seen.map_or(i64::MIN, |f| f.saturating_add(ms));
         let created_late = counters
             && first.is_some_and(|f| {
-                f >= from
-                    && inst_first
-                        .get(instance_of(&m.series.labels).unwrap_or(""))
-                        .is_some_and(|i| f > i + NEW_SERIES_AFTER_MS)
+                f >= from && inst_seen.is_some_and(|i| f > i + NEW_SERIES_AFTER_MS)
             });
         let mut prev: Option<(i64, f64)> = created_late.then(|| (first.unwrap() - 1, 0.0));
-        let warm_from = inst_first
-            .get(instance_of(&m.series.labels).unwrap_or(""))
-            .map_or(i64::MIN, |f| f.saturating_add(warmup_ms));
+        let warm_from = warm_after(warmup_ms);
         let group = match m.component {
             Component::Numerator | Component::Denominator => crate::rules::groups::slot_in(
                 &mut per_group,
@@ -192,7 +177,7 @@ fn measure(
             // A gauge's level and drift are the old processes' once warmed up: an instance's
             // first `warmup` (its start-up's approach to its steady level) is left out, as
             // it is for the new version, unless that leaves too little.
-            let warm = gauge_warm_from(&inst_first, instance_of(&m.series.labels), rule);
+            let warm = warm_after(i64::try_from(rule.warmup.as_millis()).unwrap_or(i64::MAX));
             let skip = xs.iter().take_while(|ts| **ts < warm).count();
             let skip = if xs.len() - skip >= MIN_GAUGE_POINTS {
                 skip
