@@ -691,3 +691,52 @@ fn s16_replay_in_other_batches_gives_the_same_verdict() {
         b.explain()
     );
 }
+
+/// A rolling update of a service at about a request a second over 6 pods (a 0.2 % error
+/// ratio before): errors ×10 are one error a minute, so some minutes show none.
+fn thin_rolling(name: &str, seed: u64) -> Service {
+    let mut svc = Service::new(name, seed, 6).rolling("v2", T, 20 * SEC);
+    svc.rps = 1.2;
+    for r in &mut svc.routes {
+        r.error_p = 0.002;
+    }
+    svc
+}
+
+#[test]
+fn s18_thin_rolling_errors_x10_pause_though_some_minutes_show_no_error() {
+    // Each of the last three minutes must bear a pause out; at one error a minute, a minute
+    // without one says nothing (2 of these 10 ended at warn when it had to be beyond the
+    // threshold by itself).
+    let mut missed = Vec::new();
+    for seed in 181..=190u64 {
+        let svc = thin_rolling("thinroll", seed).effect(on_v2(Signal::Errors, 10.0));
+        let o = run(Case::new("18_thin_rolling_errors_x10", svc)
+            .via(Via::Api("rolling"))
+            .regression_from(T));
+        if o.worst() < severity("pause") {
+            missed.push(format!("seed {seed}:\n{}", o.explain()));
+        }
+    }
+    assert!(missed.is_empty(), "not paused:\n{}", missed.join("\n"));
+}
+
+#[test]
+fn s18b_thin_clean_rolling_with_a_blip_does_not_pause() {
+    let mut paused = Vec::new();
+    for seed in 181..=190u64 {
+        let blip = Effect::step(
+            Who::All,
+            Signal::ErrorsPlus,
+            0.03,
+            T + 6 * MIN,
+            T + 6 * MIN + 45 * SEC,
+        );
+        let svc = thin_rolling("thinclean", seed).effect(blip);
+        let o = run(Case::new("18b_thin_rolling_clean", svc).via(Via::Api("rolling")));
+        if o.worst() > severity("warn") {
+            paused.push(format!("seed {seed}:\n{}", o.explain()));
+        }
+    }
+    assert!(paused.is_empty(), "paused:\n{}", paused.join("\n"));
+}

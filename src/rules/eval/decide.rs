@@ -397,6 +397,11 @@ impl RuleState {
                 self.first_minute = Some(first);
             }
             if self.known_steps >= KEPT_STEPS && self.onset_early.is_none() {
+                let mut first = SideStep::default();
+                for step in self.recent.range(n - KEPT_STEPS.min(n)..n) {
+                    first.add(&step[Side::Canary as usize]);
+                }
+                self.first_judged = Some(first);
                 let third = KEPT_STEPS / 3;
                 self.onset_early = Some(first_tier(&self.rule).map_or(Onset::Late, |tier| {
                     if (0..3).all(|k| self.holds_over(tier, k * third..(k + 1) * third)) {
@@ -435,6 +440,15 @@ impl RuleState {
             out.world_event = local.is_none() && (later || load.is_some() || shared);
             let onset = if later || load.is_some() || shared || elsewhere {
                 Some(Onset::Late)
+            } else if self.onset_early == Some(Onset::Late)
+                && reached >= Some(Tier::Pause)
+                && self.first_judged.as_ref().is_some_and(|f| {
+                    self.unlike_deviation(Tier::Pause, self.counted(f, None)) == Some(false)
+                })
+            {
+                // Too few requests in the first judged minutes to have shown it: it may
+                // well have been there from the start.
+                Some(Onset::Early)
             } else {
                 self.onset_early
             };
@@ -561,7 +575,7 @@ impl RuleState {
                 // Without its worst minute too: a blip of up to a minute (a flaky
                 // dependency's burst of 5xx) inside the three minutes does not carry them.
                 let worst = self.worst_minute(tier);
-                return (0..3).all(|k| self.holds_over(tier, k * third..(k + 1) * third))
+                return (0..3).all(|k| self.minute_holds(tier, k * third..(k + 1) * third))
                     && self.beyond_over(tier, 0..n, Z_HOLDS_NOW)
                     && self.beyond_skipping(tier, 0..n, worst, Z_HOLDS_NOW);
             }
@@ -574,6 +588,37 @@ impl RuleState {
                 && self.beyond_over(tier, n - judged..n, Z_HOLDS_NOW);
         }
         self.holds_over(tier, n.saturating_sub(RECENT_STEPS)..n)
+    }
+
+    /// After against before: whether the recent minute in `steps` bears the deviation out.
+    /// Its point estimate beyond `tier`'s threshold does; for errors, so does a minute whose
+    /// count is not [`MINUTE_ODDS`] times likelier at the rate before the deploy than at the
+    /// rate the last three minutes show (or the threshold's, if higher). At a request a
+    /// second, a minute with no error says nothing of a ×10 (one error a minute expected):
+    /// only a minute with requests enough to show the rate before the deploy contradicts the
+    /// deviation, as the calm minutes beside a blip do.
+    fn minute_holds(&self, tier: Tier, steps: std::ops::Range<usize>) -> bool {
+        self.holds_over(tier, steps.clone())
+            || self.unlike_deviation(tier, self.sums(Side::Canary, steps, None)) == Some(false)
+    }
+
+    /// After against before, for errors: whether `x` errors of `m` requests are
+    /// [`MINUTE_ODDS`] times likelier at the rate before the deploy than at the deviation's —
+    /// the rate of the last three minutes, or `tier`'s threshold if higher (Poisson). `None`
+    /// for a signal other than errors, or without the counts to tell.
+    fn unlike_deviation(&self, tier: Tier, (x, m): (f64, f64)) -> Option<bool> {
+        let (Signal::Ratio { .. }, Bad::Up) = (&self.rule.signal, self.rule.bad) else {
+            return None;
+        };
+        let (th, (b, nb)) = (self.rule.threshold(tier)?, self.known_counts()?);
+        let n = self.recent.len();
+        let (x3, n3) = self.sums(Side::Canary, 0..n, None);
+        if nb <= 0.0 || n3 <= 0.0 || m <= 0.0 {
+            return None;
+        }
+        let pb = b / nb;
+        let deviation = (x3 / n3).max((pb * th.relative).max(pb + th.absolute));
+        Some(ln_odds_before(x, m, pb, deviation) >= MINUTE_ODDS.ln())
     }
 
     /// After against before: whether the deviation began after the new version started
@@ -1033,6 +1078,21 @@ pub(super) enum Onset {
     Late,
 }
 
+/// ln of how many times likelier `x` events in `m` trials are at the rate `before` than at
+/// the rate `deviation` (Poisson; `-inf` when an event rules the rate before out).
+pub(super) fn ln_odds_before(x: f64, m: f64, before: f64, deviation: f64) -> f64 {
+    m * (deviation - before)
+        - match (x > 0.0, before > 0.0) {
+            (false, _) => 0.0,
+            (true, true) => x * (deviation / before).ln(),
+            (true, false) => f64::INFINITY,
+        }
+}
+
+/// After against before: how many times likelier at the rate before the deploy than at the
+/// deviation's a minute's errors must be to contradict the deviation holding now.
+pub(super) const MINUTE_ODDS: f64 = 3.0;
+
 /// After against before: how long a deviation the new version did not show in its first
 /// judged minutes must last before it pauses (it never rolls back on its own).
 pub(super) const LATE_PAUSE_AFTER_MS: i64 = 5 * 60_000;
@@ -1227,7 +1287,22 @@ pub(super) fn describe(
 
 #[cfg(test)]
 mod tests {
-    use super::worse_by;
+    use super::{ln_odds_before, worse_by, MINUTE_ODDS};
+
+    #[test]
+    fn a_minute_too_thin_to_show_the_rate_before_does_not_contradict_a_deviation() {
+        let odds = |x, m| ln_odds_before(x, m, 0.0013, 0.012).exp();
+        // A minute of 84 requests without an error: as likely at ×9 as at the rate before
+        // within the odds asked (one error expected at ×9).
+        assert!(odds(0.0, 84.0) < MINUTE_ODDS, "{}", odds(0.0, 84.0));
+        // 600 requests without one: 7 errors expected at ×9; the rate before it is.
+        assert!(odds(0.0, 600.0) > 100.0, "{}", odds(0.0, 600.0));
+        // One error in 84 speaks for the deviation.
+        assert!(odds(1.0, 84.0) < 1.0);
+        // Nothing failed before: any error rules the rate before out.
+        assert_eq!(ln_odds_before(1.0, 84.0, 0.0, 0.012), f64::NEG_INFINITY);
+        assert!((ln_odds_before(0.0, 100.0, 0.0, 0.01) - 1.0).abs() < 1e-12);
+    }
 
     #[test]
     fn worse_by_is_a_two_proportion_z() {

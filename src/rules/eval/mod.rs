@@ -172,6 +172,9 @@ pub struct RuleState {
     served: std::collections::VecDeque<f64>,
     /// After against before: the new version's data in its first judged minute.
     first_minute: Option<SideStep>,
+    /// After against before: the new version's data in its first three judged minutes, on
+    /// which its onset was decided.
+    first_judged: Option<SideStep>,
     /// A ratio rule's evidence per route (or handler): local regressions.
     groups: Option<Groups>,
     /// A quantile rule's evidence per route (or handler): latency local to a route, or a
@@ -254,6 +257,7 @@ impl RuleState {
             before_judged: std::collections::VecDeque::new(),
             served: std::collections::VecDeque::new(),
             first_minute: None,
+            first_judged: None,
             groups: matches!(rule.signal, Signal::Ratio { .. })
                 .then(|| Groups::new(thresholds(&rule))),
             latency_groups: matches!(rule.signal, Signal::Quantile { .. }).then(LatencyGroups::new),

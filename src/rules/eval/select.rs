@@ -167,6 +167,7 @@ impl RuleState {
                 .push_back(step[Side::Canary as usize].clone());
         }
         self.first_minute = None;
+        self.first_judged = None;
         self.carry = Default::default();
         self.matched.retain(|m| m.side == Side::Canary);
         self.instances.retain(|i| i.side == Side::Canary);
