@@ -282,6 +282,39 @@ fn after_against_before_an_outage_the_old_version_served_through_rolls_nothing_b
 }
 
 #[test]
+fn after_against_before_an_outage_that_begins_as_the_old_version_goes_rolls_nothing_back() {
+    // Dependency outages (+3–20 % 5xx, latency ×1.5–3 on every pod, 2–5 minutes) moved to
+    // begin as the last old instance goes: nothing old serves beside the new version while
+    // they last, and from its first judged minute to the outage's end they look like the
+    // deploy's regression. A rollback waits until the deviation has outlasted one (pause
+    // meanwhile). The judge before (d8b5832) rolled back 7 of these.
+    let mut cases = Vec::new();
+    for seed in (3001..=3014).chain(4001..=4014) {
+        let mut sc = generate(Family::DependencyOutage, seed);
+        if !matches!(sc.kind, world::Kind::Rolling { .. }) {
+            continue;
+        }
+        let old_end = sc
+            .service
+            .pods
+            .iter()
+            .filter(|p| p.version == sc.old_version)
+            .map(|p| p.end)
+            .filter(|e| *e < i64::MAX)
+            .max()
+            .unwrap_or(sc.deploy_at);
+        let at = old_end.max(sc.deploy_at + 15_000);
+        move_world_events(&mut sc, at);
+        cases.push(sc);
+    }
+    assert!(cases.len() >= 10, "the seeds drew other deploy kinds");
+    let played = play_scenarios(cases);
+    let report = rolling_report(&played);
+    let rolled_back = played.iter().filter(|(_, j)| j.rollback.is_some()).count();
+    assert_eq!(rolled_back, 0, "{rolled_back} rolled back:\n{report}");
+}
+
+#[test]
 fn after_against_before_errors_worse_than_the_old_version_beside_pause_within_the_rollout() {
     // Registered rolling updates with errors ×10, a pod every 15 s or slower at 20 requests
     // per second or more: the old version still serves beside the new instances once their

@@ -494,6 +494,24 @@ impl RuleState {
                 Some(Onset::Early) if reached == Some(Tier::Rollback) => {
                     reached = Some(Tier::Pause).filter(|p| self.rule.threshold(*p).is_some());
                 }
+                Some(Onset::FromTheStart)
+                    if reached == Some(Tier::Rollback)
+                        && matches!(
+                            self.rule.signal,
+                            Signal::Ratio { .. } | Signal::Quantile { .. }
+                        )
+                        && (self.known_steps as i64) * STEP_MS < ROLLBACK_AFTER_MS
+                        && !self.worse_beside_old(t) =>
+                {
+                    // Nothing old served beside the new version to tell the deploy's
+                    // regression from a dependency's outage that began with it: a rollback
+                    // waits until the deviation has outlasted one (its first three judged
+                    // minutes and its last three, `for: 5m` apart). It pauses meanwhile.
+                    reached = Some(Tier::Pause);
+                    note = Some(
+                        "a rollback waits for it to outlast a dependency's outage, nothing old having served beside it to tell".into(),
+                    );
+                }
                 _ if beside && reached == Some(Tier::Pause) && local.is_none() => {
                     note = Some("worse than the old version beside it while both served".into());
                 }
@@ -1096,6 +1114,13 @@ pub(super) const MINUTE_ODDS: f64 = 3.0;
 /// After against before: how long a deviation the new version did not show in its first
 /// judged minutes must last before it pauses (it never rolls back on its own).
 pub(super) const LATE_PAUSE_AFTER_MS: i64 = 5 * 60_000;
+
+/// After against before: how long the new version must have been judged before an error or
+/// latency deviation from its start rolls back, unless the old version beside it showed the
+/// new one worse: its first three judged minutes and its last three, [`LATE_PAUSE_AFTER_MS`]
+/// apart. A dependency's outage that begins as the old version goes looks like the deploy's
+/// regression for as long as it lasts.
+pub(super) const ROLLBACK_AFTER_MS: i64 = LATE_PAUSE_AFTER_MS + KEPT_STEPS as i64 * STEP_MS;
 
 /// After against before: standard errors by which the old version's own data since the
 /// deploy began must lie beyond the pause threshold for a deviation to be the world's as
