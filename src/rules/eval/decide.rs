@@ -390,18 +390,10 @@ impl RuleState {
         if self.known.is_some() {
             let n = self.recent.len();
             if self.known_steps == MINUTE_STEPS && n >= MINUTE_STEPS {
-                let mut first = SideStep::default();
-                for step in self.recent.range(n - MINUTE_STEPS..n) {
-                    first.add(&step[Side::Canary as usize]);
-                }
-                self.first_minute = Some(first);
+                self.first_minute = Some(self.canary_over(n - MINUTE_STEPS..n));
             }
             if self.known_steps >= KEPT_STEPS && self.onset_early.is_none() {
-                let mut first = SideStep::default();
-                for step in self.recent.range(n - KEPT_STEPS.min(n)..n) {
-                    first.add(&step[Side::Canary as usize]);
-                }
-                self.first_judged = Some(first);
+                self.first_judged = Some(self.canary_over(n - KEPT_STEPS.min(n)..n));
                 let third = KEPT_STEPS / 3;
                 self.onset_early = Some(first_tier(&self.rule).map_or(Onset::Late, |tier| {
                     if (0..3).all(|k| self.holds_over(tier, k * third..(k + 1) * third)) {

@@ -189,6 +189,16 @@ impl RuleState {
         self.sums_skipping(side, steps, 0..0, latency)
     }
 
+    /// The new version's data over the kept steps in `steps`, added into one step (kept
+    /// whole, for later readings at another tier's latency).
+    pub(super) fn canary_over(&self, steps: std::ops::Range<usize>) -> SideStep {
+        let mut sum = SideStep::default();
+        for step in self.recent.range(steps) {
+            sum.add(&step[Side::Canary as usize]);
+        }
+        sum
+    }
+
     /// [`RuleState::sums`] leaving out the recent steps in `skip`.
     pub(super) fn sums_skipping(
         &self,
