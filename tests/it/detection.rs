@@ -236,6 +236,49 @@ fn after_against_before_latency_under_a_traffic_spike_rolls_nothing_back() {
     );
 }
 
+#[test]
+fn after_against_before_the_old_processes_warm_up_is_not_the_latency_before() {
+    use Family::*;
+    // Rolling updates whose new version's slowest 3 % are ×1.5 slower. Every old process
+    // of these services started inside the window before the deploy, slow for its first
+    // 1–3 minutes (cold caches): counted in the p99 before the deploy, that warm-up hid the
+    // new version's slower tail (each of these passed).
+    let (played, report) = play_rolling(&[
+        (P99Tail1_5x, 1012),
+        (P99Tail1_5x, 2007),
+        (P99Tail1_5x, 7009),
+        (P99Tail1_5x, 8007),
+        (P99Tail1_5x, 14011),
+        (P99Tail1_5x, 21005),
+    ]);
+    assert!(
+        played.iter().all(|(_, j)| j.pause.is_some()),
+        "a slower tail was not paused:\n{report}"
+    );
+}
+
+#[test]
+fn after_against_before_latency_under_a_traffic_spike_during_the_rollout_pauses_nothing() {
+    use Family::*;
+    // Rolling updates hit by a traffic ×3 spike (every pod slower ×1.1–1.5) while the
+    // rollout is under way or just after: the new version's latency deviates from its first
+    // judged minutes, when an early pause is asked of two minutes. The load is read over
+    // those minutes too (it waited for three, and the early pause came first).
+    let (played, report) = play_rolling(&[
+        (TrafficSpike, 8002),
+        (TrafficSpike, 9008),
+        (TrafficSpike, 12004),
+        (TrafficSpike, 16013),
+        (TrafficSpike, 19014),
+        (TrafficSpike, 21006),
+        (TrafficSpike, 22009),
+    ]);
+    assert!(
+        played.iter().all(|(_, j)| j.pause.is_none()),
+        "a traffic spike was paused:\n{report}"
+    );
+}
+
 /// The dependency outages of `seeds` drawn as rolling updates, each moved to begin `before`
 /// ms before the last old instance goes (at the latest 15 s after the deploy).
 fn rolling_outages_before_the_old_version_goes(

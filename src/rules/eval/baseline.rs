@@ -34,10 +34,16 @@ fn median(v: &mut [f64]) -> Option<f64> {
 /// Measures a rule's baseline over the pre-deploy window `[from, to]` from the ring buffers
 /// of the given series (the old version's), for before/after comparisons.
 pub fn known_baseline(rule: &Rule, series: &[Arc<Series>], from: i64, to: i64) -> KnownBaseline {
+    // A histogram's old processes once warmed up, as the new version's are judged: an old
+    // instance's first minutes (cold caches: its latency ×2–×4) are not its steady state.
+    let warmup = match rule.signal {
+        Signal::Quantile { .. } => i64::try_from(rule.warmup.as_millis()).unwrap_or(i64::MAX),
+        _ => 0,
+    };
     KnownBaseline {
         // Kept for as long as the deploy is judged: the steps serve no one there.
         by_step: Vec::new(),
-        ..measure(rule, series, from, to, true, 0)
+        ..measure(rule, series, from, to, true, warmup)
     }
 }
 
@@ -90,6 +96,7 @@ fn measure(
     let mut per_group: Vec<(String, [Vec<f64>; 2])> = Vec::new();
     let mut per_latency_group: Vec<(String, Vec<f64>)> = Vec::new();
     let mut slopes = Vec::new();
+    let mut requests = 0.0;
     // The part of the window the series cover: a service younger than the window has fewer
     // steps of history than the window has.
     let mut covered = (i64::MAX, i64::MIN);
@@ -115,7 +122,14 @@ fn measure(
                 f >= from && inst_seen.is_some_and(|i| f > i + NEW_SERIES_AFTER_MS)
             });
         let mut prev: Option<(i64, f64)> = created_late.then(|| (first.unwrap() - 1, 0.0));
-        let warm_from = warm_after(warmup_ms);
+        // Before the deploy, unless that leaves too little of the series in the window.
+        let warm_from = Some(warm_after(warmup_ms))
+            .filter(|w| {
+                warmup_ms == 0
+                    || !pool
+                    || data.ring.range(from.max(*w), to).count() >= MIN_GAUGE_POINTS
+            })
+            .unwrap_or(i64::MIN);
         let group = match m.component {
             Component::Numerator | Component::Denominator => crate::rules::groups::slot_in(
                 &mut per_group,
@@ -134,6 +148,9 @@ fn measure(
             ),
             _ => None,
         };
+        // A histogram's count: the requests served, warm-ups included (the load).
+        let load_slot = m.component == Component::Bucket
+            && probe.bounds.get(m.slot).is_some_and(|b| b.is_infinite());
         let (mut xs, mut ys) = (Vec::new(), Vec::new());
         for (ts, v) in data.ring.range(from, to) {
             if v.is_nan() {
@@ -144,6 +161,9 @@ fn measure(
                 xs.push(ts);
                 ys.push(v);
                 continue;
+            }
+            if let Some((_, pv)) = prev.filter(|_| load_slot) {
+                requests += counter_increase(pv, v);
             }
             if let Some((_, pv)) = prev.filter(|_| ts >= warm_from) {
                 let delta = counter_increase(pv, v);
@@ -231,6 +251,7 @@ fn measure(
         .collect();
     KnownBaseline {
         total,
+        requests,
         slope_per_hour,
         steps: if covered.1 > covered.0 {
             (covered.1 - covered.0) as f64 / 1000.0 / STEP_SECONDS

@@ -679,7 +679,8 @@ impl RuleState {
     }
 
     /// After against before, for latency: how many times the requests per second the service
-    /// served before the deploy the new version serves over the last three minutes, when it
+    /// served before the deploy the new version serves over the last three minutes (its
+    /// steps judged so far, from the two an early pause asks), when it
     /// is [`LOAD_CONFOUNDS`] times or more and beyond noise (a traffic spike). Its instances
     /// still warming up count, their requests are load as much; while a rollout is in
     /// progress the old instances' share does not, so it reads low.
@@ -690,15 +691,17 @@ impl RuleState {
         if !matches!(self.rule.signal, Signal::Quantile { .. }) || k.steps <= 0.0 {
             return None;
         }
-        if self.known_steps < KEPT_STEPS || self.served.len() < KEPT_STEPS {
+        // Over the steps judged, once there are enough for an early pause.
+        let steps = self.known_steps.min(self.served.len());
+        if steps < EARLY_PAUSE_STEPS {
             return None;
         }
-        let before = bucket_total(&self.bounds, &k.total.buckets) / k.steps;
-        let now: f64 = self.served.iter().sum();
+        let before = k.requests / k.steps;
+        let now: f64 = self.served.iter().rev().take(steps).sum();
         // Beyond noise too: three standard errors of the count expected at that load.
-        let expected = LOAD_CONFOUNDS * before * KEPT_STEPS as f64;
+        let expected = LOAD_CONFOUNDS * before * steps as f64;
         (before > 0.0 && now >= expected && (now - expected) / expected.sqrt() >= 3.0)
-            .then(|| now / KEPT_STEPS as f64 / before)
+            .then(|| now / steps as f64 / before)
     }
 
     /// The new version's series this rule matched (read from the ring buffers by the

@@ -105,6 +105,9 @@ struct Instance {
 #[derive(Debug, Clone, Default)]
 pub struct KnownBaseline {
     pub total: SideStep,
+    /// Quantile rules: the requests served over the window, the old instances' warm-ups
+    /// included (the load; `total` leaves warm-ups out).
+    pub requests: f64,
     /// Per-step gauge levels over the window, for trends.
     pub slope_per_hour: f64,
     /// Steps (15 s) of the window the old version's series cover, first sample to last.
