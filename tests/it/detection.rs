@@ -279,6 +279,36 @@ fn after_against_before_latency_under_a_traffic_spike_during_the_rollout_pauses_
     );
 }
 
+#[test]
+fn side_by_side_a_blip_on_every_pod_does_not_hide_a_canary_s_errors() {
+    use Family::*;
+    // Canaries whose errors are ×2–×3, in services where a flaky dependency's blip (30–60 s
+    // at 1–5 % 5xx) hits every pod: counted, one blip outweighs twenty minutes of a 0.1 %
+    // ratio on both sides and pulls the ratio towards 1 (each of these ended at pass, warn
+    // or pending). Its steps, where the baseline's errors burst, say nothing of the versions.
+    let played = play_all(&[
+        (Errors3x, 1004),
+        (Errors3x, 1006),
+        (Errors3x, 9012),
+        (Errors3x, 12003),
+        (Errors2x, 19001),
+    ]);
+    let report: Vec<String> = played.iter().map(|(sc, j)| line(sc, j)).collect();
+    assert!(
+        played.iter().all(|(_, j)| j.pause.is_some()),
+        "a canary's errors were not paused:\n{}",
+        report.join("\n")
+    );
+    // And canaries under a dependency's outage, both versions alike: not paused.
+    let played = play_all(&[(DependencyOutage, 12010), (DependencyOutage, 17010)]);
+    let report: Vec<String> = played.iter().map(|(sc, j)| line(sc, j)).collect();
+    assert!(
+        played.iter().all(|(_, j)| j.pause.is_none()),
+        "an outage paused a canary:\n{}",
+        report.join("\n")
+    );
+}
+
 /// The dependency outages of `seeds` drawn as rolling updates, each moved to begin `before`
 /// ms before the last old instance goes (at the latest 15 s after the deploy).
 fn rolling_outages_before_the_old_version_goes(

@@ -64,8 +64,25 @@ impl RuleState {
                     Some(k) => pseudo(c.exposure, ratio(k.total.events, k.total.exposure)),
                     None => (b.events, b.exposure),
                 };
-                ev.update(c.events, c.exposure, eb, nb);
-                canary.update(c.events, c.exposure);
+                // Side by side, a step in which the baseline's errors burst beyond its own
+                // rate so far is the world's (a flaky dependency's blip on every pod): both
+                // versions' errors are then mostly the blip's, and counted, they pull the
+                // ratio towards 1 — one 45-second blip at 3 % outweighs twenty minutes of a
+                // 0.1 % ratio. The deploy's regression is the new version's alone and
+                // never makes the baseline burst. Not for shares (traffic).
+                let burst = known.is_none()
+                    && matches!(rule.signal, Signal::Ratio { .. })
+                    && baseline_burst(
+                        ev.events().1,
+                        ev.exposure().1,
+                        b.events,
+                        b.exposure,
+                        rule.min_evidence,
+                    );
+                if !burst {
+                    ev.update(c.events, c.exposure, eb, nb);
+                    canary.update(c.events, c.exposure);
+                }
             }
             Signal::Quantile { quantile, .. } => {
                 let q = *quantile;
@@ -220,5 +237,31 @@ impl RuleState {
                 }
             }
         }
+    }
+}
+
+/// Whether `x` events over `n` in one step lie beyond a burst of the rate `e / m` seen so
+/// far (4 Poisson standard deviations and 3 events above it), once `m` holds `min`
+/// exposure: the world's blip, not the steady rate ([`super::baseline`] leaves such minutes
+/// out of a baseline before the deploy alike).
+pub(super) fn baseline_burst(e: f64, m: f64, x: f64, n: f64, min: f64) -> bool {
+    if m < min.max(1.0) || n <= 0.0 {
+        return false;
+    }
+    let mu = n * e / m;
+    x > mu + 4.0 * mu.sqrt() + 3.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::baseline_burst;
+
+    #[test]
+    fn a_blip_bursts_beyond_the_rate_so_far_and_noise_does_not() {
+        // 0.1 % over 20,000 requests so far; a step of 250 requests expects 0.25 errors.
+        assert!(!baseline_burst(20.0, 20_000.0, 2.0, 250.0, 200.0));
+        assert!(baseline_burst(20.0, 20_000.0, 8.0, 250.0, 200.0));
+        // Not before the rate so far rests on `min_evidence` requests.
+        assert!(!baseline_burst(0.0, 150.0, 8.0, 250.0, 200.0));
     }
 }
