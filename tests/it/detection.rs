@@ -243,14 +243,8 @@ fn after_against_before_the_old_processes_warm_up_is_not_the_latency_before() {
     // of these services started inside the window before the deploy, slow for its first
     // 1–3 minutes (cold caches): counted in the p99 before the deploy, that warm-up hid the
     // new version's slower tail (each of these passed).
-    let (played, report) = play_rolling(&[
-        (P99Tail1_5x, 1012),
-        (P99Tail1_5x, 2007),
-        (P99Tail1_5x, 7009),
-        (P99Tail1_5x, 8007),
-        (P99Tail1_5x, 14011),
-        (P99Tail1_5x, 21005),
-    ]);
+    let tails = [1012, 2007, 7009, 8007, 14011, 21005].map(|seed| (P99Tail1_5x, seed));
+    let (played, report) = play_rolling(&tails);
     assert!(
         played.iter().all(|(_, j)| j.pause.is_some()),
         "a slower tail was not paused:\n{report}"
@@ -264,15 +258,8 @@ fn after_against_before_latency_under_a_traffic_spike_during_the_rollout_pauses_
     // rollout is under way or just after: the new version's latency deviates from its first
     // judged minutes, when an early pause is asked of two minutes. The load is read over
     // those minutes too (it waited for three, and the early pause came first).
-    let (played, report) = play_rolling(&[
-        (TrafficSpike, 8002),
-        (TrafficSpike, 9008),
-        (TrafficSpike, 12004),
-        (TrafficSpike, 16013),
-        (TrafficSpike, 19014),
-        (TrafficSpike, 21006),
-        (TrafficSpike, 22009),
-    ]);
+    let spikes = [8002, 9008, 12004, 16013, 19014, 21006, 22009].map(|seed| (TrafficSpike, seed));
+    let (played, report) = play_rolling(&spikes);
     assert!(
         played.iter().all(|(_, j)| j.pause.is_none()),
         "a traffic spike was paused:\n{report}"
