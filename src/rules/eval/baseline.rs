@@ -291,8 +291,7 @@ pub(super) fn pool_without_bursts(events: &[f64], exposure: &[f64]) -> (f64, f64
         let mut burst: Vec<(f64, usize)> = (0..events.len())
             .filter(|&i| keep[i] && exposure[i] > 0.0)
             .filter_map(|i| {
-                let mu = exposure[i] * p;
-                let excess = events[i] - mu - 4.0 * mu.sqrt() - 3.0;
+                let excess = burst_excess(events[i], exposure[i] * p);
                 (excess > 0.0).then_some((excess, i))
             })
             .collect();
@@ -309,6 +308,12 @@ pub(super) fn pool_without_bursts(events: &[f64], exposure: &[f64]) -> (f64, f64
         }
     }
     kept_sums(events, exposure, &keep)
+}
+
+/// How far `x` events lie beyond a burst of the `expected` count (4 Poisson standard
+/// deviations and 3 events above it): positive for a burst.
+pub(super) fn burst_excess(x: f64, expected: f64) -> f64 {
+    x - expected - 4.0 * expected.sqrt() - 3.0
 }
 
 fn kept_sums(events: &[f64], exposure: &[f64], keep: &[bool]) -> (f64, f64) {

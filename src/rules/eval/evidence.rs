@@ -241,15 +241,14 @@ impl RuleState {
 }
 
 /// Whether `x` events over `n` in one step lie beyond a burst of the rate `e / m` seen so
-/// far (4 Poisson standard deviations and 3 events above it), once `m` holds `min`
-/// exposure: the world's blip, not the steady rate ([`super::baseline`] leaves such minutes
-/// out of a baseline before the deploy alike).
+/// far ([`super::baseline::burst_excess`], which leaves such minutes out of a baseline
+/// before the deploy alike), once `m` holds `min` exposure: the world's blip, not the
+/// steady rate.
 pub(super) fn baseline_burst(e: f64, m: f64, x: f64, n: f64, min: f64) -> bool {
     if m < min.max(1.0) || n <= 0.0 {
         return false;
     }
-    let mu = n * e / m;
-    x > mu + 4.0 * mu.sqrt() + 3.0
+    super::baseline::burst_excess(x, n * e / m) > 0.0
 }
 
 #[cfg(test)]
