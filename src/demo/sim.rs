@@ -1009,6 +1009,19 @@ impl Sim {
             let id = self.series_id(i, Key::Memory);
             scraped.push((id, mem.round()));
             added = self.labels.len() - before;
+            // A series the last scrape returned and this one does not (a labelled child
+            // gone with a restart of the process) gets a stale marker, as Prometheus' scrape
+            // loop sends.
+            let now: std::collections::HashSet<usize> = scraped.iter().map(|x| x.0).collect();
+            for &series in &self.pods[i].exposed {
+                if !now.contains(&series) {
+                    out.push(Out {
+                        series,
+                        ts,
+                        value: stale_nan(),
+                    });
+                }
+            }
             self.pods[i].exposed = scraped.iter().map(|x| x.0).collect();
         } else {
             // A failed scrape: stale markers for what the last one returned, once.
@@ -1387,6 +1400,35 @@ mod tests {
         }
         assert!(stale > 10, "stale markers for every v2 series: {stale}");
         assert_eq!(after, 0, "no v2 sample after its pod ended");
+    }
+
+    /// A series a scrape no longer returns — a `code="500"` child gone with a restart of
+    /// its process, which the scrape may not even have seen down — ends on a stale marker,
+    /// as Prometheus' scrape loop sends; none falls silent while its pod still reports.
+    #[test]
+    fn series_gone_from_a_scrape_go_stale() {
+        let mut svc = Service::new("checkout", 5, 3);
+        // Errors rare enough that a restarted process's first one comes minutes later.
+        for r in &mut svc.routes {
+            r.error_p = 0.0004;
+        }
+        // Restarts at every phase of the 15 s scrape interval.
+        for k in 0..6 {
+            svc.restarts.push((k % 3, EPOCH + 10 * MIN + k as i64 * (MIN + 2_500)));
+        }
+        let until = EPOCH + 20 * MIN;
+        let mut last: HashMap<String, (i64, u64)> = HashMap::new();
+        for (labels, ts, bits) in flatten(Feed::one(svc, 5 * SEC), until) {
+            last.insert(labels, (ts, bits));
+        }
+        let errors: Vec<_> = last.iter().filter(|(l, _)| l.contains("code=500")).collect();
+        assert!(!errors.is_empty());
+        let silent: Vec<_> = last
+            .iter()
+            .filter(|(_, (ts, bits))| *ts < until - MIN && *bits != stale_nan().to_bits())
+            .map(|(l, _)| l)
+            .collect();
+        assert!(silent.is_empty(), "series fallen silent without a stale marker: {silent:?}");
     }
 
     #[test]
