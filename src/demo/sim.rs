@@ -1414,21 +1414,28 @@ mod tests {
         }
         // Restarts at every phase of the 15 s scrape interval.
         for k in 0..6 {
-            svc.restarts.push((k % 3, EPOCH + 10 * MIN + k as i64 * (MIN + 2_500)));
+            svc.restarts
+                .push((k % 3, EPOCH + 10 * MIN + k as i64 * (MIN + 2_500)));
         }
         let until = EPOCH + 20 * MIN;
         let mut last: HashMap<String, (i64, u64)> = HashMap::new();
         for (labels, ts, bits) in flatten(Feed::one(svc, 5 * SEC), until) {
             last.insert(labels, (ts, bits));
         }
-        let errors: Vec<_> = last.iter().filter(|(l, _)| l.contains("code=500")).collect();
+        let errors: Vec<_> = last
+            .iter()
+            .filter(|(l, _)| l.contains("code=500"))
+            .collect();
         assert!(!errors.is_empty());
         let silent: Vec<_> = last
             .iter()
             .filter(|(_, (ts, bits))| *ts < until - MIN && *bits != stale_nan().to_bits())
             .map(|(l, _)| l)
             .collect();
-        assert!(silent.is_empty(), "series fallen silent without a stale marker: {silent:?}");
+        assert!(
+            silent.is_empty(),
+            "series fallen silent without a stale marker: {silent:?}"
+        );
     }
 
     #[test]

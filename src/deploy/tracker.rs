@@ -118,6 +118,9 @@ pub struct DeployState {
     /// After against before: when a rule last held its deviation for the world's (an
     /// outage, a spike); the other rules' deviations at the same time are read alike.
     world_at: Option<i64>,
+    /// After against before: the new version's load over the service's before the deploy,
+    /// as a latency rule read it at the last step (traffic spikes; CPU follows the load).
+    load: Option<f64>,
     /// Until when recovery is watched after a rollback.
     recovery_until: Option<i64>,
     alphas: Alphas,
@@ -1005,6 +1008,7 @@ impl Deploys {
             pre_levels: vec![None; rules.rules.len()],
             shared_at: None,
             world_at: None,
+            load: None,
             recovery_until: None,
             alphas: rules.alphas,
             next_step: (started_at.div_euclid(STEP_MS) + 1) * STEP_MS,
@@ -1362,6 +1366,7 @@ impl Deploys {
             r.read(t);
             let warm = t >= d.started_at + r.rule.warmup.as_millis() as i64;
             r.world_elsewhere = d.world_at;
+            r.load_elsewhere = d.load;
             let o = r.judge(t, warm, &d.alphas);
             if o.world_event {
                 d.world_at = Some(t);
@@ -1394,6 +1399,7 @@ impl Deploys {
                 }
             }
         }
+        d.load = d.rules.iter().find_map(|r| r.load_now());
         if d.phase == Phase::Warmup && t >= d.started_at + d.max_warmup_ms {
             d.phase = Phase::Observing;
             d.event(t, "warmup_over", "every rule is judged from now on".into());

@@ -267,6 +267,27 @@ fn after_against_before_latency_under_a_traffic_spike_during_the_rollout_pauses_
 }
 
 #[test]
+fn after_against_before_cpu_under_a_traffic_spike_pauses_nothing() {
+    use Family::*;
+    // Rolling updates hit by a traffic ×3 spike from their first minutes: CPU per instance
+    // follows the load (×1.4–×1.8 here) and each paused by `cpu`. A CPU rule counts no
+    // requests; the deploy's latency rule, which does, reads the load for it.
+    let spikes = [1007, 11005, 12003, 14002, 17006].map(|seed| (TrafficSpike, seed));
+    let (played, report) = play_rolling(&spikes);
+    assert!(
+        played.iter().all(|(_, j)| j.pause.is_none()),
+        "a traffic spike was paused:\n{report}"
+    );
+    // CPU per request ×1.6 with the load unchanged still pauses.
+    let cpu = [2013, 8010, 11013, 15007].map(|seed| (CpuPerRequest1_6x, seed));
+    let (played, report) = play_rolling(&cpu);
+    assert!(
+        played.iter().all(|(_, j)| j.pause.is_some()),
+        "a CPU regression was not paused:\n{report}"
+    );
+}
+
+#[test]
 fn side_by_side_a_blip_on_every_pod_does_not_hide_a_canary_s_errors() {
     use Family::*;
     // Canaries whose errors are ×2–×3, in services where a flaky dependency's blip (30–60 s

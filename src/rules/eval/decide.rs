@@ -411,7 +411,9 @@ impl RuleState {
             let (later, load) = if reached >= Some(Tier::Pause) {
                 (
                     first_tier(&self.rule).is_some_and(|tier| self.began_later(tier)),
-                    self.load_grew(),
+                    self.load_grew().or(self
+                        .load_elsewhere
+                        .filter(|_| matches!(self.rule.signal, Signal::Rate { .. }))),
                 )
             } else {
                 (false, None)
@@ -687,12 +689,16 @@ impl RuleState {
     /// Latency follows load: a deviation under it is the load's as likely as the deploy's,
     /// and nothing beside the new version runs the old one under the same load to tell which.
     fn load_grew(&self) -> Option<f64> {
+        // Over the steps judged, once there are enough for an early pause.
+        self.load_over(self.known_steps.min(self.served.len()))
+    }
+
+    /// [`RuleState::load_grew`] over the last `steps` steps served.
+    fn load_over(&self, steps: usize) -> Option<f64> {
         let k = self.known.as_ref()?;
         if !matches!(self.rule.signal, Signal::Quantile { .. }) || k.steps <= 0.0 {
             return None;
         }
-        // Over the steps judged, once there are enough for an early pause.
-        let steps = self.known_steps.min(self.served.len());
         if steps < EARLY_PAUSE_STEPS {
             return None;
         }
@@ -702,6 +708,13 @@ impl RuleState {
         let expected = LOAD_CONFOUNDS * before * steps as f64;
         (before > 0.0 && now >= expected && (now - expected) / expected.sqrt() >= 3.0)
             .then(|| now / steps as f64 / before)
+    }
+
+    /// After against before: [`RuleState::load_grew`] over every step served so far (at
+    /// most three minutes), warm-up or not, for the deploy's other rules: a latency rule's
+    /// histogram counts the requests, a CPU rule reads none and is judged sooner.
+    pub fn load_now(&self) -> Option<f64> {
+        self.load_over(self.served.len())
     }
 
     /// The new version's series this rule matched (read from the ring buffers by the

@@ -197,6 +197,11 @@ pub struct RuleState {
     /// After against before: the last event time another rule of the deploy held its
     /// deviation for the world's ([`StepOutcome::world_event`]), set before each judgement.
     pub world_elsewhere: Option<i64>,
+    /// After against before: how many times its load before the deploy the new version
+    /// served at the last step, as a latency rule of the deploy read it
+    /// ([`RuleState::load_now`]), set before each judgement: a rate per instance (CPU
+    /// seconds per second) follows the load as latency does, and reads no requests itself.
+    pub load_elsewhere: Option<f64>,
 }
 
 /// Steps of raw data for recent levels: 2 min at 15 s.
@@ -268,6 +273,7 @@ impl RuleState {
             deploy_started: None,
             old_shared: None,
             world_elsewhere: None,
+            load_elsewhere: None,
             beside_old: None,
             rule,
         }
