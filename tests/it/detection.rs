@@ -288,6 +288,21 @@ fn after_against_before_cpu_under_a_traffic_spike_pauses_nothing() {
 }
 
 #[test]
+fn after_against_before_a_late_regression_at_a_few_requests_per_second_pauses_once_it_lasts() {
+    use Family::*;
+    // Rolling updates at 1–13 requests/s whose errors ramp up ×5–×10 ten minutes in: begun
+    // later, the world's as likely, they pause once the deviation has held 5 minutes. At a
+    // few requests per second a minute without an error breaks "holds now" for a step or
+    // two; each of these restarted its 5 minutes there and ended at warn.
+    let delayed = [3012, 5002, 6008, 8013, 11014, 16013].map(|seed| (DelayedErrors, seed));
+    let (played, report) = play_rolling(&delayed);
+    assert!(
+        played.iter().all(|(_, j)| j.pause.is_some()),
+        "a delayed regression was not paused:\n{report}"
+    );
+}
+
+#[test]
 fn side_by_side_a_blip_on_every_pod_does_not_hide_a_canary_s_errors() {
     use Family::*;
     // Canaries whose errors are ×2–×3, in services where a flaky dependency's blip (30–60 s

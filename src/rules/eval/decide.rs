@@ -448,10 +448,18 @@ impl RuleState {
             };
             let pause_now =
                 self.rule.threshold(Tier::Pause).is_some() && self.holds_now(Tier::Pause);
-            if !pause_now {
-                self.late_since = None;
-            } else if self.late_since.is_none() {
-                self.late_since = Some(t);
+            // A break of more than [`LATE_GAP_STEPS`] ends it: at a few requests per second
+            // one minute without an error breaks "holds now" at a step or two as it slides
+            // through the three minutes, and the deviation goes on; an outage that ends
+            // stays ended.
+            if pause_now {
+                self.late_gap = 0;
+                self.late_since.get_or_insert(t);
+            } else {
+                self.late_gap += 1;
+                if self.late_gap >= LATE_GAP_STEPS {
+                    self.late_since = None;
+                }
             }
             match onset {
                 // A route's own pause was judged against that route's past, each of its last
@@ -1122,6 +1130,10 @@ pub(super) const MINUTE_ODDS: f64 = 3.0;
 /// After against before: how long a deviation the new version did not show in its first
 /// judged minutes must last before it pauses (it never rolls back on its own).
 pub(super) const LATE_PAUSE_AFTER_MS: i64 = 5 * 60_000;
+
+/// After against before: steps in a row a late deviation may fail to hold now before its
+/// [`LATE_PAUSE_AFTER_MS`] starts again.
+pub(super) const LATE_GAP_STEPS: usize = 2;
 
 /// After against before: how long the new version must have been judged before an error or
 /// latency deviation from its start rolls back, unless the old version beside it showed the

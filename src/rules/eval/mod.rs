@@ -163,8 +163,10 @@ pub struct RuleState {
     /// After against before: whether the new version's first judged minutes already showed
     /// the deviation (`None` until they are judged). A later one is not attributed.
     onset_early: Option<Onset>,
-    /// After against before: since when a pause's deviation has held without a break.
+    /// After against before: since when a pause's deviation has held without a break of
+    /// more than [`decide::LATE_GAP_STEPS`] steps, and the steps since it last held.
     late_since: Option<i64>,
+    late_gap: usize,
     /// The new version's counted data of this step from instances still in their warm-up:
     /// not judged, but it tells when a deviation began.
     warming: SideStep,
@@ -261,6 +263,7 @@ impl RuleState {
             known_steps: 0,
             onset_early: None,
             late_since: None,
+            late_gap: 0,
             warming: SideStep::default(),
             before_judged: std::collections::VecDeque::new(),
             served: std::collections::VecDeque::new(),

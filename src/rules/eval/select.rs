@@ -157,6 +157,7 @@ impl RuleState {
         self.known_steps = 0;
         self.onset_early = None;
         self.late_since = None;
+        self.late_gap = 0;
         // A detected deploy judged side by side until now: the new version's last minute
         // beside the old one is the minute before judging after against before began (a
         // deviation that shows only from now on began now, with the world as likely).
