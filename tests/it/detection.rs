@@ -137,6 +137,16 @@ fn play_rolling(cases: &[(Family, u64)]) -> (Vec<(Scenario, Judged)>, String) {
     (played, report)
 }
 
+/// Plays rolling updates (each must be one) and asserts that every one paused (`paused`)
+/// or that none did, saying `what` went wrong with a line per update.
+fn assert_rolling_paused(cases: &[(Family, u64)], paused: bool, what: &str) {
+    let (played, report) = play_rolling(cases);
+    assert!(
+        played.iter().all(|(_, j)| j.pause.is_some() == paused),
+        "{what}:\n{report}"
+    );
+}
+
 /// A line per played rolling update (each must be one).
 fn rolling_report(played: &[(Scenario, Judged)]) -> String {
     for (sc, _) in played {
@@ -244,11 +254,7 @@ fn after_against_before_the_old_processes_warm_up_is_not_the_latency_before() {
     // 1–3 minutes (cold caches): counted in the p99 before the deploy, that warm-up hid the
     // new version's slower tail (each of these passed).
     let tails = [1012, 2007, 7009, 8007, 14011, 21005].map(|seed| (P99Tail1_5x, seed));
-    let (played, report) = play_rolling(&tails);
-    assert!(
-        played.iter().all(|(_, j)| j.pause.is_some()),
-        "a slower tail was not paused:\n{report}"
-    );
+    assert_rolling_paused(&tails, true, "a slower tail was not paused");
 }
 
 #[test]
@@ -259,11 +265,7 @@ fn after_against_before_latency_under_a_traffic_spike_during_the_rollout_pauses_
     // judged minutes, when an early pause is asked of two minutes. The load is read over
     // those minutes too (it waited for three, and the early pause came first).
     let spikes = [8002, 9008, 12004, 16013, 19014, 21006, 22009].map(|seed| (TrafficSpike, seed));
-    let (played, report) = play_rolling(&spikes);
-    assert!(
-        played.iter().all(|(_, j)| j.pause.is_none()),
-        "a traffic spike was paused:\n{report}"
-    );
+    assert_rolling_paused(&spikes, false, "a traffic spike was paused");
 }
 
 #[test]
@@ -273,18 +275,10 @@ fn after_against_before_cpu_under_a_traffic_spike_pauses_nothing() {
     // follows the load (×1.4–×1.8 here) and each paused by `cpu`. A CPU rule counts no
     // requests; the deploy's latency rule, which does, reads the load for it.
     let spikes = [1007, 11005, 12003, 14002, 17006].map(|seed| (TrafficSpike, seed));
-    let (played, report) = play_rolling(&spikes);
-    assert!(
-        played.iter().all(|(_, j)| j.pause.is_none()),
-        "a traffic spike was paused:\n{report}"
-    );
+    assert_rolling_paused(&spikes, false, "a traffic spike was paused");
     // CPU per request ×1.6 with the load unchanged still pauses.
     let cpu = [2013, 8010, 11013, 15007].map(|seed| (CpuPerRequest1_6x, seed));
-    let (played, report) = play_rolling(&cpu);
-    assert!(
-        played.iter().all(|(_, j)| j.pause.is_some()),
-        "a CPU regression was not paused:\n{report}"
-    );
+    assert_rolling_paused(&cpu, true, "a CPU regression was not paused");
 }
 
 #[test]
@@ -295,11 +289,7 @@ fn after_against_before_a_late_regression_at_a_few_requests_per_second_pauses_on
     // few requests per second a minute without an error breaks "holds now" for a step or
     // two; each of these restarted its 5 minutes there and ended at warn.
     let delayed = [3012, 5002, 6008, 8013, 11014, 16013].map(|seed| (DelayedErrors, seed));
-    let (played, report) = play_rolling(&delayed);
-    assert!(
-        played.iter().all(|(_, j)| j.pause.is_some()),
-        "a delayed regression was not paused:\n{report}"
-    );
+    assert_rolling_paused(&delayed, true, "a delayed regression was not paused");
 }
 
 #[test]
