@@ -286,8 +286,8 @@ fn after_against_before_a_late_regression_at_a_few_requests_per_second_pauses_on
     use Family::*;
     // Rolling updates at 1–13 requests/s whose errors ramp up ×5–×10 ten minutes in: begun
     // later, the world's as likely, they pause once the deviation has held 5 minutes. At a
-    // few requests per second a minute without an error breaks "holds now" for a step or
-    // two; each of these restarted its 5 minutes there and ended at warn.
+    // few requests per second a minute without an error breaks "holds now" at single
+    // steps; each of these restarted its 5 minutes there and ended at warn.
     let delayed = [3012, 5002, 6008, 8013, 11014, 16013].map(|seed| (DelayedErrors, seed));
     assert_rolling_paused(&delayed, true, "a delayed regression was not paused");
 }

@@ -448,10 +448,10 @@ impl RuleState {
             };
             let pause_now =
                 self.rule.threshold(Tier::Pause).is_some() && self.holds_now(Tier::Pause);
-            // A break of more than [`LATE_GAP_STEPS`] ends it: at a few requests per second
-            // one minute without an error breaks "holds now" at a step or two as it slides
-            // through the three minutes, and the deviation goes on; an outage that ends
-            // stays ended.
+            // [`LATE_GAP_STEPS`] steps in a row that do not hold end it, a single one does
+            // not: at a few requests per second one minute without an error breaks "holds
+            // now" at single steps as it slides through the three minutes, and the
+            // deviation goes on; an outage that ends stays ended.
             if pause_now {
                 self.late_gap = 0;
                 self.late_since.get_or_insert(t);
@@ -1131,8 +1131,8 @@ pub(super) const MINUTE_ODDS: f64 = 3.0;
 /// judged minutes must last before it pauses (it never rolls back on its own).
 pub(super) const LATE_PAUSE_AFTER_MS: i64 = 5 * 60_000;
 
-/// After against before: steps in a row a late deviation may fail to hold now before its
-/// [`LATE_PAUSE_AFTER_MS`] starts again.
+/// After against before: steps in a row that do not hold now after which a late deviation's
+/// [`LATE_PAUSE_AFTER_MS`] starts again (fewer are a break it survives).
 pub(super) const LATE_GAP_STEPS: usize = 2;
 
 /// After against before: how long the new version must have been judged before an error or

@@ -163,9 +163,10 @@ pub struct RuleState {
     /// After against before: whether the new version's first judged minutes already showed
     /// the deviation (`None` until they are judged). A later one is not attributed.
     onset_early: Option<Onset>,
-    /// After against before: since when a pause's deviation has held without a break of
-    /// more than [`decide::LATE_GAP_STEPS`] steps, and the steps since it last held.
+    /// After against before: since when a pause's deviation has held without
+    /// [`decide::LATE_GAP_STEPS`] steps in a row that did not hold.
     late_since: Option<i64>,
+    /// After against before: steps in a row since a pause's deviation last held now.
     late_gap: usize,
     /// The new version's counted data of this step from instances still in their warm-up:
     /// not judged, but it tells when a deviation began.
