@@ -315,8 +315,16 @@ struct LatencyGroup {
     baseline_all: Vec<f64>,
     /// The canary's judged increases.
     canary_all: Vec<f64>,
-    /// Per tier, once the baseline has `min_evidence` requests: fixed from then on.
+    /// Per tier, once the baseline has `min_evidence` requests: fixed from then on, but
+    /// for one second placement (side by side) when the baseline judged since shows a
+    /// quantile surely below the one they were placed from (a slow minute in the warm-up;
+    /// `rules::eval::placed_too_high`).
     tiers: Option<Vec<Option<Exceedance>>>,
+    /// The baseline's quantile the tiers were placed from, its increases since, and
+    /// whether the tiers were placed again.
+    placed: Option<f64>,
+    baseline_since: Vec<f64>,
+    replaced: bool,
     /// The canary's slow and all requests per tier, for the last steps.
     recent: VecDeque<Vec<(f64, f64)>>,
     /// After against before: the canary's slow and all requests per tier in each of its
@@ -380,6 +388,9 @@ impl LatencyGroups {
                 step: Default::default(),
                 canary_all: Vec::new(),
                 tiers: None,
+                placed: None,
+                baseline_since: Vec::new(),
+                replaced: false,
                 recent: VecDeque::new(),
                 first: Vec::new(),
             },
@@ -435,26 +446,47 @@ impl LatencyGroups {
             if !judged {
                 continue;
             }
-            if g.tiers.is_none() && bucket_total(bounds, &g.baseline_all) >= rule.min_evidence {
-                let qb = crate::rules::eval::histogram_quantile(q, bounds, &g.baseline_all);
-                g.tiers = Some(
-                    Tier::ALL
-                        .iter()
-                        .map(|&tier| {
-                            let (th, qb) = (rule.threshold(tier)?, qb?);
-                            let le = (qb * th.relative).max(qb + th.absolute);
-                            (le < top).then(|| Exceedance {
-                                le,
-                                vs_baseline: RatioEvidence::new(&[1.0]),
-                                fraction: RateEvidence::new(),
-                                before: known.then(|| {
-                                    let (x, n) = above(bounds, &g.baseline_all, le);
-                                    (x + 0.5) / n.max(1.0)
-                                }),
-                            })
+            let place = |from: &[f64]| {
+                let qb = crate::rules::eval::histogram_quantile(q, bounds, from);
+                let tiers = Tier::ALL
+                    .iter()
+                    .map(|&tier| {
+                        let (th, qb) = (rule.threshold(tier)?, qb?);
+                        let le = (qb * th.relative).max(qb + th.absolute);
+                        (le < top).then(|| Exceedance {
+                            le,
+                            vs_baseline: RatioEvidence::new(&[1.0]),
+                            fraction: RateEvidence::new(),
+                            before: known.then(|| {
+                                let (x, n) = above(bounds, from, le);
+                                (x + 0.5) / n.max(1.0)
+                            }),
                         })
-                        .collect(),
-                );
+                    })
+                    .collect();
+                (qb, tiers)
+            };
+            if g.tiers.is_none() && bucket_total(bounds, &g.baseline_all) >= rule.min_evidence {
+                let (qb, tiers) = place(&g.baseline_all);
+                g.tiers = Some(tiers);
+                g.placed = qb;
+            } else if g.tiers.is_some() && !known && !g.replaced {
+                // Placed again, once, as the service-wide quantile is (rules::eval).
+                if g.baseline_since.len() < n {
+                    g.baseline_since.resize(n, 0.0);
+                }
+                for (a, x) in g.baseline_since.iter_mut().zip(&g.step[1]) {
+                    *a += x;
+                }
+                if g.placed.is_some_and(|p| {
+                    crate::rules::eval::placed_too_high(rule, bounds, &g.baseline_since, p)
+                }) {
+                    let (qb, tiers) = place(&g.baseline_since);
+                    g.tiers = Some(tiers);
+                    g.placed = qb;
+                    g.replaced = true;
+                    g.recent.clear();
+                }
             }
             let Some(tiers) = &mut g.tiers else {
                 continue;

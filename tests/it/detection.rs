@@ -322,6 +322,86 @@ fn side_by_side_a_blip_on_every_pod_does_not_hide_a_canary_s_errors() {
     );
 }
 
+#[test]
+fn side_by_side_a_slow_minute_in_the_warm_up_does_not_set_the_latency_thresholds() {
+    use Family::*;
+    // Canaries ×1.5 slower on every request, in services where a dependency's slow minute
+    // fell into the warm-up: the baseline's quantile placed from it set each tier's latency
+    // ×1.2–×1.8 beyond what the baseline showed once judged, and the canary never reached
+    // them (each ended at pass or warn). Placed again from the judged steps, they pause.
+    let played = play_all(&[(P99Shift1_5x, 4001), (P99Shift1_5x, 10002)]);
+    let report: Vec<String> = played.iter().map(|(sc, j)| line(sc, j)).collect();
+    assert!(
+        played.iter().all(|(_, j)| j.pause.is_some()),
+        "a slower canary was not paused:\n{}",
+        report.join("\n")
+    );
+}
+
+#[test]
+fn a_rule_s_pass_never_stands_beside_values_as_far_apart_as_a_rollback_asks() {
+    use deploywatch::rules::{RuleSet, Tier};
+    use Family::*;
+    // p99_tail_x1.5#13006: its p99 tiers placed from a warm-up with a slow minute, the
+    // rule said "canary 689 ms vs baseline 443 ms (×1.56): a regression worth a rollback
+    // is ruled out" — beside a rollback threshold of ×1.5 and +50 ms.
+    let mut cases = vec![(P99Tail1_5x, 13006)];
+    for f in [P99Tail1_5x, P99Shift1_5x, CleanCanary, ErrorBlips] {
+        cases.extend((1..=3).map(|s| (f, s)));
+    }
+    let rules = RuleSet::embedded();
+    // "689 ms", "1.2 s", "0.5%": in the rule's unit, seconds or a share.
+    let value = |s: &str| -> Option<f64> {
+        let s = s.trim();
+        let (num, scale) = if let Some(v) = s.strip_suffix(" ms") {
+            (v, 1e-3)
+        } else if let Some(v) = s.strip_suffix(" µs") {
+            (v, 1e-6)
+        } else if let Some(v) = s.strip_suffix(" s") {
+            (v, 1.0)
+        } else if let Some(v) = s.strip_suffix('%') {
+            (v, 1e-2)
+        } else {
+            return None;
+        };
+        num.trim().parse::<f64>().ok().map(|v| v * scale)
+    };
+    let mut contradictions = Vec::new();
+    for (sc, j) in play_all(&cases) {
+        for l in j.timeline.lines().filter(|l| l.contains("rule_verdict")) {
+            if !l.ends_with("a regression worth a rollback is ruled out") {
+                continue;
+            }
+            let mut words = l.split_whitespace().skip_while(|w| *w != "rule_verdict");
+            let Some(rule) = words
+                .nth(1)
+                .and_then(|n| rules.rules.iter().find(|r| r.name == n))
+            else {
+                continue;
+            };
+            let Some(th) = rule.threshold(Tier::Rollback) else {
+                continue;
+            };
+            let (Some(c), Some(b)) = (l.split_once(" canary "), l.split_once(" vs baseline "))
+            else {
+                continue;
+            };
+            let canary = value(c.1.split(" vs baseline ").next().unwrap_or(""));
+            let baseline = value(b.1.split(" (×").next().unwrap_or(""));
+            if let (Some(c), Some(b)) = (canary, baseline) {
+                if b > 0.0 && c >= b * th.relative && c - b >= th.absolute {
+                    contradictions.push(format!("{}: {l}", sc.name()));
+                }
+            }
+        }
+    }
+    assert!(
+        contradictions.is_empty(),
+        "a pass beside values a rollback asks for:\n{}",
+        contradictions.join("\n")
+    );
+}
+
 /// The dependency outages of `seeds` drawn as rolling updates, each moved to begin `before`
 /// ms before the last old instance goes (at the latest 15 s after the deploy).
 fn rolling_outages_before_the_old_version_goes(

@@ -99,6 +99,7 @@ impl RuleState {
                 tiers,
                 canary_cum,
                 baseline_cum,
+                ..
             } => {
                 let q = match rule.signal {
                     Signal::Quantile { quantile, .. } => quantile,
@@ -519,6 +520,24 @@ impl RuleState {
                 }
                 _ => {}
             }
+        }
+        // A pass never stands beside values shown as far apart as the threshold it rules
+        // out (a quantile's tiers placed from a baseline other than the one shown, say).
+        if pass
+            && !matches!(
+                self.rule.signal,
+                Signal::Trend { .. } | Signal::Increase { .. }
+            )
+            && pass_threshold(&self.rule).is_some_and(|p| {
+                let up = self.rule.bad == Bad::Up;
+                exceeds(self.effect, p.relative, up)
+                    && match (self.canary_value, self.baseline_value) {
+                        (Some(c), Some(b)) => (if up { c - b } else { b - c }) >= p.absolute,
+                        _ => false,
+                    }
+            })
+        {
+            pass = false;
         }
         let observed_long = self
             .observed_since

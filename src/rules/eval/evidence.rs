@@ -21,6 +21,10 @@ pub(super) enum Evidence {
         tiers: Vec<Option<(f64, RatioEvidence, RateEvidence)>>,
         canary_cum: Vec<f64>,
         baseline_cum: Vec<f64>,
+        /// The baseline's quantile the tiers were placed from, and whether they were placed
+        /// again from the judged steps (at most once).
+        placed: Option<f64>,
+        replaced: bool,
     },
     /// Per-step log ratios of per-instance levels or rates.
     Mean {
@@ -92,33 +96,20 @@ impl RuleState {
                         None => self.warm_baseline.clone(),
                     };
                     let qb = histogram_quantile(q, &self.bounds, &base);
-                    let tiers = Tier::ALL
-                        .iter()
-                        .map(|&tier| {
-                            let th = rule.threshold(tier)?;
-                            let qb = qb?;
-                            let want = (qb * th.relative).max(qb + th.absolute);
-                            // Judgeable only below the largest finite bucket bound.
-                            let top = self
-                                .bounds
-                                .iter()
-                                .copied()
-                                .filter(|b| b.is_finite())
-                                .fold(0.0, f64::max);
-                            (want < top)
-                                .then(|| (want, RatioEvidence::new(&[1.0]), RateEvidence::new()))
-                        })
-                        .collect();
                     self.evidence = Some(Evidence::Quantile {
-                        tiers,
+                        tiers: quantile_tiers(rule, &self.bounds, qb),
                         canary_cum: vec![0.0; self.bounds.len()],
                         baseline_cum: vec![0.0; self.bounds.len()],
+                        placed: qb,
+                        replaced: false,
                     });
                 }
                 let Some(Evidence::Quantile {
                     tiers,
                     canary_cum,
                     baseline_cum,
+                    placed,
+                    replaced,
                 }) = &mut self.evidence
                 else {
                     return;
@@ -131,6 +122,19 @@ impl RuleState {
                 if known.is_none() {
                     for (a, x) in baseline_cum.iter_mut().zip(&b.buckets) {
                         *a += x;
+                    }
+                    // The warm-up's baseline placed the tiers; a slow minute in it (a
+                    // dependency's timeouts) sets them far beyond what the baseline shows
+                    // once judged, and a canary's slower tail never reaches them. Placed
+                    // again, once, from the judged steps, the tiers' evidence starting anew.
+                    if !*replaced
+                        && placed
+                            .is_some_and(|p| placed_too_high(rule, &self.bounds, baseline_cum, p))
+                    {
+                        let now = histogram_quantile(q, &self.bounds, baseline_cum);
+                        *tiers = quantile_tiers(rule, &self.bounds, now);
+                        *placed = now;
+                        *replaced = true;
                     }
                 }
                 let count = |buckets: &[f64]| bucket_total(&self.bounds, buckets);
@@ -251,9 +255,54 @@ pub(super) fn baseline_burst(e: f64, m: f64, x: f64, n: f64, min: f64) -> bool {
     super::baseline::burst_excess(x, n * e / m) > 0.0
 }
 
+/// Whether a quantile rule's tiers, placed from the baseline's quantile `placed` during
+/// the warm-up, lie surely beyond the quantile the judged baseline (`buckets`) shows:
+/// [`PLACED_TOO_HIGH`] times beyond its upper confidence bound (the quantile three
+/// standard errors of the order statistic up). A slow minute in the warm-up (a
+/// dependency's timeouts) places them so; the noise of a few slow requests does not.
+pub(crate) fn placed_too_high(rule: &Rule, bounds: &[f64], buckets: &[f64], placed: f64) -> bool {
+    let q = match rule.signal {
+        Signal::Quantile { quantile, .. } => quantile,
+        _ => return false,
+    };
+    let n = bucket_total(bounds, buckets);
+    if n < rule.min_evidence {
+        return false;
+    }
+    let up = (q + 3.0 * (q * (1.0 - q) / n).sqrt()).min(1.0 - 0.1 / n);
+    histogram_quantile(up, bounds, buckets).is_some_and(|hi| placed > hi * PLACED_TOO_HIGH)
+}
+
+/// How far beyond the judged baseline's quantile (its upper confidence bound) the
+/// warm-up's placement may lie before the tiers are placed again.
+pub(crate) const PLACED_TOO_HIGH: f64 = 1.1;
+
+/// A quantile rule's tiers placed from the baseline's quantile `qb`: each tier's latency,
+/// where judgeable (below the largest finite bucket bound), with fresh evidence.
+pub(super) fn quantile_tiers(
+    rule: &Rule,
+    bounds: &[f64],
+    qb: Option<f64>,
+) -> Vec<Option<(f64, RatioEvidence, RateEvidence)>> {
+    let top = bounds
+        .iter()
+        .copied()
+        .filter(|b| b.is_finite())
+        .fold(0.0, f64::max);
+    Tier::ALL
+        .iter()
+        .map(|&tier| {
+            let th = rule.threshold(tier)?;
+            let qb = qb?;
+            let want = (qb * th.relative).max(qb + th.absolute);
+            (want < top).then(|| (want, RatioEvidence::new(&[1.0]), RateEvidence::new()))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::baseline_burst;
+    use super::{baseline_burst, placed_too_high};
 
     #[test]
     fn a_blip_bursts_beyond_the_rate_so_far_and_noise_does_not() {
@@ -262,5 +311,25 @@ mod tests {
         assert!(baseline_burst(20.0, 20_000.0, 8.0, 250.0, 200.0));
         // Not before the rate so far rests on `min_evidence` requests.
         assert!(!baseline_burst(0.0, 150.0, 8.0, 250.0, 200.0));
+    }
+
+    #[test]
+    fn a_placement_beyond_what_the_judged_baseline_shows_is_too_high() {
+        let rule = crate::rules::RuleSet::embedded()
+            .rules
+            .into_iter()
+            .find(|r| r.name == "latency_p99")
+            .unwrap();
+        let bounds = [0.1, 0.25, 0.5, 1.0, f64::INFINITY];
+        // Cumulative: 5,000 requests, 1 % slower than 0.25 s, 0.2 % slower than 0.5 s:
+        // a p99 of 0.25 s, its upper bound below 0.5 s.
+        let judged = [4000.0, 4950.0, 4990.0, 5000.0, 5000.0];
+        // A slow minute in the warm-up placed the p99 at 0.7 s: surely too high.
+        assert!(placed_too_high(&rule, &bounds, &judged, 0.7));
+        // At 0.3 s it is within what the judged requests can tell apart.
+        assert!(!placed_too_high(&rule, &bounds, &judged, 0.3));
+        // Too few judged requests tell nothing.
+        let few = [80.0, 99.0, 100.0, 100.0, 100.0];
+        assert!(!placed_too_high(&rule, &bounds, &few, 5.0));
     }
 }
