@@ -402,6 +402,30 @@ fn a_rule_s_pass_never_stands_beside_values_as_far_apart_as_a_rollback_asks() {
     );
 }
 
+#[test]
+fn cpu_per_request_x1_6_pauses_a_rollout_and_a_canary_pod_s_own_cpu_does_not() {
+    use Family::*;
+    // Rolling updates whose CPU per request is ×1.6: +15–25 % of a pod's CPU, which the
+    // former pause at ×1.2 left at warn. The new version's pods together average out how
+    // pods differ among themselves.
+    let cpu = [1014, 6004, 8006, 18003, 18004, 21011].map(|seed| (CpuPerRequest1_6x, seed));
+    assert_rolling_paused(&cpu, true, "a CPU regression was not paused");
+    // Clean canaries whose one pod runs ×1.2 the baseline's CPU by itself (pods differ by
+    // 2–8 % here, and one draw lies a few of those off): paused by `cpu` at ×1.15, or at
+    // ×1.2 already, without the baseline pods' spread asked of them.
+    let played = play_all(&[
+        (CleanCanary, 20012),
+        (ColdStart, 11014),
+        (RestartDuringDeploy, 5014),
+    ]);
+    let report: Vec<String> = played.iter().map(|(sc, j)| line(sc, j)).collect();
+    assert!(
+        played.iter().all(|(_, j)| j.pause.is_none()),
+        "a canary pod's own CPU was paused:\n{}",
+        report.join("\n")
+    );
+}
+
 /// The dependency outages of `seeds` drawn as rolling updates, each moved to begin `before`
 /// ms before the last old instance goes (at the latest 15 s after the deploy).
 fn rolling_outages_before_the_old_version_goes(

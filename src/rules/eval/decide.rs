@@ -4,6 +4,10 @@
 
 use super::*;
 
+/// Standard deviations of the baseline pods' spread a canary's rate per instance must lie
+/// beyond a tier's threshold by (one-sided 95 %).
+pub(super) const Z_POD_SPREAD: f64 = 1.64;
+
 impl RuleState {
     /// Turns the evidence into this step's rule verdict (escalation only).
     pub(super) fn decide(&mut self, t: i64, alphas: &Alphas) -> StepOutcome {
@@ -330,6 +334,35 @@ impl RuleState {
                 .find(|t| self.rule.threshold(**t).is_some())
                 .copied();
         }
+        // Side by side, a rate per instance (CPU) of a canary of one pod or a few carries the
+        // pods' own differences (their share of the load, their nodes): every tier asks the
+        // canary's level beyond its threshold by the baseline pods' spread among themselves
+        // as well.
+        if self.known.is_none() && matches!(self.rule.signal, Signal::Rate { .. }) {
+            if let Some(margin) = self.pod_spread_margin() {
+                let up = self.rule.bad == Bad::Up;
+                while let Some(tier) = reached {
+                    let beyond = self.rule.threshold(tier).is_some_and(|th| {
+                        self.effect.is_some_and(|e| {
+                            e > 0.0
+                                && if up {
+                                    e.ln() - margin >= th.relative.ln()
+                                } else {
+                                    -e.ln() - margin >= th.relative.ln()
+                                }
+                        })
+                    });
+                    if beyond {
+                        break;
+                    }
+                    reached = Tier::ALL[..tier as usize]
+                        .iter()
+                        .rev()
+                        .find(|t| self.rule.threshold(**t).is_some())
+                        .copied();
+                }
+            }
+        }
         // After against before, in a rolling update's first judged minutes: the old version
         // still serving beside the new one tells the deploy's regression from the world's as
         // a canary's baseline does, so a pause needs no run of minutes on its own (the
@@ -597,6 +630,29 @@ impl RuleState {
             self.reason = reason;
         }
         out
+    }
+
+    /// Side by side, for a rate per instance: how far, in ln, the canary's level may lie
+    /// from the baseline's by the pods' own differences — [`Z_POD_SPREAD`] standard
+    /// deviations of the baseline pods' ln levels among themselves, for the mean of the
+    /// canary's `m` pods against that of the baseline's `n`. `None` with fewer than three
+    /// baseline pods of a minute's data each.
+    fn pod_spread_margin(&self) -> Option<f64> {
+        let levels = |side: Side| -> Vec<f64> {
+            self.instances
+                .iter()
+                .filter(|i| i.side == side && i.secs >= 60.0 && i.events > 0.0)
+                .map(|i| (i.events / i.secs).ln())
+                .collect()
+        };
+        let (b, c) = (levels(Side::Baseline), levels(Side::Canary));
+        if b.len() < 3 || c.is_empty() {
+            return None;
+        }
+        let n = b.len() as f64;
+        let mean = b.iter().sum::<f64>() / n;
+        let sd = (b.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+        Some(Z_POD_SPREAD * sd * (1.0 / c.len() as f64 + 1.0 / n).sqrt())
     }
 
     /// Whether the canary's last [`RECENT_STEPS`] steps alone are beyond `tier`'s threshold

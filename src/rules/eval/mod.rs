@@ -100,6 +100,10 @@ struct Instance {
     side: Side,
     name: String,
     last_ts: Option<i64>,
+    /// Rates: the instance's increases and seconds since its warm-up (its own level, for
+    /// how far instances of one version differ among themselves).
+    events: f64,
+    secs: f64,
 }
 
 /// The baseline of a before/after comparison, measured over the pre-deploy window.

@@ -104,6 +104,8 @@ impl RuleState {
                     side,
                     name,
                     last_ts: None,
+                    events: 0.0,
+                    secs: 0.0,
                 });
                 self.instances.len() - 1
             }

@@ -90,9 +90,12 @@ impl RuleState {
                 Component::Value => {
                     step.events += delta;
                     let inst = &mut self.instances[m.slot];
+                    inst.events += delta;
                     if let Some(last) = inst.last_ts {
                         if ts > last {
-                            step.exposure += (ts - last) as f64 / 1000.0;
+                            let secs = (ts - last) as f64 / 1000.0;
+                            step.exposure += secs;
+                            inst.secs += secs;
                             inst.last_ts = Some(ts);
                         }
                     } else {
