@@ -137,6 +137,17 @@ fn play_rolling(cases: &[(Family, u64)]) -> (Vec<(Scenario, Judged)>, String) {
     (played, report)
 }
 
+/// Plays `cases` and asserts that each was paused (`paused`) or that none was.
+fn assert_paused(cases: &[(Family, u64)], paused: bool, what: &str) {
+    let played = play_all(cases);
+    let report: Vec<String> = played.iter().map(|(sc, j)| line(sc, j)).collect();
+    assert!(
+        played.iter().all(|(_, j)| j.pause.is_some() == paused),
+        "{what}:\n{}",
+        report.join("\n")
+    );
+}
+
 /// Plays rolling updates (each must be one) and asserts that every one paused (`paused`)
 /// or that none did, saying `what` went wrong with a line per update.
 fn assert_rolling_paused(cases: &[(Family, u64)], paused: bool, what: &str) {
@@ -299,26 +310,22 @@ fn side_by_side_a_blip_on_every_pod_does_not_hide_a_canary_s_errors() {
     // at 1–5 % 5xx) hits every pod: counted, one blip outweighs twenty minutes of a 0.1 %
     // ratio on both sides and pulls the ratio towards 1 (each of these ended at pass, warn
     // or pending). Its steps, where the baseline's errors burst, say nothing of the versions.
-    let played = play_all(&[
-        (Errors3x, 1004),
-        (Errors3x, 1006),
-        (Errors3x, 9012),
-        (Errors3x, 12003),
-        (Errors2x, 19001),
-    ]);
-    let report: Vec<String> = played.iter().map(|(sc, j)| line(sc, j)).collect();
-    assert!(
-        played.iter().all(|(_, j)| j.pause.is_some()),
-        "a canary's errors were not paused:\n{}",
-        report.join("\n")
+    assert_paused(
+        &[
+            (Errors3x, 1004),
+            (Errors3x, 1006),
+            (Errors3x, 9012),
+            (Errors3x, 12003),
+            (Errors2x, 19001),
+        ],
+        true,
+        "a canary's errors were not paused",
     );
     // And canaries under a dependency's outage, both versions alike: not paused.
-    let played = play_all(&[(DependencyOutage, 12010), (DependencyOutage, 17010)]);
-    let report: Vec<String> = played.iter().map(|(sc, j)| line(sc, j)).collect();
-    assert!(
-        played.iter().all(|(_, j)| j.pause.is_none()),
-        "an outage paused a canary:\n{}",
-        report.join("\n")
+    assert_paused(
+        &[(DependencyOutage, 12010), (DependencyOutage, 17010)],
+        false,
+        "an outage paused a canary",
     );
 }
 
@@ -329,12 +336,10 @@ fn side_by_side_a_slow_minute_in_the_warm_up_does_not_set_the_latency_thresholds
     // fell into the warm-up: the baseline's quantile placed from it set each tier's latency
     // ×1.2–×1.8 beyond what the baseline showed once judged, and the canary never reached
     // them (each ended at pass or warn). Placed again from the judged steps, they pause.
-    let played = play_all(&[(P99Shift1_5x, 4001), (P99Shift1_5x, 10002)]);
-    let report: Vec<String> = played.iter().map(|(sc, j)| line(sc, j)).collect();
-    assert!(
-        played.iter().all(|(_, j)| j.pause.is_some()),
-        "a slower canary was not paused:\n{}",
-        report.join("\n")
+    assert_paused(
+        &[(P99Shift1_5x, 4001), (P99Shift1_5x, 10002)],
+        true,
+        "a slower canary was not paused",
     );
 }
 
@@ -413,16 +418,14 @@ fn cpu_per_request_x1_6_pauses_a_rollout_and_a_canary_pod_s_own_cpu_does_not() {
     // Clean canaries whose one pod runs ×1.2 the baseline's CPU by itself (pods differ by
     // 2–8 % here, and one draw lies a few of those off): paused by `cpu` at ×1.15, or at
     // ×1.2 already, without the baseline pods' spread asked of them.
-    let played = play_all(&[
-        (CleanCanary, 20012),
-        (ColdStart, 11014),
-        (RestartDuringDeploy, 5014),
-    ]);
-    let report: Vec<String> = played.iter().map(|(sc, j)| line(sc, j)).collect();
-    assert!(
-        played.iter().all(|(_, j)| j.pause.is_none()),
-        "a canary pod's own CPU was paused:\n{}",
-        report.join("\n")
+    assert_paused(
+        &[
+            (CleanCanary, 20012),
+            (ColdStart, 11014),
+            (RestartDuringDeploy, 5014),
+        ],
+        false,
+        "a canary pod's own CPU was paused",
     );
 }
 

@@ -328,11 +328,7 @@ impl RuleState {
             if self.holds_now(tier) {
                 break;
             }
-            reached = Tier::ALL[..tier as usize]
-                .iter()
-                .rev()
-                .find(|t| self.rule.threshold(**t).is_some())
-                .copied();
+            reached = self.tier_below(tier);
         }
         // Side by side, a rate per instance (CPU) of a canary of one pod or a few carries the
         // pods' own differences (their share of the load, their nodes): every tier asks the
@@ -355,11 +351,7 @@ impl RuleState {
                     if beyond {
                         break;
                     }
-                    reached = Tier::ALL[..tier as usize]
-                        .iter()
-                        .rev()
-                        .find(|t| self.rule.threshold(**t).is_some())
-                        .copied();
+                    reached = self.tier_below(tier);
                 }
             }
         }
@@ -630,6 +622,15 @@ impl RuleState {
             self.reason = reason;
         }
         out
+    }
+
+    /// The rule's configured tier just below `tier`, if any.
+    fn tier_below(&self, tier: Tier) -> Option<Tier> {
+        Tier::ALL[..tier as usize]
+            .iter()
+            .rev()
+            .find(|t| self.rule.threshold(**t).is_some())
+            .copied()
     }
 
     /// Side by side, for a rate per instance: how far, in ln, the canary's level may lie
