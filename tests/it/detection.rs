@@ -429,6 +429,20 @@ fn cpu_per_request_x1_6_pauses_a_rollout_and_a_canary_pod_s_own_cpu_does_not() {
     );
 }
 
+#[test]
+fn after_against_before_a_blip_in_the_first_judged_minutes_does_not_pause_a_rollout() {
+    use Family::*;
+    // Clean rolling updates at 55-63 requests/s whose first judged minutes met a flaky
+    // dependency's blip of 5xx on every pod: the blip filled the first half-minutes and a
+    // couple of errors each filled the rest, and an early pause came 155 s after the deploy.
+    // Without the blip's minute, the other steps are not beyond the threshold.
+    let blips = [1001, 20004].map(|seed| (ErrorBlips, seed));
+    assert_rolling_paused(&blips, false, "a blip paused a clean rollout");
+    // Rolling updates whose errors are ×10 from the start still pause.
+    let errors = [1, 3002, 3003, 5004].map(|seed| (Errors10x, seed));
+    assert_rolling_paused(&errors, true, "a rollout's errors were not paused");
+}
+
 /// The dependency outages of `seeds` drawn as rolling updates, each moved to begin `before`
 /// ms before the last old instance goes (at the latest 15 s after the deploy).
 fn rolling_outages_before_the_old_version_goes(

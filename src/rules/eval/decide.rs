@@ -676,12 +676,15 @@ impl RuleState {
                     && self.beyond_skipping(tier, 0..n, worst, Z_HOLDS_NOW);
             }
             // Sooner, a pause (never a rollback): every half-minute since judging began,
-            // for at least two minutes, beyond the threshold. A blip of up to a minute
-            // touches at most five 15-second steps, so it cannot fill four half-minutes.
+            // for at least two minutes, beyond the threshold, and the steps without their
+            // worst minute too. A blip of up to a minute touches at most five 15-second
+            // steps, so it cannot fill four half-minutes alone; at a couple of errors a
+            // half-minute, chance fills the others often enough.
             return tier < Tier::Rollback
                 && judged >= EARLY_PAUSE_STEPS
                 && (0..judged / 2).all(|k| self.holds_over(tier, n - 2 * (k + 1)..n - 2 * k))
-                && self.beyond_over(tier, n - judged..n, Z_HOLDS_NOW);
+                && self.beyond_over(tier, n - judged..n, Z_HOLDS_NOW)
+                && self.beyond_skipping(tier, n - judged..n, self.worst_minute(tier), Z_HOLDS_NOW);
         }
         self.holds_over(tier, n.saturating_sub(RECENT_STEPS)..n)
     }
