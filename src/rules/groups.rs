@@ -425,11 +425,6 @@ impl LatencyGroups {
             crate::rules::Signal::Quantile { quantile, .. } => quantile,
             _ => return,
         };
-        let top = bounds
-            .iter()
-            .copied()
-            .filter(|b| b.is_finite())
-            .fold(0.0, f64::max);
         for g in &mut self.groups {
             let n = bounds.len();
             let [c, b] = &mut g.step;
@@ -451,9 +446,8 @@ impl LatencyGroups {
                 let tiers = Tier::ALL
                     .iter()
                     .map(|&tier| {
-                        let (th, qb) = (rule.threshold(tier)?, qb?);
-                        let le = (qb * th.relative).max(qb + th.absolute);
-                        (le < top).then(|| Exceedance {
+                        let le = crate::rules::eval::tier_latency(rule, tier, bounds, qb?)?;
+                        Some(Exceedance {
                             le,
                             vs_baseline: RatioEvidence::new(&[1.0]),
                             fraction: RateEvidence::new(),

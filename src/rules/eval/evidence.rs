@@ -284,20 +284,27 @@ pub(super) fn quantile_tiers(
     bounds: &[f64],
     qb: Option<f64>,
 ) -> Vec<Option<(f64, RatioEvidence, RateEvidence)>> {
+    Tier::ALL
+        .iter()
+        .map(|&tier| {
+            let le = tier_latency(rule, tier, bounds, qb?)?;
+            Some((le, RatioEvidence::new(&[1.0]), RateEvidence::new()))
+        })
+        .collect()
+}
+
+/// The latency a quantile rule's `tier` stands at over the baseline's quantile `qb` (its
+/// relative and absolute thresholds, whichever is further), if a bucket bound lies beyond
+/// it: at or beyond the largest finite bound, no count tells the share slower than it.
+pub(crate) fn tier_latency(rule: &Rule, tier: Tier, bounds: &[f64], qb: f64) -> Option<f64> {
+    let th = rule.threshold(tier)?;
     let top = bounds
         .iter()
         .copied()
         .filter(|b| b.is_finite())
         .fold(0.0, f64::max);
-    Tier::ALL
-        .iter()
-        .map(|&tier| {
-            let th = rule.threshold(tier)?;
-            let qb = qb?;
-            let want = (qb * th.relative).max(qb + th.absolute);
-            (want < top).then(|| (want, RatioEvidence::new(&[1.0]), RateEvidence::new()))
-        })
-        .collect()
+    let le = (qb * th.relative).max(qb + th.absolute);
+    (le < top).then_some(le)
 }
 
 #[cfg(test)]

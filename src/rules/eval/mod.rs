@@ -31,8 +31,8 @@ use decide::*;
 pub(crate) use decide::{
     confidence, first_threshold, proven_at, worse_by, Z_HOLDS_NOW, Z_ONSET_CHANGE,
 };
-pub(crate) use evidence::placed_too_high;
 use evidence::*;
+pub(crate) use evidence::{placed_too_high, tier_latency};
 use select::*;
 pub(crate) use signals::{bucket_total, counter_increase, cumulative_at};
 pub use signals::{cumulative_at_sorted, histogram_quantile};
