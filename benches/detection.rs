@@ -360,7 +360,7 @@ fn main() {
 
     if let Some(path) = &a.tsv {
         let mut f = std::fs::File::create(path).unwrap();
-        writeln!(f, "family\tseed\tjudge\tregression\tdetectable\tregistered\tkind\tpause_s\trollback_s\tsummary\tlast\tpass_s").unwrap();
+        writeln!(f, "family\tseed\tjudge\tregression\tdetectable\tregistered\tkind\tpause_s\trollback_s\tsummary\tlast\tpass_s\tearliest_s").unwrap();
         for p in &played {
             let sc = &p.scenario;
             let origin = sc.onset.unwrap_or(sc.deploy_at);
@@ -371,7 +371,7 @@ fn main() {
                 };
                 writeln!(
                     f,
-                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     sc.family.name(),
                     sc.seed,
                     names[j],
@@ -387,7 +387,10 @@ fn main() {
                     rel(o.rollback),
                     sc.summary,
                     if j == 0 { p.last.as_str() } else { "" },
-                    rel(o.pass)
+                    rel(o.pass),
+                    world::earliest_pause(sc)
+                        .map(|ms| (ms / 1000).to_string())
+                        .unwrap_or_default()
                 )
                 .unwrap();
             }
@@ -460,6 +463,42 @@ fn main() {
                 s.clean,
                 Score::pct(s.false_pause, s.clean),
                 Score::pct(s.false_rollback, s.clean),
+            );
+        }
+    }
+    // How soon any judge could pause: the delay targets beside what the world allows.
+    let mut bound: Vec<f64> = Vec::new();
+    let mut by_family: Vec<(&str, Vec<f64>)> = Vec::new();
+    for f in &a.families {
+        let v: Vec<f64> = played
+            .iter()
+            .filter(|p| p.scenario.family == *f && p.scenario.detectable)
+            .filter_map(|p| world::earliest_pause(&p.scenario))
+            .map(|ms| ms as f64 / 1000.0)
+            .collect();
+        if !v.is_empty() {
+            bound.extend(&v);
+            by_family.push((f.name(), v));
+        }
+    }
+    if !bound.is_empty() {
+        let within = |s: f64| bound.iter().filter(|x| **x <= s).count();
+        println!(
+            "\nthe earliest any judge could pause (world::earliest_pause: knows the rates, ignores noise), {} regressions: median {}, p90 {}; within 60 s {} ({}), within 180 s {} ({})",
+            bound.len(),
+            Score::quantile(&bound, 0.5),
+            Score::quantile(&bound, 0.9),
+            within(60.0),
+            Score::pct(within(60.0), bound.len()),
+            within(180.0),
+            Score::pct(within(180.0), bound.len()),
+        );
+        for (name, v) in &by_family {
+            println!(
+                "  {name:<24} {:>3}: median {:>5}, p90 {:>5}",
+                v.len(),
+                Score::quantile(v, 0.5),
+                Score::quantile(v, 0.9)
             );
         }
     }

@@ -22,6 +22,13 @@ const MIB: f64 = 1024.0 * 1024.0;
 /// How long a deploy is watched in the benchmark, from its start.
 pub const OBSERVE_MS: i64 = 20 * MIN;
 
+/// A harder start than usual (the `cold_start` family, not a regression): the new version's
+/// latency and CPU this much higher when a process starts, fading linearly over a duration
+/// drawn from `HARDER_START_SECS`.
+const HARDER_START_LATENCY: f64 = 2.0;
+const HARDER_START_CPU: f64 = 1.3;
+const HARDER_START_SECS: (f64, f64) = (60.0, 180.0);
+
 /// What happens in a scenario: a regression of the new version, or something that is not one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Family {
@@ -453,19 +460,25 @@ pub fn generate(family: Family, seed: u64) -> Scenario {
         }
         Family::ColdStart => {
             // A harder start than usual, fading within 1–3 minutes.
-            let secs = rng.uniform(60.0, 180.0);
+            let secs = rng.uniform(HARDER_START_SECS.0, HARDER_START_SECS.1);
             eff(
                 &mut svc,
                 Effect {
                     shape: Shape::ColdStart { secs },
-                    ..Effect::step(new.clone(), Signal::Latency, 2.0, deploy_at, i64::MAX)
+                    ..Effect::step(
+                        new.clone(),
+                        Signal::Latency,
+                        HARDER_START_LATENCY,
+                        deploy_at,
+                        i64::MAX,
+                    )
                 },
             );
             eff(
                 &mut svc,
                 Effect {
                     shape: Shape::ColdStart { secs },
-                    ..Effect::step(new, Signal::Cpu, 1.3, deploy_at, i64::MAX)
+                    ..Effect::step(new, Signal::Cpu, HARDER_START_CPU, deploy_at, i64::MAX)
                 },
             );
             onset = None;
@@ -576,6 +589,81 @@ pub fn detectable(family: Family, svc: &Service, kind: Kind, onset: Option<i64>,
         }
         _ => true,
     }
+}
+
+/// The earliest any judge could pause this scenario's regression, from its onset: a lower
+/// bound that knows the rates and ignores noise, by the criteria of [`detectable`] taken in
+/// time. `None` for a non-regression.
+///
+/// - errors: the new version's expected excess 5xx reach 8 and 3 standard deviations of
+///   its base count, the new version at full traffic from the onset (a rollout's whole
+///   traffic at once), a delayed regression at its largest factor (×10) at once;
+/// - latency: 1,000 requests of the new version, and no sooner than a harder start (the
+///   `cold_start` family, ×2 fading over up to 3 minutes, which must not pause) could
+///   still explain the new version's slowdown: 90 s for ×1.5, none for ×3;
+/// - CPU per request: no sooner than a harder start's CPU (×1.3 fading over up to 3
+///   minutes) could still explain the new pod's CPU;
+/// - a crash loop: its first crash, 20 s after the start at the soonest; a leak: at once
+///   (not bounded: how soon a leak parts from a warm-up depends on both).
+pub fn earliest_pause(sc: &Scenario) -> Option<i64> {
+    sc.onset?;
+    let svc = &sc.service;
+    let old = svc
+        .pods
+        .iter()
+        .filter(|p| p.version == sc.old_version)
+        .count() as f64;
+    let rate = match sc.kind {
+        Kind::Canary => svc.rps / (old + 1.0),
+        Kind::Rolling { .. } => svc.rps,
+    };
+    let mean_p: f64 = svc.routes.iter().map(|r| r.share * r.error_p).sum();
+    let errors = |f: f64, share: f64, p: f64| {
+        let base = rate * share * p;
+        let excess = base * (f - 1.0);
+        (8.0 / excess).max(9.0 * base / (excess * excess))
+    };
+    // How long the longest harder start (`factor`, fading linearly) stays above the ratio `r`.
+    let harder_start_above =
+        |factor: f64, r: f64| (HARDER_START_SECS.1 * (1.0 - (r - 1.0) / (factor - 1.0))).max(0.0);
+    let secs = match sc.family {
+        Family::Errors2x => errors(2.0, 1.0, mean_p),
+        Family::Errors3x => errors(3.0, 1.0, mean_p),
+        Family::Errors10x | Family::LowTrafficErrors10x | Family::DelayedErrors => {
+            errors(10.0, 1.0, mean_p)
+        }
+        Family::RouteErrors3x | Family::RouteErrors10x => {
+            let f = if sc.family == Family::RouteErrors3x {
+                3.0
+            } else {
+                10.0
+            };
+            let route = svc
+                .effects
+                .iter()
+                .find_map(|e| e.route.clone())
+                .and_then(|r| svc.routes.iter().find(|x| x.path == r))?;
+            errors(f, route.share, route.error_p)
+        }
+        Family::P99Tail1_5x | Family::P99Shift1_5x => {
+            (1000.0 / rate).max(harder_start_above(HARDER_START_LATENCY, 1.5))
+        }
+        Family::P99x3 => (1000.0 / rate).max(harder_start_above(HARDER_START_LATENCY, 3.0)),
+        Family::CpuPerRequest1_6x => {
+            let per_pod = rate
+                / if matches!(sc.kind, Kind::Canary) {
+                    1.0
+                } else {
+                    old
+                };
+            let req = svc.cpu_per_request * per_pod;
+            let r = (1.6 * req + svc.cpu_base) / (req + svc.cpu_base);
+            harder_start_above(HARDER_START_CPU, r)
+        }
+        Family::CrashLoop => 20.0,
+        _ => 0.0,
+    };
+    Some((secs * 1000.0).round() as i64)
 }
 
 /// Whether a latency regression shows where a latency rule can see it: in the quantiles
