@@ -229,6 +229,7 @@ fn hand_built_batches() -> Vec<Batch> {
             b.series.push(SeriesEntry {
                 labels: start..b.labels.len() as u32,
                 samples: k..k + 1,
+                histograms: 0..0,
                 raw_labels: (0, 0),
                 deferred: false,
             });

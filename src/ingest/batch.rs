@@ -17,6 +17,8 @@ pub struct SeriesEntry {
     pub labels: Range<u32>,
     /// Its float samples in [`Batch::samples`].
     pub samples: Range<u32>,
+    /// Its native histogram samples in [`Batch::histograms`].
+    pub histograms: Range<u32>,
     /// Bytes of the encoded label set in `buf` (RW 1.0 only): equal bytes mean equal labels,
     /// which lets a request repeating a series skip the index lookup.
     pub raw_labels: (u32, u32),
@@ -24,6 +26,46 @@ pub struct SeriesEntry {
     /// holds exactly them, and [`Batch::ensure_labels`] parses and checks them on demand.
     /// A known series is found by these bytes alone.
     pub deferred: bool,
+}
+
+/// A native histogram sample (`Histogram` of RW 1.0 and 2.0), checked as Prometheus checks
+/// it. Its buckets are in [`Batch::buckets`], absolute counts by ascending index (integer
+/// histograms' deltas already summed). Bucket `index` at `schema` s covers
+/// `(2^((index-1)·2^-s), 2^(index·2^-s)]` (negated for the negative side).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HistogramSample {
+    pub ts: i64,
+    /// -4..=8: the exponential schemas.
+    pub schema: i8,
+    pub reset_hint: ResetHint,
+    /// A float histogram (counts sent as doubles), not an integer one.
+    pub float: bool,
+    pub count: f64,
+    /// A stale marker has `sum` = Prometheus' stale NaN and no buckets.
+    pub sum: f64,
+    pub zero_threshold: f64,
+    pub zero_count: f64,
+    /// Its negative and positive buckets: ranges of [`Batch::buckets`].
+    pub negative: (u32, u32),
+    pub positive: (u32, u32),
+}
+
+/// `Histogram.ResetHint`: whether the sender knows the counts restarted since the last one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResetHint {
+    #[default]
+    Unknown,
+    Yes,
+    No,
+    /// A gauge histogram: counts go up and down, never a reset.
+    Gauge,
+}
+
+/// One populated native-histogram bucket: its index at the sample's schema and its count.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bucket {
+    pub index: i32,
+    pub count: f64,
 }
 
 /// A float sample: event time in Unix milliseconds and value.
@@ -49,6 +91,8 @@ pub struct Batch {
     pub labels: Vec<LabelRef>,
     pub series: Vec<SeriesEntry>,
     pub samples: Vec<Sample>,
+    pub histograms: Vec<HistogramSample>,
+    pub buckets: Vec<Bucket>,
     pub extras: Extras,
     /// The limits labels are checked against when parsed on demand.
     pub(crate) limits: super::DecodeLimits,
@@ -65,6 +109,8 @@ impl Batch {
         self.labels.clear();
         self.series.clear();
         self.samples.clear();
+        self.histograms.clear();
+        self.buckets.clear();
         self.extras = Extras::default();
     }
 
@@ -142,6 +188,7 @@ impl Batch {
         self.series.push(SeriesEntry {
             labels: labels..labels,
             samples: first..self.samples.len() as u32,
+            histograms: 0..0,
             raw_labels: (start, end),
             deferred: true,
         });

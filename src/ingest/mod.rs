@@ -7,7 +7,7 @@ pub mod rw1;
 pub mod rw2;
 pub mod wire;
 
-pub use batch::{Batch, Extras, LabelRef, Sample, SeriesEntry};
+pub use batch::{Batch, Bucket, Extras, HistogramSample, LabelRef, ResetHint, Sample, SeriesEntry};
 
 use crate::config::LimitsConfig;
 

@@ -122,6 +122,7 @@ fn decode_series(
     series.push(SeriesEntry {
         labels: label_start..labels.len() as u32,
         samples: sample_start..samples.len() as u32,
+        histograms: 0..0,
         raw_labels: (raw_start, raw_end),
         deferred: contiguous,
     });
@@ -168,6 +169,7 @@ fn decode_series_as_sent(
     series.push(SeriesEntry {
         labels: label_start..label_start,
         samples: sample_start as u32..samples.len() as u32,
+        histograms: 0..0,
         raw_labels: (base, base + labels_end as u32),
         deferred: true,
     });

@@ -122,6 +122,7 @@ pub fn decode(
         batch.series.push(SeriesEntry {
             labels: label_start..batch.labels.len() as u32,
             samples: sample_start..batch.samples.len() as u32,
+            histograms: 0..0,
             raw_labels: (0, 0),
             deferred: false,
         });
