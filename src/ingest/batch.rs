@@ -162,6 +162,11 @@ impl Batch {
         &self.samples[s.samples.start as usize..s.samples.end as usize]
     }
 
+    #[inline]
+    pub fn series_histograms(&self, s: &SeriesEntry) -> &[HistogramSample] {
+        &self.histograms[s.histograms.start as usize..s.histograms.end as usize]
+    }
+
     pub fn sample_count(&self) -> usize {
         self.samples.len()
     }

@@ -15,6 +15,7 @@
 //! versions and series are not reused (before 2^32 services or versions were created), so
 //! what a caller keeps by id (the judge's per-version state) never names a newcomer.
 
+pub mod hist;
 mod index;
 pub mod labels;
 mod prefetch;
@@ -27,6 +28,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 
 use crate::ingest::Batch;
+pub use hist::{HistRing, NativeHistogram};
 pub use labels::LabelSet;
 pub use ring::{Append, RingBuffer};
 
@@ -175,6 +177,8 @@ pub struct Series {
 #[derive(Default)]
 pub struct SeriesData {
     pub ring: RingBuffer,
+    /// Native histogram samples, for a series that sends them.
+    pub hist: Option<Box<HistRing>>,
     /// The newest sample is a Prometheus stale marker: the target went away.
     pub stale: bool,
     /// The sample before the newest: with it, the value at a step boundary just passed is
@@ -183,6 +187,13 @@ pub struct SeriesData {
 }
 
 impl SeriesData {
+    /// The newest sample's timestamp, float or histogram.
+    pub fn newest_ts(&self) -> Option<i64> {
+        let f = self.ring.last().map(|(t, _)| t);
+        let h = self.hist.as_ref().and_then(|h| h.last()).map(|(t, _)| t);
+        f.max(h)
+    }
+
     /// The newest sample at or before `t`, if any is retained.
     pub fn at_or_before(&self, t: i64) -> Option<(i64, f64)> {
         let last = self.ring.last()?;
@@ -330,6 +341,8 @@ pub struct Swept {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct IngestOutcome {
     pub samples_appended: u64,
+    /// Native histogram samples appended.
+    pub histograms_appended: u64,
     /// Same series, same timestamp as already held (a retried push): ignored.
     pub duplicates: u64,
     /// Older than the series' newest sample: dropped.
@@ -409,6 +422,8 @@ pub struct IngestScratch {
     first: Vec<u32>,
     /// Entries with float samples.
     with_samples: Vec<bool>,
+    /// A decoded histogram sample on its way into a ring (its buckets' allocation reused).
+    hist: NativeHistogram,
     /// Float samples of each label set in the push, indexed by its first entry.
     group_samples: Vec<u32>,
     /// Per (service, version) touched by this push: oldest and newest appended timestamps.
@@ -429,6 +444,52 @@ pub struct IngestScratch {
 #[inline]
 fn storable(bounds: &TimeBounds, s: &crate::ingest::Sample) -> bool {
     bounds.check(s.ts).is_none() && (s.value.is_finite() || is_stale_marker(s.value))
+}
+
+/// Appends entry `entry`'s native histogram samples to its series (`keep`: not refused for
+/// its time, counting it otherwise), as floats are appended.
+#[allow(clippy::too_many_arguments)]
+fn append_histograms(
+    data: &mut SeriesData,
+    batch: &Batch,
+    entry: &crate::ingest::SeriesEntry,
+    mut keep: impl FnMut(i64) -> bool,
+    retention: i64,
+    max_samples: usize,
+    out: &mut IngestOutcome,
+    h: &mut NativeHistogram,
+    (newest, oldest): (&mut i64, &mut i64),
+) {
+    let ring = data.hist.get_or_insert_with(Default::default);
+    for s in batch.series_histograms(entry) {
+        if !keep(s.ts) {
+            continue;
+        }
+        h.set_from(s, &batch.buckets);
+        match ring.push(s.ts, h, retention) {
+            Append::Appended => {
+                out.histograms_appended += 1;
+                let stale = h.is_stale();
+                out.stale_markers += stale as u64;
+                data.stale = stale;
+                *newest = (*newest).max(s.ts);
+                *oldest = (*oldest).min(s.ts);
+            }
+            Append::Duplicate => out.duplicates += 1,
+            Append::OutOfOrder => {
+                let mut held = false;
+                ring.for_each_in(s.ts, s.ts, |_, _| held = true);
+                if held {
+                    out.duplicates += 1
+                } else {
+                    out.out_of_order += 1
+                }
+            }
+        }
+    }
+    if ring.len() > max_samples {
+        ring.keep_at_most(max_samples);
+    }
 }
 
 impl IngestScratch {
@@ -454,9 +515,10 @@ impl IngestScratch {
         self.first_refused = None;
         let mut prev: Option<(usize, &[u8])> = None;
         for (i, entry) in batch.series.iter().enumerate() {
-            self.with_samples.push(!entry.samples.is_empty());
+            self.with_samples
+                .push(!entry.samples.is_empty() || !entry.histograms.is_empty());
             let raw = batch.bytes(entry.raw_labels);
-            let n = entry.samples.len() as u32;
+            let n = (entry.samples.len() + entry.histograms.len()) as u32;
             if let Some((p, prev_raw)) = prev {
                 if !raw.is_empty() && raw == prev_raw {
                     self.src.push(self.src[p]);
@@ -507,6 +569,18 @@ impl IngestScratch {
                 },
             }
         }
+        for h in batch.series_histograms(&batch.series[i]) {
+            match bounds.check(h.ts) {
+                Some(refusal) => self.refuse(i, h.ts, refusal, None),
+                None => match why {
+                    Unstored::OverLimit => out.samples_over_limit += 1,
+                    Unstored::TooOld { window_start } => {
+                        self.refuse(i, h.ts, TimeRefusal::TooOld, Some(window_start))
+                    }
+                    Unstored::NothingStorable => {}
+                },
+            }
+        }
     }
 
     /// Counts a sample of an existing series refused for its time (`floor`: where its
@@ -527,6 +601,11 @@ impl IngestScratch {
             for s in batch.series_samples(&batch.series[j]) {
                 if storable(bounds, s) {
                     newest = newest.max(s.ts);
+                }
+            }
+            for h in batch.series_histograms(&batch.series[j]) {
+                if bounds.check(h.ts).is_none() {
+                    newest = newest.max(h.ts);
                 }
             }
         }
@@ -842,6 +921,7 @@ impl Store {
         let retention = self.cfg.retention_ms;
         let max_samples = self.max_samples_per_series.load(Ordering::Relaxed);
         let mut next_unstored = 0;
+        let mut hist = std::mem::take(&mut scratch.hist);
         for (i, entry) in batch.series.iter().enumerate() {
             if let Some(Some(ahead)) = refs.get(i + PREFETCH_AHEAD) {
                 prefetch::lines(*ahead as *const Series, std::mem::size_of::<Series>());
@@ -901,6 +981,25 @@ impl Store {
                 if data.ring.len() > max_samples {
                     data.ring.keep_at_most(max_samples);
                 }
+                if !entry.histograms.is_empty() {
+                    append_histograms(
+                        &mut data,
+                        batch,
+                        entry,
+                        |ts| {
+                            let refused = ts > bounds.newest || ts < lowest;
+                            if refused {
+                                scratch.refuse_out_of_bounds(i, ts, bounds, floor);
+                            }
+                            !refused
+                        },
+                        retention,
+                        max_samples,
+                        &mut out,
+                        &mut hist,
+                        (&mut newest, &mut oldest),
+                    );
+                }
             }
             if newest != NO_TS {
                 let key = (series.service, series.version);
@@ -913,6 +1012,7 @@ impl Store {
                 }
             }
         }
+        scratch.hist = hist;
         drop(refs);
         drop(guards);
         self.publish_newest(&scratch.newest);
@@ -1154,7 +1254,7 @@ impl Store {
                     return true;
                 };
                 // An empty ring is a series created by a push that has not appended yet.
-                let keep = s.data.lock().ring.last().is_none_or(|(t, _)| t >= *cutoff);
+                let keep = s.data.lock().newest_ts().is_none_or(|t| t >= *cutoff);
                 if !keep {
                     s.removed.store(true, Ordering::Relaxed);
                     *dropped += 1;
