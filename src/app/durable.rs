@@ -20,9 +20,10 @@ use crate::deploy::journal::{Entry, Journal};
 use crate::deploy::Event;
 use crate::ingest::batch::Sample;
 use crate::ingest::{Batch, DecodeLimits};
+use crate::store::hist::HistCursor;
 use crate::store::ring::RangeIter;
 use crate::store::snapshot::{self, SnapshotError, Written};
-use crate::store::{IngestScratch, RingBuffer, TimeBounds};
+use crate::store::{HistRing, IngestScratch, NativeHistogram, RingBuffer, TimeBounds};
 
 /// Samples are replayed in pushes of at most this much event time: Prometheus' cadence
 /// (`batch_send_deadline: 5s`). Rule values do not depend on push boundaries, but which
@@ -65,6 +66,7 @@ pub struct Restored {
 struct Planned<'a> {
     labels: &'a [u8],
     ring: &'a RingBuffer,
+    hist: Option<&'a HistRing>,
     lo: i64,
     hi: i64,
 }
@@ -177,7 +179,10 @@ impl App {
         let bounds = TimeBounds::live(crate::now_ms(), self.config.load().limits.max_time_ahead);
         let sane = |t: i64| (bounds.oldest..=bounds.newest).contains(&t);
         out.snapshot_written_at = sane(state.written_at).then_some(state.written_at);
-        let held: u64 = series.iter().map(|(_, r)| r.len() as u64).sum();
+        let held: u64 = series
+            .iter()
+            .map(|(_, r, h)| (r.len() + h.as_ref().map_or(0, |h| h.len())) as u64)
+            .sum();
         let (plan, invalid) = self.plan(&series);
         out.skipped_series = invalid;
         // What the judge finds again in the replay was logged when it happened.
@@ -231,7 +236,10 @@ impl App {
     /// their samples within the bounds a push received now is held to (a snapshot written by
     /// an older deploywatch may hold a sample from the year 292278994, which would end every
     /// deploy of its service). Returns the plan and how many series were skipped.
-    fn plan<'a>(&self, series: &'a [(Vec<u8>, RingBuffer)]) -> (Vec<Planned<'a>>, usize) {
+    fn plan<'a>(
+        &self,
+        series: &'a [(Vec<u8>, RingBuffer, Option<HistRing>)],
+    ) -> (Vec<Planned<'a>>, usize) {
         let config = self.config.load();
         let bounds = TimeBounds::live(crate::now_ms(), config.limits.max_time_ahead);
         let retention_ms = self.store.config().retention_ms;
@@ -249,8 +257,8 @@ impl App {
         let mut invalid = 0;
         // Per series: its service, and its newest sample within the bounds.
         let mut found: Vec<(usize, String, Option<i64>)> = Vec::with_capacity(series.len());
-        for (i, (labels, ring)) in series.iter().enumerate() {
-            if ring.is_empty() {
+        for (i, (labels, ring, hist)) in series.iter().enumerate() {
+            if ring.is_empty() && hist.as_ref().is_none_or(|h| h.is_empty()) {
                 continue;
             }
             batch.reset(&limits);
@@ -272,6 +280,12 @@ impl App {
                 Some((t, _)) if (bounds.oldest..=bounds.newest).contains(&t) => Some(t),
                 _ => ring.range(bounds.oldest, bounds.newest).last().map(|s| s.0),
             };
+            let mut scratch = NativeHistogram::default();
+            let newest_hist = hist
+                .as_ref()
+                .and_then(|h| h.at_or_before(bounds.newest, &mut scratch))
+                .filter(|t| *t >= bounds.oldest);
+            let newest = newest.max(newest_hist);
             found.push((i, service, newest));
         }
         if invalid > 0 {
@@ -292,10 +306,11 @@ impl App {
             .filter_map(|(i, service, newest)| {
                 (*newest)?;
                 let window = service_newest[service.as_str()].saturating_sub(retention_ms);
-                let (labels, ring) = &series[*i];
+                let (labels, ring, hist) = &series[*i];
                 Some(Planned {
                     labels,
                     ring,
+                    hist: hist.as_ref(),
                     lo: bounds.oldest.max(window),
                     hi: bounds.newest,
                 })
@@ -316,13 +331,28 @@ impl App {
         let mut regs: VecDeque<Entry> = entries.into();
         let mut cursors: Vec<Cursor<'_>> = plan
             .iter()
-            .map(|p| (p.labels, p.ring.range(p.lo, p.hi).peekable()))
+            .map(|p| {
+                (
+                    p.labels,
+                    p.ring.range(p.lo, p.hi).peekable(),
+                    p.hist.map(|h| h.range(p.lo, p.hi)),
+                )
+            })
             .collect();
+        // A series' next sample, float or histogram.
+        let next_ts = |(_, it, h): &mut Cursor<'_>| {
+            let f = it.peek().map(|s| s.0);
+            let h = h.as_ref().and_then(|h| h.current()).map(|(t, _)| t);
+            match (f, h) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        };
         // Each series with samples left, by its next sample's time (then snapshot order).
         let mut heap: BinaryHeap<Reverse<(i64, usize)>> = cursors
             .iter_mut()
             .enumerate()
-            .filter_map(|(i, (_, it))| it.peek().map(|s| Reverse((s.0, i))))
+            .filter_map(|(i, c)| next_ts(c).map(|t| Reverse((t, i))))
             .collect();
         let mut due: Vec<usize> = Vec::new();
         let mut batch = Batch::default();
@@ -342,7 +372,7 @@ impl App {
             // values an older deploywatch kept.
             match self.store.ingest(batch, &mut scratch) {
                 Ok(o) => {
-                    *replayed += o.samples_appended;
+                    *replayed += o.samples_appended + o.histograms_appended;
                     for (sid, ts) in o.touched {
                         match touched.iter_mut().find(|(id, _)| *id == sid) {
                             Some(e) => e.1 = e.1.max(ts),
@@ -383,17 +413,28 @@ impl App {
             // In snapshot order, as the series were created live.
             due.sort_unstable();
             for &i in &due {
-                let (labels, it) = &mut cursors[i];
+                let (labels, it, hist) = &mut cursors[i];
                 samples.clear();
                 while let Some(&(ts, v)) = it.peek() {
                     if ts > w_last {
-                        heap.push(Reverse((ts, i)));
                         break;
                     }
                     samples.push(Sample { ts, value: v });
                     it.next();
                 }
                 batch.push_encoded(labels, &samples);
+                if let Some(h) = hist {
+                    while let Some((ts, x)) = h.current() {
+                        if ts > w_last {
+                            break;
+                        }
+                        batch.push_histogram(x.sample(ts), &x.negative, &x.positive);
+                        h.advance();
+                    }
+                }
+                if let Some(t) = next_ts(&mut cursors[i]) {
+                    heap.push(Reverse((t, i)));
+                }
                 if batch.series.len() >= REPLAY_BATCH_SERIES {
                     ingest(&mut batch, &mut touched, &mut replayed);
                 }
@@ -409,4 +450,8 @@ impl App {
     }
 }
 
-type Cursor<'a> = (&'a [u8], std::iter::Peekable<RangeIter<'a>>);
+type Cursor<'a> = (
+    &'a [u8],
+    std::iter::Peekable<RangeIter<'a>>,
+    Option<HistCursor<'a>>,
+);

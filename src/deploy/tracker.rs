@@ -851,7 +851,7 @@ impl Deploys {
         let serving = self.serving.load();
         for s in &new {
             if !tr.serving_since.contains_key(&s.version) && serving.matches(&s.labels) {
-                let Some(first) = s.data.lock().ring.first_ts() else {
+                let Some(first) = s.data.lock().first_ts() else {
                     return;
                 };
                 tr.serving_since.insert(s.version, first);

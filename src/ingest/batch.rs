@@ -198,4 +198,34 @@ impl Batch {
             deferred: true,
         });
     }
+
+    /// Adds a native histogram sample, with its buckets, to the entry added last (by
+    /// [`Batch::push_encoded`]): for callers replaying held histograms.
+    pub fn push_histogram(
+        &mut self,
+        mut h: HistogramSample,
+        negative: &[Bucket],
+        positive: &[Bucket],
+    ) {
+        let n0 = self.buckets.len() as u32;
+        self.buckets.extend_from_slice(negative);
+        let n1 = self.buckets.len() as u32;
+        self.buckets.extend_from_slice(positive);
+        h.negative = (n0, n1);
+        h.positive = (n1, self.buckets.len() as u32);
+        let k = self.histograms.len() as u32;
+        let entry = self
+            .series
+            .last_mut()
+            .expect("push_histogram follows push_encoded");
+        if entry.histograms.is_empty() {
+            entry.histograms = k..k;
+        }
+        debug_assert_eq!(
+            entry.histograms.end, k,
+            "an entry's histograms are contiguous"
+        );
+        self.histograms.push(h);
+        entry.histograms.end = k + 1;
+    }
 }

@@ -224,7 +224,7 @@ pub const MIN_PRE_HISTORY_MS: i64 = 10 * 60_000;
 pub fn history_before(series: &[Arc<Series>], at: i64) -> i64 {
     series
         .iter()
-        .filter_map(|s| s.data.lock().ring.first_ts())
+        .filter_map(|s| s.data.lock().first_ts())
         .min()
         .map_or(0, |first| (at - first).max(0))
 }

@@ -87,6 +87,23 @@ impl NativeHistogram {
             .extend_from_slice(&buckets[h.positive.0 as usize..h.positive.1 as usize]);
     }
 
+    /// As a decoded batch holds it at `ts` (its bucket ranges set by
+    /// [`crate::ingest::Batch::push_histogram`]).
+    pub fn sample(&self, ts: i64) -> HistogramSample {
+        HistogramSample {
+            ts,
+            schema: self.schema,
+            reset_hint: self.reset_hint,
+            float: self.float,
+            count: self.count,
+            sum: self.sum,
+            zero_threshold: self.zero_threshold,
+            zero_count: self.zero_count,
+            negative: (0, 0),
+            positive: (0, 0),
+        }
+    }
+
     fn clear(&mut self) {
         self.schema = 0;
         self.reset_hint = ResetHint::Unknown;

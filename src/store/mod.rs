@@ -187,6 +187,16 @@ pub struct SeriesData {
 }
 
 impl SeriesData {
+    /// The oldest retained sample's timestamp, float or histogram.
+    pub fn first_ts(&self) -> Option<i64> {
+        let f = self.ring.first_ts();
+        let h = self.hist.as_ref().and_then(|h| h.first_ts());
+        match (f, h) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// The newest sample's timestamp, float or histogram.
     pub fn newest_ts(&self) -> Option<i64> {
         let f = self.ring.last().map(|(t, _)| t);

@@ -11,6 +11,7 @@
 //! file    = MAGIC section* end
 //! section = kind:u8 len:u32le payload crc:u32le     (crc over kind, len and payload)
 //! SERIES  = (varint label_len, labels (canonical RW 1.0 bytes), varint ring_len, ring)*
+//! ring    = float ring (store::ring), then its native histogram ring (store::hist), if any
 //! STATE   = the caller's opaque bytes (JSON: deploy events kept beside the samples)
 //! end     = section END whose payload is series:u64le sections:u64le
 //! ```
@@ -19,6 +20,7 @@ use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
+use super::hist::HistRing;
 use super::ring::{put_varint, RingBuffer};
 use super::Store;
 
@@ -52,7 +54,8 @@ pub enum SnapshotError {
 /// A snapshot read back: series with their samples, and the caller's state section.
 #[derive(Default)]
 pub struct Snapshot {
-    pub series: Vec<(Vec<u8>, RingBuffer)>,
+    /// Label bytes, float samples, native histogram samples.
+    pub series: Vec<(Vec<u8>, RingBuffer, Option<HistRing>)>,
     pub state: Vec<u8>,
     /// Bytes read.
     pub bytes: u64,
@@ -81,7 +84,13 @@ impl Store {
         for svc in self.services() {
             for s in svc.series() {
                 ring.clear();
-                s.data.lock().ring.encode_into(&mut ring);
+                {
+                    let data = s.data.lock();
+                    data.ring.encode_into(&mut ring);
+                    if let Some(h) = data.hist.as_ref().filter(|h| !h.is_empty()) {
+                        h.encode_into(&mut ring);
+                    }
+                }
                 w.series(s.labels.as_bytes(), &ring).map_err(io)?;
             }
         }
@@ -104,11 +113,26 @@ impl Store {
 /// Encodes a snapshot from series held by the caller, as [`Store::write_snapshot`] writes
 /// them: for tests and tools that need a snapshot of a given content (a hostile one).
 pub fn encode(series: &[(Vec<u8>, RingBuffer)], state: &[u8]) -> Vec<u8> {
+    encode_with(series.iter().map(|(l, r)| (l, r, None)), state)
+}
+
+/// [`encode`], with native histogram samples.
+pub fn encode_all(series: &[(Vec<u8>, RingBuffer, Option<HistRing>)], state: &[u8]) -> Vec<u8> {
+    encode_with(series.iter().map(|(l, r, h)| (l, r, h.as_ref())), state)
+}
+
+fn encode_with<'a>(
+    series: impl Iterator<Item = (&'a Vec<u8>, &'a RingBuffer, Option<&'a HistRing>)>,
+    state: &[u8],
+) -> Vec<u8> {
     let mut w = SectionWriter::new(Vec::new());
     let mut ring = Vec::new();
-    for (labels, rb) in series {
+    for (labels, rb, hist) in series {
         ring.clear();
         rb.encode_into(&mut ring);
+        if let Some(h) = hist.filter(|h| !h.is_empty()) {
+            h.encode_into(&mut ring);
+        }
         w.series(labels, &ring).expect("writing to memory");
     }
     w.finish(state).expect("writing to memory")
@@ -268,15 +292,25 @@ pub fn parse(bytes: &[u8]) -> Result<Snapshot, String> {
     }
 }
 
-fn parse_series(mut b: &[u8], out: &mut Vec<(Vec<u8>, RingBuffer)>) -> Result<(), String> {
+fn parse_series(
+    mut b: &[u8],
+    out: &mut Vec<(Vec<u8>, RingBuffer, Option<HistRing>)>,
+) -> Result<(), String> {
     while !b.is_empty() {
         let labels = take_prefixed(&mut b).ok_or("truncated label set")?;
         let ring = take_prefixed(&mut b).ok_or("truncated ring")?;
         let (rb, used) = RingBuffer::decode_from(ring).ok_or("malformed ring")?;
-        if used != ring.len() {
-            return Err("ring length mismatch".into());
-        }
-        out.push((labels.to_vec(), rb));
+        let hist = match &ring[used..] {
+            [] => None,
+            rest => {
+                let (h, n) = HistRing::decode_from(rest).ok_or("malformed histogram ring")?;
+                if n != rest.len() {
+                    return Err("ring length mismatch".into());
+                }
+                Some(h)
+            }
+        };
+        out.push((labels.to_vec(), rb, hist));
     }
     Ok(())
 }
@@ -362,7 +396,7 @@ mod tests {
         let snap = read(&dir.path().join(FILE_NAME)).unwrap().unwrap();
         assert_eq!(snap.series.len(), 50);
         assert_eq!(snap.state, b"{\"x\":1}");
-        for (labels, ring) in &snap.series {
+        for (labels, ring, _) in &snap.series {
             let live = s
                 .get(&crate::store::LabelSet::from_encoded(labels))
                 .unwrap();
@@ -401,7 +435,7 @@ mod tests {
         s.write_snapshot(dir.path(), b"{}").unwrap();
         let written = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
         let snap = parse(&written).unwrap();
-        assert_eq!(encode(&snap.series, b"{}"), written);
+        assert_eq!(encode_all(&snap.series, b"{}"), written);
         // Rings of any content, the empty one included, as a hostile snapshot holds.
         let mut extreme = RingBuffer::new();
         for t in [i64::MIN, -1, 0, i64::MAX] {

@@ -329,7 +329,7 @@ fn issue_15_a_service_not_seen_for_the_retention_is_forgotten_once_nothing_feeds
     let names: Vec<LabelSet> = snap
         .series
         .iter()
-        .map(|(l, _)| LabelSet::from_encoded(l))
+        .map(|(l, _, _)| LabelSet::from_encoded(l))
         .collect();
     assert_eq!(names, vec![LabelSet::from_strs(A1)]);
     // Seen again, b is a new service: new ids, new series handed out after the old ones.
@@ -548,4 +548,128 @@ fn per_service_limit_holds_under_concurrent_creation() {
             "round {round}"
         );
     }
+}
+
+/// A latency histogram at schema 3 after `n` requests, half in bucket 10, half in 12.
+fn native(n: f64) -> NativeHistogram {
+    NativeHistogram {
+        schema: 3,
+        count: n,
+        sum: n * 0.05,
+        zero_threshold: 1e-128,
+        positive: vec![
+            crate::ingest::Bucket {
+                index: -35,
+                count: (n / 2.0).floor(),
+            },
+            crate::ingest::Bucket {
+                index: -33,
+                count: n - (n / 2.0).floor(),
+            },
+        ],
+        ..Default::default()
+    }
+}
+
+fn push_native(
+    store: &Store,
+    labels: &[(&str, &str)],
+    hists: &[(i64, NativeHistogram)],
+    bounds: &TimeBounds,
+) -> IngestOutcome {
+    let mut batch = crate::ingest::Batch::default();
+    batch.reset(&DecodeLimits::default());
+    batch.push_encoded(LabelSet::from_strs(labels).as_bytes(), &[]);
+    for (ts, h) in hists {
+        batch.push_histogram(h.sample(*ts), &h.negative, &h.positive);
+    }
+    store
+        .ingest_within(&mut batch, &mut IngestScratch::default(), bounds)
+        .unwrap()
+}
+
+#[test]
+fn native_histograms_are_held_per_series_snapshotted_and_swept_like_floats() {
+    const H: &[(&str, &str)] = &[
+        ("__name__", "http_request_duration_seconds"),
+        ("job", "shop"),
+        ("version", "v1"),
+    ];
+    let s = store();
+    let hists: Vec<(i64, NativeHistogram)> = (1..=10)
+        .map(|k| (k * 15_000, native(k as f64 * 40.0)))
+        .collect();
+    // A series made of histograms alone is created, its service and version too.
+    let o = push_native(&s, H, &hists[..6], &TimeBounds::NONE);
+    assert_eq!((o.histograms_appended, o.series_created), (6, 1));
+    let series = s.get(&LabelSet::from_strs(H)).expect("created");
+    // A retried push: duplicates; an older one: out of order; the rest appended.
+    let o = push_native(&s, H, &hists[4..], &TimeBounds::NONE);
+    assert_eq!((o.histograms_appended, o.duplicates), (4, 2));
+    {
+        let data = series.data.lock();
+        let ring = data.hist.as_ref().expect("held");
+        assert_eq!(ring.len(), 10);
+        assert_eq!(ring.last().unwrap().1, &hists[9].1);
+        let mut h = NativeHistogram::default();
+        assert_eq!(ring.at_or_before(100_000, &mut h), Some(90_000));
+        assert_eq!(h, hists[5].1);
+        assert_eq!(data.first_ts(), Some(15_000));
+        assert_eq!(data.newest_ts(), Some(150_000));
+    }
+    // Refused for their time as floats are: the too-old one counted, the others stored.
+    let bounds = TimeBounds {
+        newest: 200_000,
+        max_ahead_ms: 0,
+        oldest: 1,
+        service_retention: false,
+    };
+    let o = push_native(
+        &s,
+        H,
+        &[(300_000, native(500.0)), (165_000, native(420.0))],
+        &bounds,
+    );
+    assert_eq!((o.histograms_appended, o.too_far_in_future), (1, 1));
+    // A stale marker marks the series gone.
+    let stale = NativeHistogram {
+        sum: f64::from_bits(STALE_NAN_BITS),
+        ..Default::default()
+    };
+    let o = push_native(&s, H, &[(180_000, stale)], &TimeBounds::NONE);
+    assert_eq!(o.stale_markers, 1);
+    assert!(series.data.lock().stale);
+    // A snapshot keeps them, bit for bit.
+    let dir = tempfile::tempdir().unwrap();
+    s.write_snapshot(dir.path(), b"").unwrap();
+    let snap = snapshot::read(&dir.path().join(snapshot::FILE_NAME))
+        .unwrap()
+        .unwrap();
+    let (_, floats, hist) = &snap.series[0];
+    assert!(floats.is_empty());
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    hist.as_ref()
+        .unwrap()
+        .for_each_in(i64::MIN, i64::MAX, |t, h| a.push((t, h.clone())));
+    series
+        .data
+        .lock()
+        .hist
+        .as_ref()
+        .unwrap()
+        .for_each_in(i64::MIN, i64::MAX, |t, h| b.push((t, h.clone())));
+    assert_eq!(a.len(), 12);
+    assert!(a.iter().zip(&b).all(|(x, y)| x.0 == y.0
+        && x.1.sum.to_bits() == y.1.sum.to_bits()
+        && x.1.positive == y.1.positive));
+    // Idle beyond the retention while its service goes on, it is swept.
+    let later = 180_000 + 3_600_001;
+    push_within(
+        &s,
+        &[(&[("__name__", "up"), ("job", "shop"), ("version", "v1")], later, 1.0)],
+        &TimeBounds::NONE,
+    );
+    let swept = s.sweep_at(later);
+    assert_eq!(swept.series, 1);
+    assert!(s.get(&LabelSet::from_strs(H)).is_none());
 }

@@ -30,7 +30,7 @@ impl RuleState {
             let (mut prev, first) = {
                 let data = series.data.lock();
                 let prev = data.at_or_before(t).filter(|(_, v)| !v.is_nan());
-                (prev, data.ring.first_ts())
+                (prev, data.first_ts())
             };
             let joined = self.instance_joined(side, &series.labels, t);
             // A counter that appears while its instance already reported (a client library
