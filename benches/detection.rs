@@ -11,6 +11,7 @@
 //! cargo bench --bench detection -- --family errors_x2 --seeds 1001..1003 --verbose
 //! cargo bench --bench detection -- --tsv /tmp/detection.tsv   # one line per scenario and judge
 //! cargo bench --bench detection -- --family crash_loop --seeds 1..1 --timeline
+//! cargo bench --bench detection -- --histograms native --no-reference   # latency as native histograms
 //! ```
 //!
 //! Seeds: tuning 1–4 and 1001–1014 … 28001–28014 of every family, held out 29001–29014
@@ -27,6 +28,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use deploywatch::demo::sim::Native;
 use deploywatch::demo::world::{self, generate, Family, Kind, Scenario};
 
 /// Seeds looked at while tuning: 1–4 from the start, then each held-out set once its
@@ -88,6 +90,9 @@ struct Args {
     /// With --verbose: each deploy's timeline too.
     timeline: bool,
     tsv: Option<String>,
+    /// `--histograms native|mixed`: every pod (or the new version's) exposes latency as a
+    /// native histogram instead of classic buckets.
+    histograms: &'static str,
 }
 
 fn args() -> Args {
@@ -100,6 +105,7 @@ fn args() -> Args {
         verbose: false,
         timeline: false,
         tsv: None,
+        histograms: "classic",
     };
     let mut families = Vec::new();
     let mut it = std::env::args().skip(1);
@@ -136,6 +142,14 @@ fn args() -> Args {
                 a.timeline = true;
             }
             "--tsv" => a.tsv = it.next(),
+            "--histograms" => {
+                a.histograms = match it.next().as_deref() {
+                    Some("classic") => "classic",
+                    Some("native") => "native",
+                    Some("mixed") => "mixed",
+                    other => panic!("--histograms classic|native|mixed, not {other:?}"),
+                }
+            }
             _ => {} // cargo's --bench and the like
         }
     }
@@ -335,7 +349,13 @@ fn main() {
                 let Some(&(family, seed)) = jobs.get(i) else {
                     break;
                 };
-                let p = run(generate(family, seed), a.reference, a.timeline);
+                let mut sc = generate(family, seed);
+                sc.service.native = match a.histograms {
+                    "native" => Native::All,
+                    "mixed" => Native::Version(sc.version.clone()),
+                    _ => Native::Off,
+                };
+                let p = run(sc, a.reference, a.timeline);
                 if a.verbose {
                     let o = &p.outcomes[0];
                     let rel = |t: Option<i64>| {

@@ -394,6 +394,7 @@ pub(crate) mod tests {
                 confidence: 0.9999,
                 reason: "errors up".into(),
                 matched_series: 4,
+                histogram: None,
             }],
             suspects: vec![serde_json::from_value::<Suspect>(serde_json::json!({
                 "dimension": "route", "value": "/checkout", "share": 0.83,

@@ -326,6 +326,9 @@ pub struct Service {
     pub effects: Vec<Effect>,
     /// Histograms per pod and route instead of per pod.
     pub per_route_histograms: bool,
+    /// Which pods expose `http_request_duration_seconds` as a native histogram (schema 3,
+    /// as client_golang's default) instead of classic buckets.
+    pub native: Native,
     pub scrape_interval: i64,
     /// A dependency label on the request counters: its name and one value per route (e.g.
     /// `db` = `orders-db` for the routes that use it). `None` (the default): no such label,
@@ -376,6 +379,7 @@ impl Service {
                 .collect(),
             effects: Vec::new(),
             per_route_histograms: false,
+            native: Native::Off,
             scrape_interval: SCRAPE_INTERVAL,
             route_dependency: None,
             jitter_ms: 20,
@@ -444,12 +448,38 @@ impl Service {
 // The simulation
 // ---------------------------------------------------------------------------------------
 
-/// One sample out: (series id in the owning [`Sim`], timestamp, value).
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Which pods of a service expose native histograms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Native {
+    Off,
+    All,
+    /// Only this version's pods (a fleet mid-way through a client library upgrade).
+    Version(String),
+}
+
+/// The schema the simulated native histograms use (client_golang's default bucket factor
+/// 1.1 gives schema 3).
+pub const NATIVE_SCHEMA: i32 = 3;
+
+/// One sample out: (series id in the owning [`Sim`], timestamp, value), or a native
+/// histogram sample.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Out {
     pub series: usize,
     pub ts: i64,
     pub value: f64,
+    pub hist: Option<Box<rw1::Histogram>>,
+}
+
+impl Out {
+    fn float(series: usize, ts: i64, value: f64) -> Out {
+        Out {
+            series,
+            ts,
+            value,
+            hist: None,
+        }
+    }
 }
 
 /// What a pod's process has counted since it started.
@@ -462,6 +492,9 @@ struct Process {
     /// overflow), sum, count.
     buckets: Vec<[u64; 12]>,
     sum: Vec<f64>,
+    /// Per histogram: native bucket counts by index at [`NATIVE_SCHEMA`] (a pod exposing
+    /// native histograms).
+    native: Vec<std::collections::BTreeMap<i32, u64>>,
     cpu: f64,
     leaked: f64,
 }
@@ -481,6 +514,9 @@ enum Key {
         hist: usize,
     },
     Count {
+        hist: usize,
+    },
+    Native {
         hist: usize,
     },
     Cpu,
@@ -524,6 +560,8 @@ pub struct Sim {
     labels: Vec<Vec<rw1::Label>>,
     /// Version of each series.
     series_version: Vec<String>,
+    /// Whether each series is a native histogram.
+    series_native: Vec<bool>,
     next_slot: i64,
     pending: VecDeque<Out>,
     /// Where samples have been released up to (exclusive).
@@ -613,6 +651,7 @@ impl Sim {
             pods,
             labels: Vec::new(),
             series_version: Vec::new(),
+            series_native: Vec::new(),
             next_slot: first_slot,
             pending: VecDeque::new(),
             released: i64::MIN,
@@ -664,6 +703,33 @@ impl Sim {
         m
     }
 
+    /// Whether pod `i` exposes native histograms.
+    fn is_native(&self, i: usize) -> bool {
+        match &self.svc.native {
+            Native::Off => false,
+            Native::All => true,
+            Native::Version(v) => self.svc.pods[i].version == *v,
+        }
+    }
+
+    /// A stale marker for `series`: Prometheus' stale NaN, in a histogram for a native one.
+    fn stale_out(&self, series: usize, ts: i64) -> Out {
+        if self.series_native[series] {
+            Out {
+                series,
+                ts,
+                value: stale_nan(),
+                hist: Some(Box::new(rw1::Histogram {
+                    sum: stale_nan(),
+                    timestamp: ts,
+                    ..Default::default()
+                })),
+            }
+        } else {
+            Out::float(series, ts, stale_nan())
+        }
+    }
+
     fn hists(&self) -> usize {
         if self.svc.per_route_histograms {
             self.svc.routes.len()
@@ -680,6 +746,7 @@ impl Sim {
             requests: vec![[0, 0, 0]; r],
             buckets: vec![[0; 12]; h],
             sum: vec![0.0; h],
+            native: vec![Default::default(); h],
             // What starting up costs.
             cpu: 0.3,
             leaked: 0.0,
@@ -804,6 +871,7 @@ impl Sim {
 
         let sigma = self.svc.latency_sigma;
         let per_route_h = self.svc.per_route_histograms;
+        let native = self.is_native(i);
         let mut total = 0u64;
         for r in 0..self.svc.routes.len() {
             let route = &self.svc.routes[r];
@@ -837,6 +905,10 @@ impl Sim {
                 let b = BUCKETS.iter().position(|&le| lat <= le).unwrap_or(11);
                 pod.proc.buckets[h][b] += 1;
                 pod.proc.sum[h] += lat;
+                if native {
+                    let idx = (lat.log2() * f64::from(1 << NATIVE_SCHEMA)).ceil() as i32;
+                    *pod.proc.native[h].entry(idx).or_insert(0) += 1;
+                }
             }
             total += n;
         }
@@ -901,6 +973,10 @@ impl Sim {
                 name("http_request_duration_seconds_count");
                 l.extend(hist_route(hist));
             }
+            Key::Native { hist } => {
+                name("http_request_duration_seconds");
+                l.extend(hist_route(hist));
+            }
             Key::Cpu => name("process_cpu_seconds_total"),
             Key::Memory => name("process_resident_memory_bytes"),
             Key::Restarts => {
@@ -917,6 +993,7 @@ impl Sim {
         let id = self.labels.len();
         self.labels.push(labels(&pairs));
         self.series_version.push(spec.version.clone());
+        self.series_native.push(matches!(key, Key::Native { .. }));
         self.pods[pod].series.insert(key, id);
         id
     }
@@ -944,11 +1021,7 @@ impl Sim {
             }
             stale.extend(self.pods[i].ksm);
             for series in stale {
-                out.push(Out {
-                    series,
-                    ts,
-                    value: stale_nan(),
-                });
+                out.push(self.stale_out(series, ts));
             }
             self.pods[i].gone = true;
             return;
@@ -956,11 +1029,21 @@ impl Sim {
         self.advance_pod(i, ts);
         let up = self.is_up(i, ts);
         let mut scraped: Vec<(usize, f64)> = Vec::new();
+        let mut hists: Vec<(usize, rw1::Histogram)> = Vec::new();
         let mut added = 0usize;
         if up {
             let before = self.labels.len();
             let proc = self.pods[i].proc.clone();
-            for h in 0..proc.buckets.len() {
+            let native = self.is_native(i);
+            for h in (0..proc.buckets.len()).filter(|_| native) {
+                let id = self.series_id(i, Key::Native { hist: h });
+                let count: u64 = proc.buckets[h].iter().sum();
+                hists.push((
+                    id,
+                    native_histogram(&proc.native[h], count, proc.sum[h], ts),
+                ));
+            }
+            for h in (0..proc.buckets.len()).filter(|_| !native) {
                 let mut cum = 0u64;
                 for le in 0..12 {
                     cum += proc.buckets[h][le];
@@ -1012,25 +1095,22 @@ impl Sim {
             // A series the last scrape returned and this one does not (a labelled child
             // gone with a restart of the process) gets a stale marker, as Prometheus' scrape
             // loop sends.
-            let now: std::collections::HashSet<usize> = scraped.iter().map(|x| x.0).collect();
+            let now: std::collections::HashSet<usize> = scraped
+                .iter()
+                .map(|x| x.0)
+                .chain(hists.iter().map(|x| x.0))
+                .collect();
             for &series in &self.pods[i].exposed {
                 if !now.contains(&series) {
-                    out.push(Out {
-                        series,
-                        ts,
-                        value: stale_nan(),
-                    });
+                    out.push(self.stale_out(series, ts));
                 }
             }
-            self.pods[i].exposed = scraped.iter().map(|x| x.0).collect();
+            self.pods[i].exposed = now.into_iter().collect();
+            self.pods[i].exposed.sort_unstable();
         } else {
             // A failed scrape: stale markers for what the last one returned, once.
             for series in std::mem::take(&mut self.pods[i].exposed) {
-                out.push(Out {
-                    series,
-                    ts,
-                    value: stale_nan(),
-                });
+                out.push(self.stale_out(series, ts));
             }
         }
         let n = scraped.len() as f64;
@@ -1049,10 +1129,16 @@ impl Sim {
         let id = self.series_id(i, Key::Restarts);
         self.pods[i].ksm = Some(id);
         scraped.push((id, self.pods[i].restarts as f64));
+        out.extend(hists.into_iter().map(|(series, h)| Out {
+            series,
+            ts,
+            value: 0.0,
+            hist: Some(Box::new(h)),
+        }));
         out.extend(
             scraped
                 .into_iter()
-                .map(|(series, value)| Out { series, ts, value }),
+                .map(|(series, value)| Out::float(series, ts, value)),
         );
     }
 
@@ -1215,13 +1301,20 @@ impl Feed {
         for chunk in all.chunks(MAX_ENTRIES_PER_REQUEST) {
             let timeseries = chunk
                 .iter()
-                .map(|(_, k, o)| rw1::TimeSeries {
-                    labels: self.sims[*k].labels[o.series].clone(),
-                    samples: vec![rw1::Sample {
-                        value: o.value,
-                        timestamp: o.ts,
-                    }],
-                    ..Default::default()
+                .map(|(_, k, o)| match &o.hist {
+                    Some(h) => rw1::TimeSeries {
+                        labels: self.sims[*k].labels[o.series].clone(),
+                        histograms: vec![(**h).clone()],
+                        ..Default::default()
+                    },
+                    None => rw1::TimeSeries {
+                        labels: self.sims[*k].labels[o.series].clone(),
+                        samples: vec![rw1::Sample {
+                            value: o.value,
+                            timestamp: o.ts,
+                        }],
+                        ..Default::default()
+                    },
                 })
                 .collect();
             requests.push(rw1::WriteRequest {
@@ -1234,6 +1327,47 @@ impl Feed {
             requests,
             samples,
         }
+    }
+}
+
+/// A native histogram sample as Prometheus sends it: spans and deltas of the bucket counts
+/// by index at [`NATIVE_SCHEMA`], client_golang's zero threshold.
+fn native_histogram(
+    buckets: &std::collections::BTreeMap<i32, u64>,
+    count: u64,
+    sum: f64,
+    ts: i64,
+) -> rw1::Histogram {
+    use crate::proto::prometheus::histogram::{Count, ZeroCount};
+    let mut spans: Vec<rw1::BucketSpan> = Vec::new();
+    let mut deltas = Vec::with_capacity(buckets.len());
+    let (mut prev_idx, mut prev_count): (Option<i32>, i64) = (None, 0);
+    for (&i, &c) in buckets {
+        match (prev_idx, spans.last_mut()) {
+            (Some(p), Some(last)) if i == p + 1 => last.length += 1,
+            (Some(p), _) => spans.push(rw1::BucketSpan {
+                offset: i - p - 1,
+                length: 1,
+            }),
+            (None, _) => spans.push(rw1::BucketSpan {
+                offset: i,
+                length: 1,
+            }),
+        }
+        deltas.push(c as i64 - prev_count);
+        prev_count = c as i64;
+        prev_idx = Some(i);
+    }
+    rw1::Histogram {
+        count: Some(Count::CountInt(count)),
+        sum,
+        schema: NATIVE_SCHEMA,
+        zero_threshold: (-128f64).exp2(),
+        zero_count: Some(ZeroCount::ZeroCountInt(0)),
+        positive_spans: spans,
+        positive_deltas: deltas,
+        timestamp: ts,
+        ..Default::default()
     }
 }
 

@@ -249,6 +249,10 @@ pub struct RuleJson {
     pub confidence: f64,
     pub reason: String,
     pub matched_series: usize,
+    /// Quantile rules: the histogram form it judged: `classic` (`_bucket` series), `native`
+    /// (native histograms, on schema 3's bucket edges) or `classic+native` (a mixed fleet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub histogram: Option<String>,
 }
 
 /// A timeline event.

@@ -290,6 +290,7 @@ fn live_row(r: &RuleState) -> RuleJson {
         confidence: finite_or_zero(r.confidence),
         reason: r.reason.clone(),
         matched_series: r.matched_series(),
+        histogram: r.histogram_form().map(str::to_string),
     }
 }
 

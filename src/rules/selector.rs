@@ -67,6 +67,25 @@ impl Selector {
             .all(|m| m.matches(labels.get(&m.name).unwrap_or("")))
     }
 
+    /// Whether a native histogram series with these labels is selected: a selector naming
+    /// `x_bucket` (a classic histogram's buckets) or `x` selects the native histogram `x`.
+    pub fn matches_native(&self, labels: &LabelSet) -> bool {
+        if let Some(m) = &self.metric {
+            let name = labels.metric_name();
+            if m != name && m.strip_suffix("_bucket") != Some(name) {
+                return false;
+            }
+        }
+        self.matchers.iter().filter(|m| m.name != "le").all(|m| {
+            if m.name == "__name__" {
+                let name = labels.metric_name();
+                m.matches(name) || m.matches(&format!("{name}_bucket"))
+            } else {
+                m.matches(labels.get(&m.name).unwrap_or(""))
+            }
+        })
+    }
+
     /// Parses `name{label="v", other=~"re"}`, `name`, or `{__name__="x"}`.
     pub fn parse(text: &str) -> Result<Selector, String> {
         let s = text.trim();

@@ -666,7 +666,11 @@ fn native_histograms_are_held_per_series_snapshotted_and_swept_like_floats() {
     let later = 180_000 + 3_600_001;
     push_within(
         &s,
-        &[(&[("__name__", "up"), ("job", "shop"), ("version", "v1")], later, 1.0)],
+        &[(
+            &[("__name__", "up"), ("job", "shop"), ("version", "v1")],
+            later,
+            1.0,
+        )],
         &TimeBounds::NONE,
     );
     let swept = s.sweep_at(later);

@@ -72,7 +72,12 @@ fn measure(
     warmup_ms: i64,
 ) -> KnownBaseline {
     let mut probe = RuleState::new(rule.clone());
-    for s in series {
+    // Classic histograms first: an old version exposing both forms is counted at its
+    // classic bounds (native histograms are counted there too), never on a grid its classic
+    // buckets cannot be read at.
+    let mut ordered: Vec<&Arc<Series>> = series.iter().collect();
+    ordered.sort_by_key(|s| s.data.lock().hist.is_some());
+    for s in ordered {
         probe.offer(s, Side::Baseline, to);
     }
     let counters = rule.signal.counters();
@@ -104,15 +109,68 @@ fn measure(
     // its first error) counts from zero.
     let mut inst_first: std::collections::HashMap<&str, i64> = Default::default();
     for m in &probe.matched {
-        if let Some(f) = m.series.data.lock().ring.first_ts() {
+        if let Some(f) = m.series.data.lock().first_ts() {
             let e = inst_first
                 .entry(instance_of(&m.series.labels).unwrap_or(""))
                 .or_insert(f);
             *e = (*e).min(f);
         }
     }
+    let mut scratch: (NativeHistogram, NativeHistogram, NativeHistogram, Vec<f64>) =
+        Default::default();
     for m in &probe.matched {
         let data = m.series.data.lock();
+        if let (Feed::Native(_), Some(ring)) = (&m.feed, data.hist.as_deref()) {
+            // A native histogram: its increases counted at the probe's bounds.
+            let inst_seen = inst_first.get(instance_of(&m.series.labels).unwrap_or(""));
+            let warm_from = inst_seen.map_or(i64::MIN, |f| f.saturating_add(warmup_ms));
+            let first = ring.first_ts();
+            let created_late = first.is_some_and(|f| {
+                f >= from && inst_seen.is_some_and(|i| f > i + NEW_SERIES_AFTER_MS)
+            });
+            let mut prev: Option<(i64, NativeHistogram)> =
+                created_late.then(|| (first.unwrap() - 1, NativeHistogram::default()));
+            let latency_group = crate::rules::groups::slot_in(
+                &mut per_latency_group,
+                &m.series.labels,
+                |(k, _)| k,
+                |k| (k, vec![0.0; probe.bounds.len()]),
+            );
+            let bounds = &probe.bounds;
+            ring.for_each_in(from, to, |ts, h| {
+                if h.is_stale() {
+                    return;
+                }
+                covered = (covered.0.min(ts), covered.1.max(ts));
+                let Some((_, p)) = &prev else {
+                    prev = Some((ts, h.clone()));
+                    return;
+                };
+                let (_, reduced, inc, cum) = &mut scratch;
+                if native::increase(p, h, reduced, inc).is_some() && !bounds.is_empty() {
+                    requests += inc.count;
+                    if ts >= warm_from {
+                        cum.clear();
+                        cum.resize(bounds.len(), 0.0);
+                        native::add_cumulative(inc, bounds, cum);
+                        let at =
+                            &mut by_step[(((ts - from).max(0) / STEP_MS) as usize).min(steps - 1)];
+                        for (slot, c) in cum.iter().enumerate() {
+                            total.buckets[slot] += c;
+                            at.buckets[slot] += c;
+                            if let Some(g) = latency_group {
+                                per_latency_group[g].1[slot] += c;
+                            }
+                        }
+                    }
+                }
+                if let Some((pts, p)) = &mut prev {
+                    *pts = ts;
+                    p.clone_from(h);
+                }
+            });
+            continue;
+        }
         let first = data.ring.first_ts();
         // When the series' instance first reported, and when it had warmed up `ms` later.
         let inst_seen = inst_first.get(instance_of(&m.series.labels).unwrap_or(""));
@@ -261,6 +319,7 @@ fn measure(
         groups,
         latency_groups: per_latency_group,
         bounds: probe.bounds,
+        forms: probe.forms,
         last_at: (covered.1 > i64::MIN).then_some(covered.1),
         by_step,
     }

@@ -862,7 +862,7 @@ impl RuleState {
             let mut out = Vec::with_capacity(k.by_step.len());
             for s in &k.by_step {
                 let step = SideStep {
-                    buckets: self.align_buckets(&k.bounds, &s.buckets),
+                    buckets: self.align_buckets(&k.bounds, k.forms.grid.is_some(), &s.buckets),
                     events: s.events,
                     exposure: s.exposure,
                     ..SideStep::default()

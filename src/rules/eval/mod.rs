@@ -13,6 +13,7 @@
 mod baseline;
 mod decide;
 mod evidence;
+mod native;
 mod select;
 mod signals;
 
@@ -24,7 +25,7 @@ use crate::rules::{Alphas, Bad, Component, Rule, Signal, Tier};
 use crate::stats::mean::MeanEvidence;
 use crate::stats::rate::RateEvidence;
 use crate::stats::ratio::RatioEvidence;
-use crate::store::{LabelSet, Series};
+use crate::store::{LabelSet, NativeHistogram, Series};
 
 pub use baseline::known_baseline;
 use decide::*;
@@ -80,6 +81,36 @@ impl SideStep {
     }
 }
 
+/// How a histogram series feeds a quantile rule.
+enum Feed {
+    /// Not a histogram's, or a classic `_bucket` series counted at its own bound's slot.
+    Direct,
+    /// A classic `_bucket` series (its `le`) whose histogram (`RuleState::accs[i]`) is
+    /// counted at every bound: the rule judges on the native grid.
+    Projected(usize, f64),
+    /// A native histogram series, with its previous sample.
+    Native(Box<Option<(i64, NativeHistogram)>>),
+}
+
+/// A classic histogram (its `_bucket` series of one instance and labels) counted at every
+/// bound of a rule judging on a native grid: this step's increases per `le`.
+struct Acc {
+    side: Side,
+    key: String,
+    group: Option<usize>,
+    judged: Vec<(f64, f64)>,
+    warming: Vec<(f64, f64)>,
+}
+
+/// Which forms of histogram fed a quantile rule.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Forms {
+    pub classic: bool,
+    pub native: bool,
+    /// The schema of the native grid ([`native::grid`]) the rule judges on, if it does.
+    pub grid: Option<i8>,
+}
+
 /// A series feeding the rule.
 struct Matched {
     series: Arc<Series>,
@@ -93,6 +124,7 @@ struct Matched {
     warm_from: i64,
     /// Its group (route, handler) for a ratio rule's per-group evidence.
     group: Option<usize>,
+    feed: Feed,
 }
 
 /// An instance (by `instance`, else `pod`, label) of one side, for per-instance exposure.
@@ -124,6 +156,8 @@ pub struct KnownBaseline {
     pub latency_groups: Vec<(String, Vec<f64>)>,
     /// The bucket bounds by slot of `total.buckets` (quantile rules).
     pub bounds: Vec<f64>,
+    /// Which histogram forms the window held (quantile rules).
+    pub forms: Forms,
     /// The newest sample of the window the series hold.
     pub last_at: Option<i64>,
     /// Counted signals: each 15-second step's counts from the window's start, as they were.
@@ -137,6 +171,13 @@ pub struct RuleState {
     instances: Vec<Instance>,
     /// Bucket upper bounds by slot (quantile rules).
     bounds: Vec<f64>,
+    /// Quantile rules: the histogram forms that fed it, and its native grid.
+    pub forms: Forms,
+    /// Classic histograms counted at every bound (the rule judges on a native grid).
+    accs: Vec<Acc>,
+    /// Scratch for native histograms: the sample read, the earlier one at its layout, the
+    /// increase, and cumulative counts by slot.
+    native: Box<(NativeHistogram, NativeHistogram, NativeHistogram, Vec<f64>)>,
     step: [SideStep; 2],
     carry: [SideStep; 2],
     /// Baseline buckets during warm-up (to place the quantile thresholds).
@@ -246,6 +287,9 @@ impl RuleState {
             matched: Vec::new(),
             instances: Vec::new(),
             bounds: Vec::new(),
+            forms: Forms::default(),
+            accs: Vec::new(),
+            native: Default::default(),
             step: Default::default(),
             carry: Default::default(),
             warm_baseline: Vec::new(),
@@ -285,6 +329,16 @@ impl RuleState {
             load_elsewhere: None,
             beside_old: None,
             rule,
+        }
+    }
+
+    /// The histogram form a quantile rule judged (see [`crate::deploy::RuleJson`]).
+    pub fn histogram_form(&self) -> Option<&'static str> {
+        match (self.forms.classic, self.forms.native) {
+            (true, true) => Some("classic+native"),
+            (false, true) => Some("native"),
+            (true, false) => Some("classic"),
+            (false, false) => None,
         }
     }
 

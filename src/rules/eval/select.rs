@@ -7,12 +7,30 @@ use std::sync::Arc;
 use super::*;
 
 impl RuleState {
-    /// Offers a series; it is kept if a selector matches.
+    /// Offers a series; it is kept if a selector matches. A native histogram series feeds
+    /// a quantile rule that selects its classic buckets (`x` for `x_bucket`).
     pub fn offer(&mut self, series: &Arc<Series>, side: Side, t: i64) {
-        for component in self.selected_as(&series.labels) {
+        let native = matches!(self.rule.signal, Signal::Quantile { .. })
+            && series.data.lock().hist.is_some();
+        let components = if native {
+            self.selected_as_native(&series.labels)
+        } else {
+            self.selected_as(&series.labels)
+        };
+        for component in components {
             let slot = match component {
+                Component::Bucket if native => usize::MAX,
                 Component::Bucket => match bucket_bound(&series.labels) {
-                    Some(le) => self.bucket_slot(le),
+                    Some(le) => {
+                        self.forms.classic = true;
+                        // On a native grid, a classic histogram is counted at the grid's
+                        // bounds: its own add none.
+                        if self.forms.grid.is_some() {
+                            usize::MAX
+                        } else {
+                            self.bucket_slot(le)
+                        }
+                    }
                     None => continue,
                 },
                 _ => self.instance_slot(&series.labels, side),
@@ -25,20 +43,30 @@ impl RuleState {
             {
                 continue;
             }
+            let joined = self.instance_joined(side, &series.labels, t);
             // Its value at the step it joins, not its newest: a push may already hold later
             // samples, and counting from those would lose their increments.
-            let (mut prev, first) = {
+            let (mut prev, mut prev_hist, first) = {
                 let data = series.data.lock();
                 let prev = data.at_or_before(t).filter(|(_, v)| !v.is_nan());
-                (prev, data.first_ts())
+                let mut h = NativeHistogram::default();
+                let prev_hist = data
+                    .hist
+                    .as_ref()
+                    .and_then(|r| r.at_or_before(t, &mut h))
+                    .filter(|_| native && !h.is_stale())
+                    .map(|ts| (ts, h));
+                (prev, prev_hist, data.first_ts())
             };
-            let joined = self.instance_joined(side, &series.labels, t);
             // A counter that appears while its instance already reported (a client library
             // creates `code="500"` at the first error) started from zero: its first value is
             // an increase, not a baseline to count from.
             if self.rule.signal.counters() {
                 if let Some(first) = first.filter(|f| *f > joined + NEW_SERIES_AFTER_MS) {
                     prev = Some((first - 1, 0.0));
+                    if native {
+                        prev_hist = Some((first - 1, NativeHistogram::default()));
+                    }
                 }
             }
             let warm_from = match side {
@@ -54,6 +82,16 @@ impl RuleState {
                 }
                 _ => None,
             };
+            let feed = if native {
+                self.forms.native = true;
+                self.ensure_grid();
+                Feed::Native(Box::new(prev_hist))
+            } else if component == Component::Bucket && self.forms.grid.is_some() {
+                let le = bucket_bound(&series.labels).unwrap_or(f64::INFINITY);
+                Feed::Projected(self.acc_slot(&series.labels, side, group), le)
+            } else {
+                Feed::Direct
+            };
             self.matched.push(Matched {
                 series: series.clone(),
                 side,
@@ -62,7 +100,44 @@ impl RuleState {
                 prev,
                 warm_from,
                 group,
+                feed,
             });
+        }
+    }
+
+    /// Lays the native grid of bounds ([`native::grid`]) if the rule has no bounds yet
+    /// (classic buckets came first: native histograms are counted at theirs).
+    pub(super) fn ensure_grid(&mut self) {
+        if !self.bounds.is_empty() {
+            return;
+        }
+        self.bounds = native::grid();
+        self.forms.grid = Some(native::GRID_SCHEMA);
+    }
+
+    /// The classic histogram of these `_bucket` labels (all but `le`) on `side`.
+    fn acc_slot(&mut self, labels: &LabelSet, side: Side, group: Option<usize>) -> usize {
+        let key: String = labels
+            .iter()
+            .filter(|(n, _)| *n != "le")
+            .map(|(n, v)| format!("{n}={v},"))
+            .collect();
+        match self
+            .accs
+            .iter()
+            .position(|a| a.side == side && a.key == key)
+        {
+            Some(i) => i,
+            None => {
+                self.accs.push(Acc {
+                    side,
+                    key,
+                    group,
+                    judged: Vec::new(),
+                    warming: Vec::new(),
+                });
+                self.accs.len() - 1
+            }
         }
     }
 
@@ -115,10 +190,29 @@ impl RuleState {
     /// Offers a series of the old version after against before: kept, if a selector
     /// matches, to tell what the old version showed while it still served.
     pub fn offer_old(&mut self, series: &Arc<Series>) {
-        let selected = !self.selected_as(&series.labels).is_empty();
+        let native = matches!(self.rule.signal, Signal::Quantile { .. })
+            && series.data.lock().hist.is_some();
+        let selected = if native {
+            !self.selected_as_native(&series.labels).is_empty()
+        } else {
+            !self.selected_as(&series.labels).is_empty()
+        };
         if selected && !self.old.iter().any(|s| Arc::ptr_eq(s, series)) {
             self.old.push(series.clone());
         }
+    }
+
+    /// The components a native histogram series with these labels feeds: the buckets,
+    /// where a bucket selector names its classic form.
+    fn selected_as_native(&self, labels: &LabelSet) -> Vec<Component> {
+        self.rule
+            .signal
+            .selectors()
+            .into_iter()
+            .filter(|(c, sel)| *c == Component::Bucket && sel.matches_native(labels))
+            .map(|(c, _)| c)
+            .take(1)
+            .collect()
     }
 
     /// The components (numerator, bucket, …) whose selectors match these labels.
@@ -132,8 +226,32 @@ impl RuleState {
             .collect()
     }
 
-    /// Bucket counts by another slot order (`bounds`) in this rule's own.
-    pub(super) fn align_buckets(&mut self, bounds: &[f64], buckets: &[f64]) -> Vec<f64> {
+    /// Bucket counts by another slot order (`bounds`, on the native grid if `on_grid`) in
+    /// this rule's own. Between a native grid and classic bounds, the counts are read at
+    /// this rule's bounds (interpolated within a bucket, as quantiles are): bounds added
+    /// now would have no counts in what the rule already holds.
+    pub(super) fn align_buckets(
+        &mut self,
+        bounds: &[f64],
+        on_grid: bool,
+        buckets: &[f64],
+    ) -> Vec<f64> {
+        if !self.bounds.is_empty() && on_grid != self.forms.grid.is_some() {
+            return self
+                .bounds
+                .iter()
+                .map(|b| {
+                    if b.is_infinite() {
+                        bucket_total(bounds, buckets)
+                    } else {
+                        cumulative_at(bounds, buckets, *b)
+                    }
+                })
+                .collect();
+        }
+        if self.bounds.is_empty() && on_grid {
+            self.forms.grid = Some(native::GRID_SCHEMA);
+        }
         let slots: Vec<usize> = bounds.iter().map(|b| self.bucket_slot(*b)).collect();
         let mut out = vec![0.0; self.bounds.len()];
         for (slot, x) in slots.into_iter().zip(buckets) {
@@ -147,11 +265,15 @@ impl RuleState {
     /// comparison now.
     pub fn set_known_baseline(&mut self, mut known: KnownBaseline, deploy_started: i64) {
         let bounds = std::mem::take(&mut known.bounds);
-        known.total.buckets = self.align_buckets(&bounds, &known.total.buckets);
+        let grid = known.forms.grid.is_some();
+        known.total.buckets = self.align_buckets(&bounds, grid, &known.total.buckets);
         for g in &mut known.latency_groups {
-            g.1 = self.align_buckets(&bounds, &g.1);
+            g.1 = self.align_buckets(&bounds, grid, &g.1);
         }
+        self.forms.classic |= known.forms.classic;
+        self.forms.native |= known.forms.native;
         known.bounds = self.bounds.clone();
+        known.forms.grid = self.forms.grid;
         self.deploy_started = Some(deploy_started);
         self.old_shared = None;
         self.known = Some(known);

@@ -27,7 +27,64 @@ impl RuleState {
         if let Some(g) = &mut self.latency_groups {
             g.clear_step();
         }
+        let mut native = std::mem::take(&mut self.native);
+        let mut accs = std::mem::take(&mut self.accs);
+        for a in &mut accs {
+            a.judged.clear();
+            a.warming.clear();
+        }
         for m in &mut self.matched {
+            match &mut m.feed {
+                Feed::Native(prev) => {
+                    let step = &mut self.step[m.side as usize];
+                    read_native(
+                        m.series.data.lock().hist.as_deref(),
+                        prev,
+                        t,
+                        m.warm_from,
+                        &self.bounds,
+                        &mut native,
+                        |cum, warming| {
+                            if warming {
+                                for (a, c) in self.warming.buckets.iter_mut().zip(cum) {
+                                    *a += c;
+                                }
+                                return;
+                            }
+                            for (slot, c) in cum.iter().enumerate() {
+                                step.buckets[slot] += c;
+                                if let (Some(groups), Some(g)) = (&mut self.latency_groups, m.group)
+                                {
+                                    groups.count(g, m.side as usize, slot, *c);
+                                }
+                            }
+                        },
+                    );
+                    continue;
+                }
+                Feed::Projected(i, le) => {
+                    let Some((ts, v)) = m.series.data.lock().at_or_before(t) else {
+                        continue;
+                    };
+                    if v.is_nan() {
+                        continue;
+                    }
+                    if let Some((_, pv)) = m.prev.filter(|(pts, _)| ts > *pts) {
+                        let delta = counter_increase(pv, v);
+                        let acc = &mut accs[*i];
+                        if ts < m.warm_from {
+                            acc.warming.push((*le, delta));
+                        } else {
+                            acc.judged.push((*le, delta));
+                        }
+                    }
+                    if m.prev.is_none_or(|(pts, _)| ts > pts) {
+                        m.prev = Some((ts, v));
+                    }
+                    continue;
+                }
+                Feed::Direct => {}
+            }
             let Some((ts, v)) = m.series.data.lock().at_or_before(t) else {
                 continue;
             };
@@ -104,6 +161,33 @@ impl RuleState {
                 }
             }
         }
+        // Classic histograms counted at every bound of a native grid.
+        let cum = &mut native.3;
+        for a in &mut accs {
+            for (points, warming) in [(&mut a.judged, false), (&mut a.warming, true)] {
+                if points.is_empty() {
+                    continue;
+                }
+                points.sort_by(|x, y| x.0.total_cmp(&y.0));
+                cum.clear();
+                cum.extend(self.bounds.iter().map(|b| cumulative_at_sorted(points, *b)));
+                if warming {
+                    for (x, c) in self.warming.buckets.iter_mut().zip(cum.iter()) {
+                        *x += c;
+                    }
+                    continue;
+                }
+                let step = &mut self.step[a.side as usize];
+                for (slot, c) in cum.iter().enumerate() {
+                    step.buckets[slot] += c;
+                    if let (Some(groups), Some(g)) = (&mut self.latency_groups, a.group) {
+                        groups.count(g, a.side as usize, slot, *c);
+                    }
+                }
+            }
+        }
+        self.native = native;
+        self.accs = accs;
     }
 
     /// The statistic of this step alone on each side (a chart point).
@@ -306,4 +390,39 @@ pub fn histogram_quantile(q: f64, bounds: &[f64], counts: &[f64]) -> Option<f64>
         prev_c = c;
     }
     None
+}
+
+/// Reads a native histogram series at `t` (`prev`: its previous sample) and hands the
+/// observations since, as cumulative counts at `bounds`, to `add` (with whether they are
+/// its instance's warm-up).
+fn read_native(
+    ring: Option<&crate::store::HistRing>,
+    prev: &mut Option<(i64, NativeHistogram)>,
+    t: i64,
+    warm_from: i64,
+    bounds: &[f64],
+    scratch: &mut (NativeHistogram, NativeHistogram, NativeHistogram, Vec<f64>),
+    mut add: impl FnMut(&[f64], bool),
+) {
+    let (cur, reduced, inc, cum) = scratch;
+    let Some(ts) = ring.and_then(|r| r.at_or_before(t, cur)) else {
+        return;
+    };
+    if cur.is_stale() {
+        return; // the series went away
+    }
+    match prev {
+        Some((pts, p)) if ts > *pts => {
+            if native::increase(p, cur, reduced, inc).is_some() && !bounds.is_empty() {
+                cum.clear();
+                cum.resize(bounds.len(), 0.0);
+                native::add_cumulative(inc, bounds, cum);
+                add(cum, ts < warm_from);
+            }
+            *pts = ts;
+            std::mem::swap(p, cur);
+        }
+        Some(_) => {}
+        None => *prev = Some((ts, cur.clone())),
+    }
 }

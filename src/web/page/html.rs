@@ -961,6 +961,7 @@ mod tests {
                 confidence: 0.9999,
                 reason: EVIL.into(),
                 matched_series: 96,
+                histogram: None,
             }],
             suspects: vec![Suspect {
                 dimension: "route".into(),
