@@ -212,13 +212,17 @@ impl App {
             let bounds = TimeBounds::live(crate::now_ms(), config.limits.max_time_ahead);
             let store = self.store.ingest_within(batch, scratch, &bounds)?;
             self.metrics.ingested(&store, &batch.extras);
+            // TODO(store): the store takes the decoded native histograms; until then they
+            // are dropped, and counted as such.
+            let histograms = batch.histograms.len() as u64;
+            self.metrics.histograms_dropped.inc_by(histograms);
             // Judge the deploys this push touched before answering.
             let judged = Instant::now();
             self.deploys.on_push(&self.store, &store.touched);
             self.metrics.evaluation.observe(judged.elapsed());
             Ok(PushOutcome {
                 samples_received: batch.sample_count() as u64,
-                histograms_received: batch.extras.histograms,
+                histograms_received: histograms,
                 exemplars_received: batch.extras.exemplars,
                 store,
             })

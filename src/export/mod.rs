@@ -337,7 +337,6 @@ impl Metrics {
         self.stale_markers.inc_by(o.stale_markers);
         self.series_created.inc_by(o.series_created);
         self.series_over_limit.inc_by(o.series_over_limit);
-        self.histograms_dropped.inc_by(extras.histograms);
         self.exemplars_dropped.inc_by(extras.exemplars);
         self.metadata_received.inc_by(extras.metadata);
     }
