@@ -317,4 +317,6 @@ pub(crate) fn check_labels(
 }
 
 #[cfg(test)]
+mod hist_tests;
+#[cfg(test)]
 mod tests;
