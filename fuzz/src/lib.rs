@@ -296,9 +296,10 @@ pub fn expected_histogram(h: &pb::Histogram) -> Option<OwnedHistogram> {
 }
 
 /// Ingests a decoded batch into a fresh store, twice (a retried push), and checks the
-/// outcome's bookkeeping: every sample is appended, a duplicate, out of order or over a
-/// limit; the retry appends and creates nothing; stored series are found by their labels.
-/// Returns whether the store accepted the batch.
+/// outcome's bookkeeping: every sample is appended, a duplicate, out of order, over a
+/// limit, non-finite (±Inf, NaN but the stale marker: dropped) or outside the time bounds
+/// (`i64::MIN`); the retry appends and creates nothing; stored series are found by their
+/// labels. Returns whether the store accepted the batch.
 pub fn ingest_and_check(batch: &mut Batch) -> bool {
     let store = small_store();
     let mut scratch = IngestScratch::default();
@@ -311,8 +312,16 @@ pub fn ingest_and_check(batch: &mut Batch) -> bool {
             return false;
         }
     };
+    let unstored = |o: &deploywatch::store::IngestOutcome| {
+        o.duplicates
+            + o.out_of_order
+            + o.samples_over_limit
+            + o.non_finite
+            + o.too_far_in_future
+            + o.too_old
+    };
     assert_eq!(
-        first.samples_appended + first.duplicates + first.out_of_order + first.samples_over_limit,
+        first.samples_appended + unstored(&first),
         total,
         "every sample is accounted for: {first:?}"
     );
@@ -327,12 +336,15 @@ pub fn ingest_and_check(batch: &mut Batch) -> bool {
         );
     }
 
-    // Every entry with samples whose labels parse is stored under them, unless a limit
-    // refused a series in this push.
+    // Every entry with a storable sample whose labels parse is stored under them, unless
+    // a limit refused a series in this push.
     if first.series_over_limit == 0 {
         for i in 0..batch.series.len() {
             let entry = batch.series[i].clone();
-            if entry.samples.is_empty() || batch.ensure_labels(i).is_err() {
+            let storable = batch.series_samples(&entry).iter().any(|s| {
+                s.ts != i64::MIN && (s.value.is_finite() || s.value.to_bits() == STALE_NAN_BITS)
+            });
+            if !storable || batch.ensure_labels(i).is_err() {
                 continue;
             }
             let set = LabelSet::from_pairs(batch.series_labels(&batch.series[i]));
@@ -356,9 +368,6 @@ pub fn ingest_and_check(batch: &mut Batch) -> bool {
         "a retry appends nothing: {again:?}"
     );
     assert_eq!(again.series_created, 0);
-    assert_eq!(
-        again.duplicates + again.out_of_order + again.samples_over_limit,
-        total
-    );
+    assert_eq!(unstored(&again), total, "{again:?}");
     true
 }
