@@ -29,6 +29,57 @@ fn series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> pb::TimeSeries {
 
 const STALE: u64 = 0x7ff0_0000_0000_0002;
 
+/// An integer native histogram as Prometheus sends one: schema 3, buckets on both sides
+/// with gaps between spans, a zero bucket; 19 observations.
+fn native_int(ts: i64) -> pb::Histogram {
+    use pb::histogram::{Count, ResetHint, ZeroCount};
+    let span = |offset, length| pb::BucketSpan { offset, length };
+    pb::Histogram {
+        count: Some(Count::CountInt(19)),
+        sum: 12.5,
+        schema: 3,
+        zero_threshold: 1e-128,
+        zero_count: Some(ZeroCount::ZeroCountInt(2)),
+        negative_spans: vec![span(1, 2)],
+        negative_deltas: vec![4, -4],
+        positive_spans: vec![span(-2, 2), span(3, 1), span(0, 2)],
+        positive_deltas: vec![1, 2, -1, 0, 3],
+        reset_hint: ResetHint::No as i32,
+        timestamp: ts,
+        ..Default::default()
+    }
+}
+
+/// A float native histogram: 10.5 observations.
+fn native_float(ts: i64) -> pb::Histogram {
+    use pb::histogram::{Count, ResetHint, ZeroCount};
+    let span = |offset, length| pb::BucketSpan { offset, length };
+    pb::Histogram {
+        count: Some(Count::CountFloat(10.5)),
+        sum: 4.25,
+        schema: -1,
+        zero_threshold: 0.001,
+        zero_count: Some(ZeroCount::ZeroCountFloat(0.5)),
+        negative_spans: vec![span(-1, 1)],
+        negative_counts: vec![3.0],
+        positive_spans: vec![span(0, 1), span(2, 2)],
+        positive_counts: vec![1.0, 2.5, 3.5],
+        reset_hint: ResetHint::Gauge as i32,
+        timestamp: ts,
+        ..Default::default()
+    }
+}
+
+/// A native histogram stale marker, as Prometheus sends one.
+fn native_stale(ts: i64) -> pb::Histogram {
+    pb::Histogram {
+        count: Some(pb::histogram::Count::CountInt(0)),
+        sum: f64::from_bits(STALE),
+        timestamp: ts,
+        ..Default::default()
+    }
+}
+
 /// RW 1.0 `WriteRequest`s: what Prometheus sends, and the odd shapes the decoder handles.
 pub fn rw1_messages() -> Vec<(&'static str, Vec<u8>)> {
     let up = [
@@ -87,9 +138,27 @@ pub fn rw1_messages() -> Vec<(&'static str, Vec<u8>)> {
     }
     let mut interleaved_req = vec![0x0a, interleaved.len() as u8];
     interleaved_req.extend_from_slice(&interleaved);
+    let latency = [
+        ("__name__", "http_request_duration_seconds"),
+        ("job", "api"),
+        ("version", "v1"),
+    ];
+    let mut ints = series(&latency, &[]);
+    ints.histograms = vec![
+        native_int(1_764_000_000_000),
+        native_int(1_764_000_015_000),
+        native_stale(1_764_000_030_000),
+    ];
+    let mut floats = series(&latency[..2], &[]);
+    floats.histograms = vec![native_float(1_764_000_000_000)];
+    let histograms = pb::WriteRequest {
+        timeseries: vec![series(&up, &[(1_764_000_000_000, 1.0)]), ints, floats],
+        metadata: vec![],
+    };
     vec![
         ("typical", typical.encode_to_vec()),
         ("extras", with_extras.encode_to_vec()),
+        ("histograms", histograms.encode_to_vec()),
         ("interleaved", interleaved_req),
         (
             "unsorted",
@@ -154,7 +223,32 @@ pub fn rw2_messages() -> Vec<(&'static str, Vec<u8>)> {
     unpacked.push(0x2a);
     unpacked.push(unpacked_series.len() as u8);
     unpacked.extend_from_slice(&unpacked_series);
-    vec![("typical", typical.encode_to_vec()), ("unpacked", unpacked)]
+    // Native histograms: fields 1 to 15 are RW 1.0's.
+    let v2_histogram =
+        |h: pb::Histogram| v2::Histogram::decode(&h.encode_to_vec()[..]).expect("the same fields");
+    let histograms = v2::Request {
+        symbols,
+        timeseries: vec![
+            v2::TimeSeries {
+                labels_refs: vec![1, 2, 3, 4],
+                histograms: vec![
+                    v2_histogram(native_int(1_764_000_000_000)),
+                    v2_histogram(native_stale(1_764_000_015_000)),
+                ],
+                ..Default::default()
+            },
+            v2::TimeSeries {
+                labels_refs: vec![1, 2, 3, 4, 5, 6],
+                histograms: vec![v2_histogram(native_float(1_764_000_000_000))],
+                ..Default::default()
+            },
+        ],
+    };
+    vec![
+        ("typical", typical.encode_to_vec()),
+        ("unpacked", unpacked),
+        ("histograms", histograms.encode_to_vec()),
+    ]
 }
 
 fn snappy(b: &[u8]) -> Vec<u8> {

@@ -252,6 +252,7 @@ impl App {
             max_labels_per_series: usize::MAX,
             max_label_name_length: usize::MAX,
             max_label_value_length: usize::MAX,
+            max_histogram_buckets: usize::MAX,
         };
         let mut batch = Batch::default();
         let mut invalid = 0;

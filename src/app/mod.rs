@@ -212,13 +212,14 @@ impl App {
             let bounds = TimeBounds::live(crate::now_ms(), config.limits.max_time_ahead);
             let store = self.store.ingest_within(batch, scratch, &bounds)?;
             self.metrics.ingested(&store, &batch.extras);
+            let histograms = batch.histograms.len() as u64;
             // Judge the deploys this push touched before answering.
             let judged = Instant::now();
             self.deploys.on_push(&self.store, &store.touched);
             self.metrics.evaluation.observe(judged.elapsed());
             Ok(PushOutcome {
                 samples_received: batch.sample_count() as u64,
-                histograms_received: batch.extras.histograms,
+                histograms_received: histograms,
                 exemplars_received: batch.extras.exemplars,
                 store,
             })

@@ -210,7 +210,9 @@ pub struct Metrics {
     pub samples_too_old: Counter,
     /// ±Inf and NaN values (not stale markers): accepted, not stored.
     pub samples_non_finite: Counter,
-    pub histograms_dropped: Counter,
+    pub histograms_appended: Counter,
+    pub histograms_duplicate: Counter,
+    pub histograms_out_of_order: Counter,
     pub exemplars_dropped: Counter,
     pub metadata_received: Counter,
     pub stale_markers: Counter,
@@ -248,7 +250,9 @@ impl Default for Metrics {
             samples_too_far_in_future: Counter::default(),
             samples_too_old: Counter::default(),
             samples_non_finite: Counter::default(),
-            histograms_dropped: Counter::default(),
+            histograms_appended: Counter::default(),
+            histograms_duplicate: Counter::default(),
+            histograms_out_of_order: Counter::default(),
             exemplars_dropped: Counter::default(),
             metadata_received: Counter::default(),
             stale_markers: Counter::default(),
@@ -337,7 +341,9 @@ impl Metrics {
         self.stale_markers.inc_by(o.stale_markers);
         self.series_created.inc_by(o.series_created);
         self.series_over_limit.inc_by(o.series_over_limit);
-        self.histograms_dropped.inc_by(extras.histograms);
+        self.histograms_appended.inc_by(o.histograms_appended);
+        self.histograms_duplicate.inc_by(o.histogram_duplicates);
+        self.histograms_out_of_order.inc_by(o.histograms_out_of_order);
         self.exemplars_dropped.inc_by(extras.exemplars);
         self.metadata_received.inc_by(extras.metadata);
     }
@@ -422,14 +428,25 @@ impl Metrics {
             );
         }
         e.family(
+            "deploywatch_ingest_histogram_samples_total",
+            "counter",
+            "Native histogram samples received in accepted requests, by outcome: appended, or dropped as duplicate (a retried push) or out_of_order. Those refused by a limit or their timestamp count in deploywatch_ingest_samples_total.",
+        );
+        for (outcome, c) in [
+            ("appended", &self.histograms_appended),
+            ("duplicate", &self.histograms_duplicate),
+            ("out_of_order", &self.histograms_out_of_order),
+        ] {
+            e.sample(
+                "deploywatch_ingest_histogram_samples_total",
+                &[("outcome", outcome)],
+                c.get() as f64,
+            );
+        }
+        e.family(
             "deploywatch_ingest_dropped_total",
             "counter",
-            "Data received but not kept, by kind: native histogram samples (deploywatch judges classic _bucket series) and exemplars.",
-        );
-        e.sample(
-            "deploywatch_ingest_dropped_total",
-            &[("kind", "native_histogram")],
-            self.histograms_dropped.get() as f64,
+            "Data received but not kept, by kind: exemplars.",
         );
         e.sample(
             "deploywatch_ingest_dropped_total",

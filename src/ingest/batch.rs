@@ -75,11 +75,10 @@ pub struct Sample {
     pub value: f64,
 }
 
-/// What one request carried besides float samples; these are counted, not stored.
+/// What one request carried besides float and native histogram samples; these are counted,
+/// not stored.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Extras {
-    /// Native histogram samples (dropped: deploywatch judges classic `_bucket` series).
-    pub histograms: u64,
     pub exemplars: u64,
     pub metadata: u64,
 }
@@ -162,9 +161,16 @@ impl Batch {
         &self.samples[s.samples.start as usize..s.samples.end as usize]
     }
 
+    /// The native histogram samples of one series.
     #[inline]
     pub fn series_histograms(&self, s: &SeriesEntry) -> &[HistogramSample] {
         &self.histograms[s.histograms.start as usize..s.histograms.end as usize]
+    }
+
+    /// The buckets of one side of a histogram ([`HistogramSample::negative`] or `positive`).
+    #[inline]
+    pub fn histogram_buckets(&self, r: (u32, u32)) -> &[Bucket] {
+        &self.buckets[r.0 as usize..r.1 as usize]
     }
 
     pub fn sample_count(&self) -> usize {
@@ -193,7 +199,7 @@ impl Batch {
         self.series.push(SeriesEntry {
             labels: labels..labels,
             samples: first..self.samples.len() as u32,
-            histograms: 0..0,
+            histograms: self.histograms.len() as u32..self.histograms.len() as u32,
             raw_labels: (start, end),
             deferred: true,
         });

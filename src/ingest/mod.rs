@@ -1,8 +1,10 @@
 //! Decode: an HTTP remote-write body (RW 1.0 or 2.0, snappy block-compressed) in, a flat
-//! [`Batch`] of labelled float samples out. Two pure steps: decompress within the size limit,
-//! then parse protobuf without copying. Nothing here touches shared state.
+//! [`Batch`] of labelled float samples and native histogram samples out. Two pure steps:
+//! decompress within the size limit, then parse protobuf without copying. Native histograms
+//! are checked as Prometheus checks them (`hist`). Nothing here touches shared state.
 
 pub mod batch;
+mod hist;
 pub mod rw1;
 pub mod rw2;
 pub mod wire;
@@ -40,6 +42,8 @@ pub enum DecodeError {
     Labels(String),
     #[error("limit exceeded: {0}")]
     Limit(String),
+    #[error("invalid native histogram: {0}")]
+    Histogram(String),
 }
 
 /// The protocol of a remote-write request, chosen by its Content-Type.
@@ -94,7 +98,14 @@ pub struct DecodeLimits {
     pub max_labels_per_series: usize,
     pub max_label_name_length: usize,
     pub max_label_value_length: usize,
+    /// Most buckets on either side (negative, positive) of one native histogram sample.
+    pub max_histogram_buckets: usize,
 }
+
+/// [`DecodeLimits::max_histogram_buckets`] for pushes, not configurable: far above what
+/// instrumented services send (tens to a few hundred buckets), it bounds what one hostile
+/// histogram can make the decoder do.
+pub const MAX_HISTOGRAM_BUCKETS: usize = 1 << 16;
 
 impl From<&LimitsConfig> for DecodeLimits {
     fn from(l: &LimitsConfig) -> Self {
@@ -104,6 +115,7 @@ impl From<&LimitsConfig> for DecodeLimits {
             max_labels_per_series: l.max_labels_per_series,
             max_label_name_length: l.max_label_name_length,
             max_label_value_length: l.max_label_value_length,
+            max_histogram_buckets: MAX_HISTOGRAM_BUCKETS,
         }
     }
 }
@@ -304,5 +316,7 @@ pub(crate) fn check_labels(
     Ok(())
 }
 
+#[cfg(test)]
+mod hist_tests;
 #[cfg(test)]
 mod tests;

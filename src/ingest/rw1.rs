@@ -2,9 +2,11 @@
 //! and borrowing: labels stay byte ranges of the body; UTF-8 is checked later, once per new
 //! series, by the store.
 
-use super::batch::{Batch, LabelRef, Sample, SeriesEntry};
+use std::ops::Range;
+
+use super::batch::{Batch, Bucket, HistogramSample, LabelRef, Sample, SeriesEntry};
 use super::wire::{expect, Reader, FIXED64, LEN, VARINT};
-use super::{check_labels, DecodeError, DecodeLimits};
+use super::{check_labels, hist, DecodeError, DecodeLimits};
 
 /// Decodes `batch.buf` (a `WriteRequest`) into the batch's arrays.
 pub fn decode(batch: &mut Batch, limits: &DecodeLimits) -> Result<(), DecodeError> {
@@ -23,14 +25,25 @@ pub fn decode(batch: &mut Batch, limits: &DecodeLimits) -> Result<(), DecodeErro
                         limits.max_series_per_request
                     )));
                 }
-                decode_series(
+                let histograms = decode_series(
                     ts,
                     off as u32,
+                    batch.histograms.len() as u32,
                     &mut batch.labels,
                     &mut batch.samples,
                     &mut batch.series,
                     &mut batch.extras,
                 )?;
+                if histograms {
+                    let i = batch.series.len() - 1;
+                    batch.series[i].histograms = decode_histograms(
+                        ts,
+                        i,
+                        &mut batch.histograms,
+                        &mut batch.buckets,
+                        limits,
+                    )?;
+                }
                 let s = batch.series.last().expect("just pushed");
                 if !s.deferred {
                     check_labels(buf, &batch.labels, s, batch.series.len() - 1, limits)?;
@@ -48,17 +61,29 @@ pub fn decode(batch: &mut Batch, limits: &DecodeLimits) -> Result<(), DecodeErro
     Ok(())
 }
 
+/// Decodes one `TimeSeries` but its histograms; returns whether it has any (field 4), for
+/// the caller to decode them (the fast path never sees one). `histograms_at` is where its
+/// histograms would start in [`Batch::histograms`].
 fn decode_series(
     msg: &[u8],
     base: u32,
+    histograms_at: u32,
     labels: &mut Vec<LabelRef>,
     samples: &mut Vec<Sample>,
     series: &mut Vec<SeriesEntry>,
     extras: &mut super::batch::Extras,
-) -> Result<(), DecodeError> {
-    if decode_series_as_sent(msg, base, labels.len() as u32, samples, series) {
-        return Ok(());
+) -> Result<bool, DecodeError> {
+    if decode_series_as_sent(
+        msg,
+        base,
+        labels.len() as u32,
+        histograms_at,
+        samples,
+        series,
+    ) {
+        return Ok(false);
     }
+    let mut histograms = false;
     let sample_start = samples.len() as u32;
     // The label fields' byte span. In everything Prometheus sends they are contiguous: then
     // they are not parsed here but on demand, only for series the store does not know.
@@ -94,7 +119,7 @@ fn decode_series(
             4 => {
                 expect("TimeSeries", 4, wt, LEN)?;
                 r.bytes()?;
-                extras.histograms += 1;
+                histograms = true;
             }
             _ => r.skip(wt)?,
         }
@@ -122,23 +147,50 @@ fn decode_series(
     series.push(SeriesEntry {
         labels: label_start..labels.len() as u32,
         samples: sample_start..samples.len() as u32,
-        histograms: 0..0,
+        histograms: histograms_at..histograms_at,
         raw_labels: (raw_start, raw_end),
         deferred: contiguous,
     });
-    Ok(())
+    Ok(histograms)
+}
+
+/// Decodes the histograms (field 4) of series `index`, a `TimeSeries` whose other fields
+/// were read; returns their range in `histograms`.
+#[inline(never)]
+fn decode_histograms(
+    msg: &[u8],
+    index: usize,
+    histograms: &mut Vec<HistogramSample>,
+    buckets: &mut Vec<Bucket>,
+    limits: &DecodeLimits,
+) -> Result<Range<u32>, DecodeError> {
+    let first = histograms.len() as u32;
+    let mut r = Reader::new(msg);
+    while !r.is_empty() {
+        let (field, wt) = r.tag()?;
+        if field == 4 {
+            let (hb, _) = r.bytes()?;
+            let nth = histograms.len() - first as usize;
+            histograms.push(hist::decode(hb, false, index, nth, buckets, limits)?);
+        } else {
+            r.skip(wt)?;
+        }
+    }
+    Ok(first..histograms.len() as u32)
 }
 
 /// The fast path for a `TimeSeries` laid out as Prometheus writes it: label fields (`0x0a`,
 /// a one-byte length) back to back, then `Sample` fields (`0x12`, a one-byte length) each
 /// holding `0x09` + value and `0x10` + timestamp varint. Returns `false`, having changed
-/// nothing, for any other layout; the general path then decodes it, with the same result
-/// for this layout (the fuzz target `rw1_decode` compares both against prost).
+/// nothing, for any other layout (a series with histograms, field 4, among them); the
+/// general path then decodes it, with the same result for this layout (the fuzz target
+/// `rw1_decode` compares both against prost).
 #[inline(always)]
 fn decode_series_as_sent(
     msg: &[u8],
     base: u32,
     label_start: u32,
+    histograms_at: u32,
     samples: &mut Vec<Sample>,
     series: &mut Vec<SeriesEntry>,
 ) -> bool {
@@ -169,7 +221,7 @@ fn decode_series_as_sent(
     series.push(SeriesEntry {
         labels: label_start..label_start,
         samples: sample_start as u32..samples.len() as u32,
-        histograms: 0..0,
+        histograms: histograms_at..histograms_at,
         raw_labels: (base, base + labels_end as u32),
         deferred: true,
     });

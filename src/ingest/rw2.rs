@@ -5,7 +5,7 @@
 use super::batch::{Batch, LabelRef, SeriesEntry};
 use super::rw1::decode_sample;
 use super::wire::{expect, Reader, LEN, VARINT};
-use super::{check_labels, DecodeError, DecodeLimits};
+use super::{check_labels, hist, DecodeError, DecodeLimits};
 
 /// Decodes `batch.buf` (a v2 `Request`). `symbols` is scratch space reused across calls.
 pub fn decode(
@@ -55,6 +55,7 @@ pub fn decode(
     for (i, &(a, b)) in series_msgs.iter().enumerate() {
         let label_start = batch.labels.len() as u32;
         let sample_start = batch.samples.len() as u32;
+        let histogram_start = batch.histograms.len() as u32;
         let mut r = Reader::new(&buf[a as usize..b as usize]);
         while !r.is_empty() {
             let (field, wt) = r.tag()?;
@@ -103,8 +104,10 @@ pub fn decode(
                 }
                 3 => {
                     expect("TimeSeries", 3, wt, LEN)?;
-                    r.bytes()?;
-                    batch.extras.histograms += 1;
+                    let (hb, _) = r.bytes()?;
+                    let nth = batch.histograms.len() - histogram_start as usize;
+                    let h = hist::decode(hb, true, i, nth, &mut batch.buckets, limits)?;
+                    batch.histograms.push(h);
                 }
                 4 => {
                     expect("TimeSeries", 4, wt, LEN)?;
@@ -122,7 +125,7 @@ pub fn decode(
         batch.series.push(SeriesEntry {
             labels: label_start..batch.labels.len() as u32,
             samples: sample_start..batch.samples.len() as u32,
-            histograms: 0..0,
+            histograms: histogram_start..batch.histograms.len() as u32,
             raw_labels: (0, 0),
             deferred: false,
         });

@@ -351,8 +351,11 @@ pub struct Swept {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct IngestOutcome {
     pub samples_appended: u64,
-    /// Native histogram samples appended.
+    /// Native histogram samples appended, and held already (a retried push) or older than
+    /// their series' newest (dropped).
     pub histograms_appended: u64,
+    pub histogram_duplicates: u64,
+    pub histograms_out_of_order: u64,
     /// Same series, same timestamp as already held (a retried push): ignored.
     pub duplicates: u64,
     /// Older than the series' newest sample: dropped.
@@ -485,14 +488,14 @@ fn append_histograms(
                 *newest = (*newest).max(s.ts);
                 *oldest = (*oldest).min(s.ts);
             }
-            Append::Duplicate => out.duplicates += 1,
+            Append::Duplicate => out.histogram_duplicates += 1,
             Append::OutOfOrder => {
                 let mut held = false;
                 ring.for_each_in(s.ts, s.ts, |_, _| held = true);
                 if held {
-                    out.duplicates += 1
+                    out.histogram_duplicates += 1
                 } else {
-                    out.out_of_order += 1
+                    out.histograms_out_of_order += 1
                 }
             }
         }

@@ -605,7 +605,7 @@ fn native_histograms_are_held_per_series_snapshotted_and_swept_like_floats() {
     let series = s.get(&LabelSet::from_strs(H)).expect("created");
     // A retried push: duplicates; an older one: out of order; the rest appended.
     let o = push_native(&s, H, &hists[4..], &TimeBounds::NONE);
-    assert_eq!((o.histograms_appended, o.duplicates), (4, 2));
+    assert_eq!((o.histograms_appended, o.histogram_duplicates), (4, 2));
     {
         let data = series.data.lock();
         let ring = data.hist.as_ref().expect("held");

@@ -88,7 +88,8 @@ impl ApiError {
                 | DecodeError::Malformed(_)
                 | DecodeError::WireType { .. }
                 | DecodeError::Labels(_)
-                | DecodeError::Limit(_) => StatusCode::BAD_REQUEST,
+                | DecodeError::Limit(_)
+                | DecodeError::Histogram(_) => StatusCode::BAD_REQUEST,
             },
             ApiError::Push(PushError::Store(e)) => match e {
                 StoreError::InvalidUtf8 { .. } | StoreError::Labels(_) => StatusCode::BAD_REQUEST,
@@ -125,7 +126,8 @@ impl ApiError {
                 | DecodeError::Snappy(_)
                 | DecodeError::Truncated
                 | DecodeError::Malformed(_)
-                | DecodeError::WireType { .. } => "malformed",
+                | DecodeError::WireType { .. }
+                | DecodeError::Histogram(_) => "malformed",
             },
             ApiError::Push(PushError::Store(_)) => "invalid_labels",
             ApiError::PartlyStored(_) => "series_limit",

@@ -122,11 +122,12 @@ async fn handle(
             "X-Prometheus-Remote-Write-Samples-Written",
             HeaderValue::from(written),
         );
-        // Native histograms and exemplars are counted and dropped, never written.
+        let histograms = outcome.store.histograms_appended + outcome.store.histogram_duplicates;
         h.insert(
             "X-Prometheus-Remote-Write-Histograms-Written",
-            HeaderValue::from(0u64),
+            HeaderValue::from(histograms),
         );
+        // Exemplars are counted and dropped, never written.
         h.insert(
             "X-Prometheus-Remote-Write-Exemplars-Written",
             HeaderValue::from(0u64),

@@ -611,6 +611,7 @@ fn fake_deploy(id: &str, verdict: Verdict, phase: Phase) -> DeployJson {
             confidence: 0.9999,
             reason: String::new(),
             matched_series: 4,
+            histogram: None,
         }],
         suspects: vec![],
         timeline: vec![],

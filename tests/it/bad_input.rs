@@ -779,3 +779,44 @@ fn issue_16_the_json_report_gives_times_as_unix_milliseconds() {
     .text();
     assert!(md.contains("2025-11-24T16:00:00.000Z"), "{md}");
 }
+
+#[test]
+fn an_invalid_native_histogram_is_400_naming_it_and_stores_nothing() {
+    let dw = seeded(Deploywatch::start());
+    let next_sample = series(&seed_labels(), &[(T0 + 1000, 2.0)]);
+    let histogram = rw1::Histogram {
+        count: Some(rw1::histogram::Count::CountInt(3)),
+        sum: 0.8,
+        schema: 3,
+        positive_spans: vec![rw1::BucketSpan {
+            offset: 0,
+            length: 2,
+        }],
+        positive_deltas: vec![2, 1],
+        timestamp: T0,
+        ..Default::default()
+    };
+    let hist_series = |h: rw1::Histogram| rw1::TimeSeries {
+        labels: series(&seed_labels(), &[]).labels,
+        histograms: vec![h],
+        ..Default::default()
+    };
+    // Buckets of 2 and 3 observations: the count says 3.
+    let req = write_request(vec![next_sample.clone(), hist_series(histogram.clone())]);
+    assert_rw1_rejected(
+        &dw,
+        &req.encode_to_vec(),
+        400,
+        "series 1 histogram 0: count 3 differs from 5",
+    );
+    let req = write_request(vec![
+        next_sample,
+        hist_series(rw1::Histogram {
+            schema: 9,
+            count: Some(rw1::histogram::Count::CountInt(5)),
+            ..histogram
+        }),
+    ]);
+    assert_rw1_rejected(&dw, &req.encode_to_vec(), 400, "unknown schema 9");
+    assert_eq!(dw.samples_total("appended"), 1.0);
+}

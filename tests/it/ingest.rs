@@ -403,7 +403,7 @@ fn classic_histogram_buckets_are_held_as_series() {
 }
 
 #[test]
-fn native_histograms_are_dropped_and_counted() {
+fn native_histograms_are_kept_and_counted() {
     let dw = Deploywatch::start();
     let float = series(
         &[
@@ -436,24 +436,28 @@ fn native_histograms_are_dropped_and_counted() {
         histograms: vec![native(T0), native(T0 + 1000)],
         ..Default::default()
     };
-    let (status, body) = dw.push_v1(&write_request(vec![float, hist]));
+    let req = write_request(vec![float, hist]);
+    let (status, body) = dw.push_v1(&req);
     assert_eq!(status, 204, "{body}");
-    assert_eq!(
+    let histograms = |outcome: &str| {
         dw.must_metric(
-            "deploywatch_ingest_dropped_total",
-            &[("kind", "native_histogram")]
-        ),
-        2.0
-    );
+            "deploywatch_ingest_histogram_samples_total",
+            &[("outcome", outcome)],
+        )
+    };
+    assert_eq!(histograms("appended"), 2.0);
     assert_eq!(dw.samples_total("appended"), 1.0);
-    // A series that only ever carried dropped native histograms holds nothing: it is not
-    // counted as a series of the version.
+    // The histogram series is a series of its version like any other.
     let s = dw.services();
     assert_eq!(
         series_by_version(&s, "checkout"),
-        BTreeMap::from([("v1".to_string(), 1)]),
+        BTreeMap::from([("v1".to_string(), 2)]),
         "{s:#}"
     );
+    // A retried push: held already, nothing appended twice.
+    let (status, body) = dw.push_v1(&req);
+    assert_eq!(status, 204, "{body}");
+    assert_eq!((histograms("appended"), histograms("duplicate")), (2.0, 2.0));
 }
 
 #[test]
