@@ -466,7 +466,8 @@ fn label_pairs(pairs: &[(&str, &str)]) -> Vec<client_model::LabelPair> {
 
 /// Every family the text formats carry, as length-delimited `MetricFamily` messages: the
 /// requests and durations read from the registry's families (every child the handler can
-/// have created), the process metrics from /proc.
+/// have created), the process metrics from /proc. Offered with native histograms only
+/// ([`negotiate`]): classic ones are not encoded here.
 fn protobuf_exposition(app: &App) -> Vec<u8> {
     use client_model::{Counter, Gauge, Metric, MetricType};
     let mut requests = Vec::new();
