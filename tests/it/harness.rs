@@ -30,6 +30,9 @@ use deploywatch::proto::{prometheus as rw1, write_v2 as rw2};
 
 /// Where Debian's prometheus package puts the server.
 pub const PROMETHEUS_BIN: &str = "/usr/bin/prometheus";
+/// The flag with which Prometheus 2.42 scrapes (asking for the protobuf exposition first)
+/// and stores native histograms.
+pub const PROMETHEUS_NATIVE_HISTOGRAMS: &str = "--enable-feature=native-histograms";
 
 /// Content types of the two remote-write protocols.
 pub const RW1_CONTENT_TYPE: &str = "application/x-protobuf";
@@ -205,6 +208,13 @@ pub fn remote_write_to(deploywatch: &str) -> String {
       max_backoff: 1s
 "#
     )
+}
+
+/// [`remote_write_to`], also sending native histograms (`send_native_histograms`, a
+/// remote-write option since Prometheus 2.40; they are only scraped with
+/// [`PROMETHEUS_NATIVE_HISTOGRAMS`]).
+pub fn remote_write_native_histograms_to(deploywatch: &str) -> String {
+    remote_write_to(deploywatch) + "    send_native_histograms: true\n"
 }
 
 pub fn free_port() -> u16 {
@@ -831,6 +841,44 @@ impl Prometheus {
     pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         sample_value(&scrape(&format!("{}/metrics", self.url())), name, labels)
     }
+
+    /// `GET` on the HTTP API; the `data` of a successful answer.
+    pub fn api(&self, path_and_query: &str) -> Result<Value, String> {
+        let r = try_request(
+            Method::GET,
+            &format!("{}{path_and_query}", self.url()),
+            &[],
+            vec![],
+        )?;
+        let v: Value = serde_json::from_slice(&r.body)
+            .map_err(|e| format!("{path_and_query}: not JSON ({e}): {}", r.text()))?;
+        if r.status != 200 || v["status"] != "success" {
+            return Err(format!("{path_and_query}: {} {v}", r.status));
+        }
+        Ok(v["data"].clone())
+    }
+
+    /// An instant query's series.
+    pub fn instant(&self, q: &str) -> Vec<Value> {
+        self.api(&format!("/api/v1/query?query={}", percent_encode(q)))
+            .unwrap_or_else(|e| panic!("{e}"))["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// Percent-encodes a query parameter.
+pub fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------

@@ -28,6 +28,9 @@ mod gates;
 mod hostile;
 mod ingest;
 mod k8s;
+/// Native histograms from real pods through a real Prometheus: stored and sent as native, and
+/// a slow canary rolled back on latency_p99.
+mod native_stack;
 /// Issue 15: readiness and gates answer while pushes saturate; nothing acknowledged is lost.
 mod offpath;
 mod prometheus_e2e;

@@ -36,7 +36,8 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 
 use crate::harness::{
-    runtime, service_names, start_on_free_port, version, wait_for, Deploywatch, Proc, Prometheus,
+    remote_write_to, runtime, service_names, start_on_free_port, version, wait_for, Deploywatch,
+    Proc, Prometheus,
 };
 use crate::sim::{find_deploy, severity};
 
@@ -60,7 +61,7 @@ const LOAD_AT_MOST_REQUESTS: u64 = REQUESTS_PER_SECOND * 6 * 60;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 const ROUTES: [&str; 3] = ["products", "cart", "search"];
-const MEDIAN_LATENCY_MS: &str = "40";
+pub(crate) const MEDIAN_LATENCY_MS: f64 = 40.0;
 const CLEAN_ERROR_RATIO: f64 = 0.005;
 const BAD_ERROR_RATIO: f64 = 0.10;
 
@@ -71,7 +72,7 @@ const BAD_ERROR_RATIO: f64 = 0.10;
 /// `examples/instrumented_service`, built by Cargo into the target directory of this test
 /// binary. `cargo test` builds examples, but `cargo test --test it` does not, so the test
 /// asks Cargo for it once (a no-op when it is up to date).
-fn instrumented_service_bin() -> &'static Path {
+pub(crate) fn instrumented_service_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         // The test binary is <target>/<profile>/deps/it-<hash>.
@@ -108,20 +109,40 @@ fn instrumented_service_bin() -> &'static Path {
 
 /// Requests a pod answered, as the load loop saw them.
 #[derive(Default)]
-struct Answers {
+pub(crate) struct Answers {
     ok: AtomicU64,
     errors: AtomicU64,
     /// No answer, or not 200/500.
     failed: AtomicU64,
 }
 
+/// How a pod serves: `examples/instrumented_service`'s flags.
+#[derive(Clone, Copy)]
+pub(crate) struct Serving {
+    pub error_ratio: f64,
+    pub latency_ms: f64,
+    /// Request durations as a native histogram only (`--native-histograms`).
+    pub native_histograms: bool,
+}
+
+impl Serving {
+    /// Classic histograms, [`MEDIAN_LATENCY_MS`], and the given error ratio.
+    pub fn classic(error_ratio: f64) -> Serving {
+        Serving {
+            error_ratio,
+            latency_ms: MEDIAN_LATENCY_MS,
+            native_histograms: false,
+        }
+    }
+}
+
 /// One running instrumented service: a pod of `service` at `version`.
-struct Pod {
-    name: String,
-    service: &'static str,
-    version: &'static str,
-    addr: String,
-    answers: Arc<Answers>,
+pub(crate) struct Pod {
+    pub name: String,
+    pub service: &'static str,
+    pub version: &'static str,
+    pub addr: String,
+    pub answers: Arc<Answers>,
     _proc: Proc,
 }
 
@@ -132,6 +153,22 @@ impl Pod {
         version: &'static str,
         ordinal: usize,
         error_ratio: f64,
+    ) -> Pod {
+        Pod::start_serving(
+            dir,
+            service,
+            version,
+            ordinal,
+            Serving::classic(error_ratio),
+        )
+    }
+
+    pub fn start_serving(
+        dir: &Path,
+        service: &'static str,
+        version: &'static str,
+        ordinal: usize,
+        serving: Serving,
     ) -> Pod {
         let name = format!("{service}-{version}-{ordinal}");
         let pod_dir = dir.join(&name);
@@ -147,8 +184,12 @@ impl Pod {
                     .arg(format!("127.0.0.1:{port}"))
                     .args(["--version", version])
                     .arg("--error-ratio")
-                    .arg(error_ratio.to_string())
-                    .args(["--latency-ms", MEDIAN_LATENCY_MS]);
+                    .arg(serving.error_ratio.to_string())
+                    .arg("--latency-ms")
+                    .arg(serving.latency_ms.to_string());
+                if serving.native_histograms {
+                    cmd.arg("--native-histograms");
+                }
                 cmd
             },
         );
@@ -163,7 +204,7 @@ impl Pod {
     }
 
     /// Observed error ratio and counts, for the log.
-    fn summary(&self) -> String {
+    pub fn summary(&self) -> String {
         let ok = self.answers.ok.load(Ordering::Relaxed);
         let errors = self.answers.errors.load(Ordering::Relaxed);
         let failed = self.answers.failed.load(Ordering::Relaxed);
@@ -179,7 +220,7 @@ impl Pod {
 /// Writes the file-SD targets file the way Kubernetes discovery labels pods: one target
 /// group per pod with its service as `job`, its `version` and its `pod`. Written to a
 /// temporary file and renamed, so Prometheus never reads half a file.
-fn write_targets(path: &Path, pods: &[&Pod]) {
+pub(crate) fn write_targets(path: &Path, pods: &[&Pod]) {
     let groups: Vec<Value> = pods
         .iter()
         .map(|p| {
@@ -196,7 +237,8 @@ fn write_targets(path: &Path, pods: &[&Pod]) {
 
 /// One scrape job for every pod; each target's `job` label from discovery names its
 /// service (a discovered `job` wins over the job name, as relabelling does in Kubernetes).
-fn prometheus_config(targets_file: &Path, deploywatch: &str) -> String {
+/// `remote_write` is the config's `remote_write` section.
+pub(crate) fn prometheus_config(targets_file: &Path, remote_write: &str) -> String {
     format!(
         r#"global:
   scrape_interval: {SCRAPE_INTERVAL}
@@ -209,7 +251,6 @@ scrape_configs:
         refresh_interval: 5s
 {remote_write}"#,
         targets = targets_file.display(),
-        remote_write = crate::harness::remote_write_to(deploywatch)
     )
 }
 
@@ -219,14 +260,14 @@ scrape_configs:
 
 /// Bounded load: every pod given to [`Load::send_to`] gets [`REQUESTS_PER_SECOND`] requests
 /// a second, round-robin over the routes, until the load is dropped or a bound is reached.
-struct Load {
+pub(crate) struct Load {
     client: Client<HttpConnector, Empty<Bytes>>,
     deadline: tokio::time::Instant,
     loops: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Load {
-    fn new() -> Load {
+    pub fn new() -> Load {
         let _guard = runtime().enter();
         Load {
             client: Client::builder(TokioExecutor::new()).build_http(),
@@ -235,7 +276,7 @@ impl Load {
         }
     }
 
-    fn send_to(&mut self, pod: &Pod) {
+    pub fn send_to(&mut self, pod: &Pod) {
         let client = self.client.clone();
         let deadline = self.deadline;
         let addr = pod.addr.clone();
@@ -286,7 +327,7 @@ impl Drop for Load {
 // ---------------------------------------------------------------------------------------
 
 /// The deploy's verdict, reason, and each rule's verdict and reason, for the log.
-fn describe(d: &Value) -> String {
+pub(crate) fn describe(d: &Value) -> String {
     let text = |v: &Value| {
         v.as_str()
             .map(str::to_string)
@@ -372,7 +413,10 @@ fn real_prometheus_scraping_real_pods_rolls_back_the_bad_canary_only() {
         .map(|(svc, i)| Pod::start(dir.path(), svc, "v1", i, CLEAN_ERROR_RATIO))
         .collect();
     write_targets(&targets_file, &baseline.iter().collect::<Vec<_>>());
-    let prom = Prometheus::start(&prometheus_config(&targets_file, &dw.url()));
+    let prom = Prometheus::start(&prometheus_config(
+        &targets_file,
+        &remote_write_to(&dw.url()),
+    ));
     let mut load = Load::new();
     for pod in &baseline {
         load.send_to(pod);

@@ -9,7 +9,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use hyper::Method;
 use serde_json::{json, Value};
 
 use crate::harness::*;
@@ -24,44 +23,6 @@ const TARGET_VERSION: &str = "9.9.9";
 /// The judged deploy.
 const SERVICE: &str = "dash";
 const VERSION: &str = "v2";
-
-/// Percent-encodes a query parameter.
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-/// `GET` on Prometheus' HTTP API; the `data` of a successful answer.
-fn api(prom: &Prometheus, path_and_query: &str) -> Result<Value, String> {
-    let r = try_request(
-        Method::GET,
-        &format!("{}{path_and_query}", prom.url()),
-        &[],
-        vec![],
-    )?;
-    let v: Value = serde_json::from_slice(&r.body)
-        .map_err(|e| format!("{path_and_query}: not JSON ({e}): {}", r.text()))?;
-    if r.status != 200 || v["status"] != "success" {
-        return Err(format!("{path_and_query}: {} {v}", r.status));
-    }
-    Ok(v["data"].clone())
-}
-
-/// An instant query's series.
-fn instant(prom: &Prometheus, q: &str) -> Vec<Value> {
-    api(prom, &format!("/api/v1/query?query={}", enc(q))).unwrap_or_else(|e| panic!("{e}"))
-        ["result"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
 
 /// The `honor_labels` of the deploywatch job in k8s/prometheus.yml, and a check that every
 /// other shipped way of scraping deploywatch honours labels too.
@@ -213,7 +174,7 @@ fn issue_16_the_dashboard_shows_the_deploys_own_labels_through_a_real_prometheus
         "Prometheus to scrape the pending deploy",
         Duration::from_secs(60),
         || {
-            let all = instant(&prom, "deploywatch_deploy_verdict");
+            let all = prom.instant("deploywatch_deploy_verdict");
             if let Some(s) = all.first() {
                 let m = s["metric"].as_object().unwrap();
                 assert!(
@@ -221,7 +182,7 @@ fn issue_16_the_dashboard_shows_the_deploys_own_labels_through_a_real_prometheus
                     "Prometheus renamed the deploy's labels (honor_labels: {honor_labels}): {m:?}"
                 );
             }
-            match instant(&prom, &verdict).first() {
+            match prom.instant(&verdict).first() {
                 Some(s) if s["value"][1] == "0" => Ok(()),
                 other => Err(format!("{other:?}")),
             }
@@ -238,8 +199,8 @@ fn issue_16_the_dashboard_shows_the_deploys_own_labels_through_a_real_prometheus
         "Prometheus to scrape the rollback and its firing alert",
         Duration::from_secs(60),
         || {
-            let v = instant(&prom, &verdict);
-            let a = instant(&prom, &firing);
+            let v = prom.instant(&verdict);
+            let a = prom.instant(&firing);
             match (v.first(), a.first()) {
                 (Some(v), Some(a)) if v["value"][1] == "4" && a["value"][1] == "1" => Ok(()),
                 other => Err(format!("{other:?}")),
@@ -251,27 +212,23 @@ fn issue_16_the_dashboard_shows_the_deploys_own_labels_through_a_real_prometheus
     let to = now_ms() as f64 / 1000.0;
 
     // The variables: the deploy's service is offered, deploywatch's own is not.
-    let services = api(
-        &prom,
-        &format!(
+    let services = prom
+        .api(&format!(
             "/api/v1/label/service/values?match[]={}",
-            enc("deploywatch_deploy_verdict")
-        ),
-    )
-    .unwrap();
+            percent_encode("deploywatch_deploy_verdict")
+        ))
+        .unwrap();
     assert_eq!(
         services,
         json!([SERVICE]),
         "the $service variable's choices"
     );
-    let rules = api(
-        &prom,
-        &format!(
+    let rules = prom
+        .api(&format!(
             "/api/v1/label/rule/values?match[]={}",
-            enc(&format!("deploywatch_rule_value{{service=~\"{SERVICE}\"}}"))
-        ),
-    )
-    .unwrap();
+            percent_encode(&format!("deploywatch_rule_value{{service=~\"{SERVICE}\"}}"))
+        ))
+        .unwrap();
     assert!(
         rules
             .as_array()
@@ -285,14 +242,12 @@ fn issue_16_the_dashboard_shows_the_deploys_own_labels_through_a_real_prometheus
         let of_deploys = names
             .iter()
             .any(|n| n.starts_with("deploywatch_deploy_") || n.starts_with("deploywatch_rule_"));
-        let data = api(
-            &prom,
-            &format!(
+        let data = prom
+            .api(&format!(
                 "/api/v1/query_range?query={}&start={from:.3}&end={to:.3}&step=1",
-                enc(&expr)
-            ),
-        )
-        .unwrap_or_else(|e| panic!("{}: {e}", q.at));
+                percent_encode(&expr)
+            ))
+            .unwrap_or_else(|e| panic!("{}: {e}", q.at));
         let series = data["result"].as_array().unwrap();
         // Alert delivery has nothing to show without an Alertmanager; everything else does.
         let alert_delivery = names.iter().all(|n| n.starts_with("deploywatch_alerts_"));
@@ -325,7 +280,7 @@ fn issue_16_the_dashboard_shows_the_deploys_own_labels_through_a_real_prometheus
 
     // What Prometheus stored, whole: the deploy's labels on every derived series, the
     // target's only where deploywatch exposes no such label.
-    let stored = instant(&prom, "{__name__=~\"deploywatch_(deploy|rule)_.*\"}");
+    let stored = prom.instant("{__name__=~\"deploywatch_(deploy|rule)_.*\"}");
     assert!(stored.len() >= 6, "{stored:?}");
     for s in &stored {
         let m = &s["metric"];
@@ -353,7 +308,7 @@ fn issue_16_the_dashboard_shows_the_deploys_own_labels_through_a_real_prometheus
     ] {
         assert!(names.contains(n), "{n} not stored: {names:?}");
     }
-    let build = instant(&prom, "deploywatch_build_info");
+    let build = prom.instant("deploywatch_build_info");
     assert_eq!(build.len(), 1, "{build:?}");
     assert_eq!(build[0]["metric"]["service"], TARGET_SERVICE);
 }
