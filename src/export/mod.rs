@@ -343,7 +343,8 @@ impl Metrics {
         self.series_over_limit.inc_by(o.series_over_limit);
         self.histograms_appended.inc_by(o.histograms_appended);
         self.histograms_duplicate.inc_by(o.histogram_duplicates);
-        self.histograms_out_of_order.inc_by(o.histograms_out_of_order);
+        self.histograms_out_of_order
+            .inc_by(o.histograms_out_of_order);
         self.exemplars_dropped.inc_by(extras.exemplars);
         self.metadata_received.inc_by(extras.metadata);
     }

@@ -457,7 +457,10 @@ fn native_histograms_are_kept_and_counted() {
     // A retried push: held already, nothing appended twice.
     let (status, body) = dw.push_v1(&req);
     assert_eq!(status, 204, "{body}");
-    assert_eq!((histograms("appended"), histograms("duplicate")), (2.0, 2.0));
+    assert_eq!(
+        (histograms("appended"), histograms("duplicate")),
+        (2.0, 2.0)
+    );
 }
 
 #[test]
