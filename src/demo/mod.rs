@@ -35,6 +35,12 @@ pub struct DemoArgs {
     #[arg(long)]
     pub list: bool,
 
+    /// The simulated pods expose `http_request_duration_seconds` as a native histogram
+    /// (schema 3) instead of classic buckets, as Prometheus sends it with
+    /// `send_native_histograms: true`.
+    #[arg(long)]
+    pub native_histograms: bool,
+
     /// Event seconds played per wall-clock second (the default plays bad-canary's 28
     /// minutes in about 80 s).
     #[arg(long, default_value_t = 20.0)]
@@ -217,7 +223,12 @@ async fn tell(
     let dry = story::build(args.scenario, 0);
     let played_wall_ms = (dry.played_ms() as f64 / args.speed) as i64;
     let origin = (crate::now_ms() + played_wall_ms - dry.end).div_euclid(sim::MIN) * sim::MIN;
-    let story = story::build(args.scenario, origin);
+    let mut story = story::build(args.scenario, origin);
+    if args.native_histograms {
+        for svc in &mut story.services {
+            svc.native = sim::Native::All;
+        }
+    }
 
     let mut out = std::io::stdout();
     let svc = &story.services[0];

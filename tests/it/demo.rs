@@ -107,8 +107,15 @@ impl Drop for DemoRun {
 /// Plays `scenario` once; retried on another port when the probed one was taken meanwhile.
 /// Returns the exit status, stdout, and how long it took.
 fn once(scenario: &str) -> (ExitStatus, String, Duration) {
+    once_with(scenario, &[])
+}
+
+/// [`once`] with more flags.
+fn once_with(scenario: &str, more: &[&str]) -> (ExitStatus, String, Duration) {
     for _attempt in 0..3 {
-        let mut run = DemoRun::start(&["--once", "--speed", FAST, "--scenario", scenario]);
+        let mut args = vec!["--once", "--speed", FAST, "--scenario", scenario];
+        args.extend_from_slice(more);
+        let mut run = DemoRun::start(&args);
         let (status, took) = run.wait(ONCE_TIMEOUT);
         let stderr = run.stderr();
         if stderr.contains("cannot listen on") {
@@ -169,6 +176,19 @@ fn latency_regression_rolls_back() {
             "decided by latency_p",
         ],
     );
+}
+
+#[test]
+fn latency_regression_on_native_histograms_rolls_back() {
+    let (status, out, _) = once_with("latency", &["--native-histograms"]);
+    assert!(status.success(), "{status}\n{out}");
+    for want in [
+        "catalog v2: expected rollback (rolled back), got rollback (rolled back) — ok",
+        "decided by latency_p",
+        "Every deploy ended with its expected verdict.",
+    ] {
+        assert!(out.contains(want), "did not print {want:?}:\n{out}");
+    }
 }
 
 #[test]

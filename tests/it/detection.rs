@@ -542,3 +542,46 @@ fn after_against_before_errors_worse_than_the_old_version_beside_pause_within_th
         "not all paused within 2 minutes of the deploy:\n{report}"
     );
 }
+
+/// The same scenarios with latency as native histograms (issue 17): on every pod, and on
+/// the new version's only (a client library upgrade in the deploy, the old pods classic).
+#[test]
+fn native_histograms_are_judged_as_classic_buckets_are() {
+    use deploywatch::demo::sim::Native;
+    let regressions = [
+        (Family::P99x3, 1001),
+        (Family::P99x3, 1002),
+        (Family::P99x3, 1003),
+    ];
+    let clean: Vec<(Family, u64)> = [Family::CleanCanary, Family::ColdStart, Family::CleanRolling]
+        .into_iter()
+        .flat_map(|f| (1001..=1004).map(move |s| (f, s)))
+        .collect();
+    for mixed in [false, true] {
+        let scenarios = regressions.iter().chain(&clean).map(|&(f, seed)| {
+            let mut sc = generate(f, seed);
+            sc.service.native = if mixed {
+                Native::Version(sc.version.clone())
+            } else {
+                Native::All
+            };
+            sc
+        });
+        let played = play_scenarios(scenarios.collect());
+        let report: Vec<String> = played.iter().map(|(sc, j)| line(sc, j)).collect();
+        let report = report.join("\n");
+        for (sc, j) in &played {
+            if sc.family == Family::P99x3 {
+                assert!(
+                    j.rollback.is_some() && j.last.contains("latency_p"),
+                    "latency x3 on native histograms (mixed: {mixed}) is not rolled back by a latency rule:\n{report}"
+                );
+            } else {
+                assert!(
+                    j.pause.is_none(),
+                    "a clean deploy on native histograms (mixed: {mixed}) paused:\n{report}"
+                );
+            }
+        }
+    }
+}
