@@ -50,7 +50,13 @@ fn main() {
                 let idx = (lat.log2() * 8.0).ceil() as i32;
                 match h.positive.binary_search_by_key(&idx, |b| b.index) {
                     Ok(k) => h.positive[k].count += 1.0,
-                    Err(k) => h.positive.insert(k, Bucket { index: idx, count: 1.0 }),
+                    Err(k) => h.positive.insert(
+                        k,
+                        Bucket {
+                            index: idx,
+                            count: 1.0,
+                        },
+                    ),
                 }
                 h.count += 1.0;
                 h.sum += lat;
