@@ -562,12 +562,7 @@ pub fn detectable(family: Family, svc: &Service, kind: Kind, onset: Option<i64>,
             } else {
                 10.0
             };
-            let route = svc
-                .effects
-                .iter()
-                .find_map(|e| e.route.clone())
-                .and_then(|r| svc.routes.iter().find(|x| x.path == r));
-            route.is_some_and(|r| errors(f, r.share, r.error_p))
+            regressed_route(svc).is_some_and(|r| errors(f, r.share, r.error_p))
         }
         Family::P99Tail1_5x | Family::P99Shift1_5x | Family::P99x3 => {
             let (shift, tail) = match family {
@@ -589,6 +584,12 @@ pub fn detectable(family: Family, svc: &Service, kind: Kind, onset: Option<i64>,
         }
         _ => true,
     }
+}
+
+/// The route a route-local regression hits.
+fn regressed_route(svc: &Service) -> Option<&crate::demo::sim::Route> {
+    let path = svc.effects.iter().find_map(|e| e.route.as_deref())?;
+    svc.routes.iter().find(|x| x.path == path)
 }
 
 /// The earliest any judge could pause this scenario's regression, from its onset: a lower
@@ -638,11 +639,7 @@ pub fn earliest_pause(sc: &Scenario) -> Option<i64> {
             } else {
                 10.0
             };
-            let route = svc
-                .effects
-                .iter()
-                .find_map(|e| e.route.clone())
-                .and_then(|r| svc.routes.iter().find(|x| x.path == r))?;
+            let route = regressed_route(svc)?;
             errors(f, route.share, route.error_p)
         }
         Family::P99Tail1_5x | Family::P99Shift1_5x => {

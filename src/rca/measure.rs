@@ -191,6 +191,14 @@ type Hist = (LabelSet, Vec<(f64, f64)>);
 fn histograms(series: &[Arc<Series>], from: i64, to: i64) -> BTreeMap<String, Hist> {
     let mut out: BTreeMap<String, Hist> = BTreeMap::new();
     for s in series {
+        if let Some(buckets) = native_buckets(s, from, to) {
+            let labels: Vec<(&str, &str)> = s.labels.iter().collect();
+            out.insert(
+                format!("{labels:?}"),
+                (LabelSet::from_strs(&labels), buckets),
+            );
+            continue;
+        }
         let Some(le) = s.labels.get("le").and_then(parse_le) else {
             continue;
         };
@@ -208,17 +216,53 @@ fn histograms(series: &[Arc<Series>], from: i64, to: i64) -> BTreeMap<String, Hi
     out
 }
 
-fn sum_buckets<'a>(hists: impl Iterator<Item = &'a Hist>) -> Vec<(f64, f64)> {
-    let mut total: Vec<(f64, f64)> = Vec::new();
-    for (_, b) in hists {
-        for &(le, c) in b {
-            match total.iter_mut().find(|x| x.0 == le) {
-                Some(x) => x.1 += c,
-                None => total.push((le, c)),
+/// A native histogram series' observations over `[from, to]` as cumulative counts at the
+/// judge's native grid (`None` for a series that holds no native histogram).
+fn native_buckets(s: &Series, from: i64, to: i64) -> Option<Vec<(f64, f64)>> {
+    use crate::rules::eval::native;
+    use crate::store::NativeHistogram;
+    let data = s.data.lock();
+    let ring = data.hist.as_ref()?;
+    let grid = native::grid();
+    let mut acc = vec![0.0; grid.len()];
+    let (mut prev, mut reduced, mut inc): (Option<NativeHistogram>, _, _) =
+        (None, NativeHistogram::default(), NativeHistogram::default());
+    ring.for_each_in(from.saturating_sub(LOOKBACK_MS), to, |ts, h| {
+        if h.is_stale() {
+            return;
+        }
+        if let Some(p) = prev.as_mut() {
+            if ts >= from && native::increase(p, h, &mut reduced, &mut inc).is_some() {
+                native::add_cumulative(&inc, &grid, &mut acc);
             }
+            p.clone_from(h);
+        } else {
+            prev = Some(h.clone());
+        }
+    });
+    Some(grid.into_iter().zip(acc).collect())
+}
+
+/// Histograms added up bound by bound: at every bound any of them has, each counted there
+/// (interpolated within its bucket where it has no such bound: a native histogram beside
+/// classic ones).
+fn sum_buckets<'a>(hists: impl Iterator<Item = &'a Hist> + Clone) -> Vec<(f64, f64)> {
+    let mut bounds: Vec<f64> = hists
+        .clone()
+        .flat_map(|(_, b)| b.iter().map(|x| x.0))
+        .collect();
+    bounds.sort_by(f64::total_cmp);
+    bounds.dedup();
+    let mut total: Vec<(f64, f64)> = bounds.iter().map(|b| (*b, 0.0)).collect();
+    for (_, b) in hists {
+        for (le, t) in total.iter_mut() {
+            *t += match b.binary_search_by(|x| x.0.total_cmp(le)) {
+                Ok(i) => b[i].1,
+                Err(_) if le.is_infinite() => 0.0,
+                Err(_) => cumulative_at(b, *le),
+            };
         }
     }
-    total.sort_by(|x, y| x.0.total_cmp(&y.0));
     total
 }
 

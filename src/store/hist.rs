@@ -889,6 +889,16 @@ mod tests {
                 .all(|(x, y)| x.index == y.index && x.count.to_bits() == y.count.to_bits())
     }
 
+    /// `n` samples of [`history`] and a ring holding them.
+    fn filled(seed: u64, n: usize) -> (Vec<(i64, NativeHistogram)>, HistRing) {
+        let hist = history(seed, n);
+        let mut ring = HistRing::new();
+        for (t, h) in &hist {
+            assert_eq!(ring.push(*t, h, i64::MAX), Append::Appended);
+        }
+        (hist, ring)
+    }
+
     fn all(ring: &HistRing) -> Vec<(i64, NativeHistogram)> {
         let mut v = Vec::new();
         ring.for_each_in(i64::MIN, i64::MAX, |t, h| v.push((t, h.clone())));
@@ -934,11 +944,7 @@ mod tests {
 
     #[test]
     fn the_sample_at_or_before_a_time_is_found_anywhere() {
-        let hist = history(7, 400);
-        let mut ring = HistRing::new();
-        for (t, h) in &hist {
-            ring.push(*t, h, i64::MAX);
-        }
+        let (hist, ring) = filled(7, 400);
         let mut out = NativeHistogram::default();
         assert_eq!(ring.at_or_before(hist[0].0 - 1, &mut out), None);
         for k in [0, 1, 119, 120, 121, 250, 398, 399] {
@@ -993,11 +999,7 @@ mod tests {
 
     #[test]
     fn a_damaged_snapshot_is_refused_never_a_panic() {
-        let hist = history(11, 300);
-        let mut ring = HistRing::new();
-        for (t, h) in &hist {
-            ring.push(*t, h, i64::MAX);
-        }
+        let (_, ring) = filled(11, 300);
         let mut bytes = Vec::new();
         ring.encode_into(&mut bytes);
         for cut in 0..bytes.len() {

@@ -1,4 +1,5 @@
-//! Hold: decoded [`Batch`]es in, per-series ring buffers out, grouped by service and version.
+//! Hold: decoded [`Batch`]es in, per-series ring buffers (floats, native histograms) out,
+//! grouped by service and version.
 //! A sharded index maps each interned label set to its [`Series`]; a push takes shard read
 //! locks to resolve series, write locks only to create new ones, and one uncontended lock
 //! per series to append. No global lock on the write path.

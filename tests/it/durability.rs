@@ -669,3 +669,71 @@ fn issue_16_a_restart_does_not_log_the_past_again() {
         "{verdicts:?}"
     );
 }
+
+/// Native histograms survive a crash: a canary three times slower, its latency as native
+/// histograms, is rolled back on them after a `kill -9` in its warm-up, with every sample
+/// (floats and histograms) replayed from the snapshot.
+#[test]
+fn kill_9_keeps_native_histograms_and_the_slow_canary_is_still_rolled_back() {
+    let end = T + 10 * MIN;
+    let mut svc = Service::new("checkout", 73, 3)
+        .canary("v2", T, 1)
+        .effect(Effect::step(
+            Who::Version("v2".into()),
+            Signal::Latency,
+            3.0,
+            T,
+            i64::MAX,
+        ));
+    svc.native = deploywatch::demo::sim::Native::All;
+    let held_all = |dw: &Deploywatch| {
+        held(dw)
+            + dw.must_metric(
+                "deploywatch_ingest_histogram_samples_total",
+                &[("outcome", "appended")],
+            )
+    };
+    let mut dw = Deploywatch::start_with_config(CONFIG);
+    let mut driver = Driver::new(&dw, Feed::one(svc, 5 * SEC));
+    driver.run_to(T);
+    let id = register(&dw);
+    driver.run_to(T + 60 * SEC);
+    let mut feed = driver.feed;
+    let histograms = dw.must_metric(
+        "deploywatch_ingest_histogram_samples_total",
+        &[("outcome", "appended")],
+    );
+    assert!(histograms > 0.0, "no native histogram kept");
+    wait_snapshot_after(&dw, std::time::SystemTime::now());
+    let held_before = held_all(&dw);
+    dw.kill9();
+    dw.restart();
+    assert_eq!(
+        held_all(&dw),
+        held_before,
+        "the snapshot replayed every float and histogram sample"
+    );
+    {
+        let mut driver = Driver::new(&dw, feed);
+        while deploy(&dw, &id).unwrap()["verdict"] != "rollback" {
+            assert!(
+                driver.now() < end,
+                "no rollback after the restart: {:#}",
+                deploy(&dw, &id).unwrap()
+            );
+            let next = driver.now() + 5 * SEC;
+            driver.run_to(next);
+        }
+        feed = driver.feed;
+    }
+    let _ = feed;
+    let d = deploy(&dw, &id).unwrap();
+    let latency = d["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["rule"] == "latency_p99")
+        .unwrap();
+    assert_eq!(latency["verdict"], "rollback", "{d:#}");
+    assert_eq!(latency["histogram"], "native", "{d:#}");
+}

@@ -13,7 +13,7 @@
 mod baseline;
 mod decide;
 mod evidence;
-mod native;
+pub(crate) mod native;
 mod select;
 mod signals;
 
@@ -175,6 +175,8 @@ pub struct RuleState {
     pub forms: Forms,
     /// Classic histograms counted at every bound (the rule judges on a native grid).
     accs: Vec<Acc>,
+    /// Each histogram's (side, labels but `le` and the name) form: native or classic.
+    histogram_forms: Vec<(Side, String, bool)>,
     /// Scratch for native histograms: the sample read, the earlier one at its layout, the
     /// increase, and cumulative counts by slot.
     native: Box<(NativeHistogram, NativeHistogram, NativeHistogram, Vec<f64>)>,
@@ -289,6 +291,7 @@ impl RuleState {
             bounds: Vec::new(),
             forms: Forms::default(),
             accs: Vec::new(),
+            histogram_forms: Vec::new(),
             native: Default::default(),
             step: Default::default(),
             carry: Default::default(),

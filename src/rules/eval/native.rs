@@ -78,7 +78,7 @@ fn widen_zero(h: &mut NativeHistogram, threshold: f64) {
 
 /// The observations from `prev` to `cur` into `out`. `None` for a gauge histogram (no
 /// increase to speak of). A reset counts `cur` whole.
-pub(super) fn increase(
+pub(crate) fn increase(
     prev: &NativeHistogram,
     cur: &NativeHistogram,
     scratch: &mut NativeHistogram,
@@ -137,7 +137,7 @@ pub(super) fn increase(
 /// Adds `h`'s cumulative count at every bound of `bounds` into `into` (observations at or
 /// below each; linear within the bucket a bound falls inside, as `histogram_quantile`
 /// interpolates; all of them at `+Inf`).
-pub(super) fn add_cumulative(h: &NativeHistogram, bounds: &[f64], into: &mut [f64]) {
+pub(crate) fn add_cumulative(h: &NativeHistogram, bounds: &[f64], into: &mut [f64]) {
     let below: f64 = h.negative.iter().map(|b| b.count).sum::<f64>() + h.zero_count;
     if bounds.windows(2).all(|w| w[0] < w[1]) {
         // Ascending (the grid): one pass over bounds and buckets together.
@@ -196,7 +196,7 @@ const GRID_OCTAVES: i32 = 20;
 
 /// The bounds native histograms are judged at, ascending, `+Inf` last: the same for every
 /// rule and deploy, so histograms of any pod, version or time add up bound by bound.
-pub(super) fn grid() -> Vec<f64> {
+pub(crate) fn grid() -> Vec<f64> {
     let per_octave = 1 << GRID_SCHEMA;
     let mut bounds: Vec<f64> = (-GRID_OCTAVES * per_octave..=GRID_OCTAVES * per_octave)
         .map(|i| upper_bound(GRID_SCHEMA, i))

@@ -17,6 +17,14 @@ impl RuleState {
         } else {
             self.selected_as(&series.labels)
         };
+        if !components.is_empty()
+            && matches!(self.rule.signal, Signal::Quantile { .. })
+            && !self.first_form(&series.labels, side, native)
+        {
+            // The same histogram of the same instance in the other form (Prometheus'
+            // `scrape_classic_histograms` sends both): the observations once, not twice.
+            return;
+        }
         for component in components {
             let slot = match component {
                 Component::Bucket if native => usize::MAX,
@@ -102,6 +110,27 @@ impl RuleState {
                 group,
                 feed,
             });
+        }
+    }
+
+    /// Whether these labels' histogram (the labels but `le` and the name) on `side` is
+    /// judged in this form (`native` or classic): the first form it showed.
+    fn first_form(&mut self, labels: &LabelSet, side: Side, native: bool) -> bool {
+        let key: String = labels
+            .iter()
+            .filter(|(n, _)| *n != "le" && *n != "__name__")
+            .map(|(n, v)| format!("{n}={v},"))
+            .collect();
+        match self
+            .histogram_forms
+            .iter()
+            .find(|(s, k, _)| *s == side && *k == key)
+        {
+            Some((_, _, form)) => *form == native,
+            None => {
+                self.histogram_forms.push((side, key, native));
+                true
+            }
         }
     }
 
@@ -345,5 +374,122 @@ pub(super) fn bucket_bound(labels: &LabelSet) -> Option<f64> {
     match le {
         "+Inf" | "Inf" | "inf" => Some(f64::INFINITY),
         s => s.parse().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::{Batch, Bucket, DecodeLimits, Sample};
+    use crate::store::{IngestScratch, Store, StoreConfig};
+
+    fn store() -> Store {
+        Store::new(StoreConfig {
+            service_label: "job".into(),
+            version_label: "version".into(),
+            retention_ms: 3_600_000,
+            max_active_series: 100,
+            max_series_per_service: 100,
+            max_samples_per_series: usize::MAX,
+        })
+    }
+
+    /// One instance's latency histogram in both forms: classic `_bucket` series and the
+    /// native histogram of the same name.
+    fn both_forms(store: &Store, instance: &str) -> (Vec<Arc<Series>>, Arc<Series>) {
+        let labels = |name: &str, le: Option<&str>| {
+            let mut l = vec![
+                ("__name__", name),
+                ("instance", instance),
+                ("job", "shop"),
+                ("version", "v1"),
+            ];
+            l.extend(le.map(|le| ("le", le)));
+            LabelSet::from_strs(&l)
+        };
+        let mut batch = Batch::default();
+        batch.reset(&DecodeLimits::default());
+        let les = ["0.1", "0.5", "+Inf"];
+        for (le, v) in les.iter().zip([50.0, 90.0, 100.0]) {
+            let l = labels("http_request_duration_seconds_bucket", Some(le));
+            batch.push_encoded(
+                l.as_bytes(),
+                &[Sample {
+                    ts: 15_000,
+                    value: v,
+                }],
+            );
+        }
+        let native = labels("http_request_duration_seconds", None);
+        batch.push_encoded(native.as_bytes(), &[]);
+        let h = NativeHistogram {
+            schema: 3,
+            count: 100.0,
+            sum: 12.0,
+            positive: vec![Bucket {
+                index: -27,
+                count: 100.0,
+            }],
+            ..Default::default()
+        };
+        batch.push_histogram(h.sample(15_000), &[], &h.positive);
+        store
+            .ingest(&mut batch, &mut IngestScratch::default())
+            .unwrap();
+        let classic = les
+            .iter()
+            .map(|le| {
+                store
+                    .get(&labels("http_request_duration_seconds_bucket", Some(le)))
+                    .unwrap()
+            })
+            .collect();
+        (classic, store.get(&native).unwrap())
+    }
+
+    fn p99() -> Rule {
+        crate::rules::RuleSet::embedded()
+            .rules
+            .into_iter()
+            .find(|r| r.name == "latency_p99")
+            .unwrap()
+    }
+
+    #[test]
+    fn an_instance_sending_both_forms_of_a_histogram_is_counted_once() {
+        let s = store();
+        let (classic, native) = both_forms(&s, "a:80");
+        // Classic first: its native twin is not matched.
+        let mut r = RuleState::new(p99());
+        for c in &classic {
+            r.offer(c, Side::Baseline, 20_000);
+        }
+        r.offer(&native, Side::Baseline, 20_000);
+        assert_eq!(r.matched_series(), 3);
+        assert_eq!(r.histogram_form(), Some("classic"));
+        // Native first: the classic buckets are not.
+        let mut r = RuleState::new(p99());
+        r.offer(&native, Side::Baseline, 20_000);
+        for c in &classic {
+            r.offer(c, Side::Baseline, 20_000);
+        }
+        assert_eq!(r.matched_series(), 1);
+        assert_eq!(r.histogram_form(), Some("native"));
+        assert_eq!(r.forms.grid, Some(native::GRID_SCHEMA));
+        // Another instance's classic buckets beside a native one: both judged, the classic
+        // ones counted at the native grid.
+        let (other, _) = both_forms(&s, "b:80");
+        for c in &other {
+            r.offer(c, Side::Baseline, 20_000);
+        }
+        assert_eq!(r.matched_series(), 4);
+        assert_eq!(r.histogram_form(), Some("classic+native"));
+        assert!(
+            r.matched
+                .iter()
+                .filter(|m| matches!(m.feed, Feed::Projected(..)))
+                .count()
+                == 3
+        );
     }
 }
