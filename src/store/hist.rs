@@ -585,14 +585,7 @@ fn encode(out: &mut Vec<u8>, st: &mut State, prev: &NativeHistogram, ts: i64, h:
     for (side, prev_side) in [(&h.negative, &prev.negative), (&h.positive, &prev.positive)] {
         let mut j = 0;
         for b in side {
-            while j < prev_side.len() && prev_side[j].index < b.index {
-                j += 1;
-            }
-            let p = prev_side
-                .get(j)
-                .filter(|x| x.index == b.index)
-                .map_or(0.0, |x| x.count);
-            value(out, b.count, p);
+            value(out, b.count, count_at(prev_side, &mut j, b.index));
         }
     }
     if !sum_same {
@@ -667,14 +660,7 @@ fn decode(
     ] {
         let mut j = 0;
         for b in side.iter_mut() {
-            while j < prev_side.len() && prev_side[j].index < b.index {
-                j += 1;
-            }
-            let p = prev_side
-                .get(j)
-                .filter(|x| x.index == b.index)
-                .map_or(0.0, |x| x.count);
-            b.count = value(data, pos, p)?;
+            b.count = value(data, pos, count_at(prev_side, &mut j, b.index))?;
         }
     }
     h.sum = if flags & F_SUM_SAME != 0 {
@@ -685,6 +671,18 @@ fn decode(
     st.n += 1;
     st.ts = ts;
     Some(())
+}
+
+/// The count of bucket `index` in `buckets` (ascending), 0 where it has none; `j` walks
+/// forward from the previous lookup (indices are asked in ascending order).
+fn count_at(buckets: &[Bucket], j: &mut usize, index: i32) -> f64 {
+    while *j < buckets.len() && buckets[*j].index < index {
+        *j += 1;
+    }
+    buckets
+        .get(*j)
+        .filter(|x| x.index == index)
+        .map_or(0.0, |x| x.count)
 }
 
 /// Buckets' indices as Prometheus spans: `(offset, length)`, the first offset absolute.

@@ -187,6 +187,20 @@ pub struct SeriesData {
     prev: Option<(i64, f64)>,
 }
 
+/// A store for unit tests: `job` and `version` labels, an hour's retention, `series` series
+/// at most (per service too).
+#[cfg(test)]
+pub(crate) fn store_for_tests(series: usize) -> Store {
+    Store::new(StoreConfig {
+        service_label: "job".into(),
+        version_label: "version".into(),
+        retention_ms: 3_600_000,
+        max_active_series: series,
+        max_series_per_service: series,
+        max_samples_per_series: usize::MAX,
+    })
+}
+
 impl SeriesData {
     /// The oldest retained sample's timestamp, float or histogram.
     pub fn first_ts(&self) -> Option<i64> {

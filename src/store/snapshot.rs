@@ -353,17 +353,9 @@ pub fn quarantine(path: &Path) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::StoreConfig;
 
     fn store() -> Store {
-        Store::new(StoreConfig {
-            service_label: "job".into(),
-            version_label: "version".into(),
-            retention_ms: 3_600_000,
-            max_active_series: 1000,
-            max_series_per_service: 1000,
-            max_samples_per_series: usize::MAX,
-        })
+        crate::store::store_for_tests(1000)
     }
 
     fn filled() -> Store {

@@ -381,18 +381,7 @@ pub(super) fn bucket_bound(labels: &LabelSet) -> Option<f64> {
 mod tests {
     use super::*;
     use crate::ingest::{Batch, Bucket, DecodeLimits, Sample};
-    use crate::store::{IngestScratch, Store, StoreConfig};
-
-    fn store() -> Store {
-        Store::new(StoreConfig {
-            service_label: "job".into(),
-            version_label: "version".into(),
-            retention_ms: 3_600_000,
-            max_active_series: 100,
-            max_series_per_service: 100,
-            max_samples_per_series: usize::MAX,
-        })
-    }
+    use crate::store::{store_for_tests, IngestScratch, Store};
 
     /// One instance's latency histogram in both forms: classic `_bucket` series and the
     /// native histogram of the same name.
@@ -457,7 +446,7 @@ mod tests {
 
     #[test]
     fn an_instance_sending_both_forms_of_a_histogram_is_counted_once() {
-        let s = store();
+        let s = store_for_tests(100);
         let (classic, native) = both_forms(&s, "a:80");
         // Classic first: its native twin is not matched.
         let mut r = RuleState::new(p99());
