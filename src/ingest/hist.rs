@@ -179,6 +179,13 @@ pub(super) fn decode(
             )));
         }
     }
+    // And the whole request: a bucket is 16 bytes decoded from as little as one.
+    if buckets.len() + values[0] + values[1] > super::MAX_REQUEST_BUCKETS {
+        return Err(DecodeError::Limit(format!(
+            "series {series} histogram {nth}: the request has more than {} native histogram buckets",
+            super::MAX_REQUEST_BUCKETS
+        )));
+    }
     if custom_values {
         return Err(invalid(format!(
             "unknown schema {schema}: custom bucket boundaries are not supported"

@@ -793,6 +793,31 @@ fn the_bucket_limit_holds_per_side() {
     }
 }
 
+#[test]
+fn the_buckets_of_a_whole_request_are_bounded() {
+    let n = 1u32 << 16;
+    let h = int_hist(
+        1,
+        0,
+        0,
+        1.0,
+        0,
+        (&[], &[]),
+        (&[(0, n)], &vec![0; n as usize]),
+        PbHint::No,
+    );
+    // 64 histograms of 65,536 buckets: exactly the request's limit.
+    let at_limit = vec![h.clone(); super::MAX_REQUEST_BUCKETS / n as usize];
+    assert!(decode(Protocol::V1, &[ser("x", &[], at_limit.clone())]).is_ok());
+    let mut over = at_limit;
+    over.push(h);
+    let e = decode(Protocol::V1, &[ser("x", &[], over)]).unwrap_err();
+    assert!(
+        matches!(e, DecodeError::Limit(ref m) if m.contains("histogram 64: the request has more than 4194304")),
+        "{e}"
+    );
+}
+
 /// Buckets as Prometheus expands them, from the message: an independent reading.
 fn expand(spans: &[pb::BucketSpan], counts: &[f64]) -> Vec<(i32, f64)> {
     let mut out = Vec::new();

@@ -107,6 +107,10 @@ pub struct DecodeLimits {
 /// histogram can make the decoder do.
 pub const MAX_HISTOGRAM_BUCKETS: usize = 1 << 16;
 
+/// Most native histogram buckets one request may decode to (64 MiB of them): a body of
+/// one-byte deltas would otherwise decode to 16 times its size.
+pub const MAX_REQUEST_BUCKETS: usize = 1 << 22;
+
 impl From<&LimitsConfig> for DecodeLimits {
     fn from(l: &LimitsConfig) -> Self {
         DecodeLimits {
