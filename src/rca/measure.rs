@@ -220,26 +220,22 @@ fn histograms(series: &[Arc<Series>], from: i64, to: i64) -> BTreeMap<String, Hi
 /// judge's native grid (`None` for a series that holds no native histogram).
 fn native_buckets(s: &Series, from: i64, to: i64) -> Option<Vec<(f64, f64)>> {
     use crate::rules::eval::native;
-    use crate::store::NativeHistogram;
     let data = s.data.lock();
     let ring = data.hist.as_ref()?;
     let grid = native::grid();
     let mut acc = vec![0.0; grid.len()];
-    let (mut prev, mut reduced, mut inc): (Option<NativeHistogram>, _, _) =
-        (None, NativeHistogram::default(), NativeHistogram::default());
-    ring.for_each_in(from.saturating_sub(LOOKBACK_MS), to, |ts, h| {
-        if h.is_stale() {
-            return;
-        }
-        if let Some(p) = prev.as_mut() {
-            if ts >= from && native::increase(p, h, &mut reduced, &mut inc).is_some() {
-                native::add_cumulative(&inc, &grid, &mut acc);
+    // From the last sample before the window.
+    native::for_each_increase(
+        ring,
+        from.saturating_sub(LOOKBACK_MS),
+        to,
+        None,
+        |ts, inc| {
+            if let Some(inc) = inc.filter(|_| ts >= from) {
+                native::add_cumulative(inc, &grid, &mut acc);
             }
-            p.clone_from(h);
-        } else {
-            prev = Some(h.clone());
-        }
-    });
+        },
+    );
     Some(grid.into_iter().zip(acc).collect())
 }
 

@@ -193,8 +193,6 @@ pub struct HistRing {
     /// The sample before the newest, for a step boundary just passed.
     before: Option<(i64, NativeHistogram)>,
     len: usize,
-    /// Scratch for the previous sample while encoding (kept to reuse its allocation).
-    scratch: NativeHistogram,
 }
 
 impl HistRing {
@@ -213,21 +211,24 @@ impl HistRing {
                 return Append::Duplicate;
             }
         }
-        // The newest becomes the one before it.
+        // The newest becomes the one before it, and what the new one is coded against
+        // (an empty histogram for a chunk's first).
         if self.len > 0 {
-            let (_, before) = self
+            let before = self
                 .before
                 .get_or_insert_with(|| (0, NativeHistogram::default()));
-            before.clone_from(&self.st.h);
-            self.before.as_mut().expect("just set").0 = self.st.ts;
+            before.0 = self.st.ts;
+            before.1.clone_from(&self.st.h);
         }
-        if self.st.n == 0 {
-            self.open_first_ts = ts;
-            self.scratch.clear();
-        } else {
-            self.scratch.clone_from(&self.st.h);
-        }
-        encode(&mut self.open, &mut self.st, &self.scratch, ts, h);
+        let empty = NativeHistogram::default();
+        let prev = match &self.before {
+            Some((_, b)) if self.st.n > 0 => b,
+            _ => {
+                self.open_first_ts = ts;
+                &empty
+            }
+        };
+        encode(&mut self.open, &mut self.st, prev, ts, h);
         self.len += 1;
         if self.st.n >= MAX_CHUNK_SAMPLES || self.open.len() >= MAX_CHUNK_BYTES {
             self.close_open();
@@ -359,7 +360,6 @@ impl HistRing {
             + self.closed.iter().map(|c| c.data.len()).sum::<usize>()
             + self.open.capacity()
             + h(&self.st.h)
-            + h(&self.scratch)
             + self.before.as_ref().map_or(0, |(_, b)| h(b))
     }
 

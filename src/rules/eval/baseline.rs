@@ -116,8 +116,8 @@ fn measure(
             *e = (*e).min(f);
         }
     }
-    let mut scratch: (NativeHistogram, NativeHistogram, NativeHistogram, Vec<f64>) =
-        Default::default();
+    // Cumulative counts by slot of one native histogram sample's observations.
+    let mut cum: Vec<f64> = Vec::new();
     for m in &probe.matched {
         let data = m.series.data.lock();
         if let (Feed::Native(_), Some(ring)) = (&m.feed, data.hist.as_deref()) {
@@ -128,8 +128,6 @@ fn measure(
             let created_late = first.is_some_and(|f| {
                 f >= from && inst_seen.is_some_and(|i| f > i + NEW_SERIES_AFTER_MS)
             });
-            let mut prev: Option<(i64, NativeHistogram)> =
-                created_late.then(|| (first.unwrap() - 1, NativeHistogram::default()));
             let latency_group = crate::rules::groups::slot_in(
                 &mut per_latency_group,
                 &m.series.labels,
@@ -137,36 +135,25 @@ fn measure(
                 |k| (k, vec![0.0; probe.bounds.len()]),
             );
             let bounds = &probe.bounds;
-            ring.for_each_in(from, to, |ts, h| {
-                if h.is_stale() {
-                    return;
-                }
+            let before = created_late.then(NativeHistogram::default);
+            native::for_each_increase(ring, from, to, before, |ts, inc| {
                 covered = (covered.0.min(ts), covered.1.max(ts));
-                let Some((_, p)) = &prev else {
-                    prev = Some((ts, h.clone()));
+                let Some(inc) = inc.filter(|_| !bounds.is_empty()) else {
                     return;
                 };
-                let (_, reduced, inc, cum) = &mut scratch;
-                if native::increase(p, h, reduced, inc).is_some() && !bounds.is_empty() {
-                    requests += inc.count;
-                    if ts >= warm_from {
-                        cum.clear();
-                        cum.resize(bounds.len(), 0.0);
-                        native::add_cumulative(inc, bounds, cum);
-                        let at =
-                            &mut by_step[(((ts - from).max(0) / STEP_MS) as usize).min(steps - 1)];
-                        for (slot, c) in cum.iter().enumerate() {
-                            total.buckets[slot] += c;
-                            at.buckets[slot] += c;
-                            if let Some(g) = latency_group {
-                                per_latency_group[g].1[slot] += c;
-                            }
+                requests += inc.count;
+                if ts >= warm_from {
+                    cum.clear();
+                    cum.resize(bounds.len(), 0.0);
+                    native::add_cumulative(inc, bounds, &mut cum);
+                    let at = &mut by_step[(((ts - from).max(0) / STEP_MS) as usize).min(steps - 1)];
+                    for (slot, c) in cum.iter().enumerate() {
+                        total.buckets[slot] += c;
+                        at.buckets[slot] += c;
+                        if let Some(g) = latency_group {
+                            per_latency_group[g].1[slot] += c;
                         }
                     }
-                }
-                if let Some((pts, p)) = &mut prev {
-                    *pts = ts;
-                    p.clone_from(h);
                 }
             });
             continue;

@@ -15,7 +15,7 @@
 //!   at the classic bounds.
 
 use crate::ingest::Bucket;
-use crate::store::NativeHistogram;
+use crate::store::{HistRing, NativeHistogram};
 
 /// The upper bound of bucket `index` at `schema`: `2^(index · 2^-schema)`.
 pub(crate) fn upper_bound(schema: i8, index: i32) -> f64 {
@@ -132,6 +132,36 @@ pub(crate) fn increase(
     out.count = (cur.count - scratch.count).max(0.0);
     out.zero_count = (cur.zero_count - scratch.zero_count).max(0.0);
     Some(())
+}
+
+/// Walks `ring`'s samples in `from..=to`, stale markers left out, calling `f` with each
+/// sample's time and its observations since the sample before (`None` for the first one
+/// unless `before` stands for it, and for a gauge histogram).
+pub(crate) fn for_each_increase(
+    ring: &HistRing,
+    from: i64,
+    to: i64,
+    before: Option<NativeHistogram>,
+    mut f: impl FnMut(i64, Option<&NativeHistogram>),
+) {
+    let mut prev = before;
+    let (mut reduced, mut inc) = (NativeHistogram::default(), NativeHistogram::default());
+    ring.for_each_in(from, to, |ts, h| {
+        if h.is_stale() {
+            return;
+        }
+        match prev.as_mut() {
+            Some(p) => {
+                let counted = increase(p, h, &mut reduced, &mut inc).is_some();
+                f(ts, counted.then_some(&inc));
+                p.clone_from(h);
+            }
+            None => {
+                f(ts, None);
+                prev = Some(h.clone());
+            }
+        }
+    });
 }
 
 /// Adds `h`'s cumulative count at every bound of `bounds` into `into` (observations at or

@@ -116,11 +116,7 @@ impl RuleState {
     /// Whether these labels' histogram (the labels but `le` and the name) on `side` is
     /// judged in this form (`native` or classic): the first form it showed.
     fn first_form(&mut self, labels: &LabelSet, side: Side, native: bool) -> bool {
-        let key: String = labels
-            .iter()
-            .filter(|(n, _)| *n != "le" && *n != "__name__")
-            .map(|(n, v)| format!("{n}={v},"))
-            .collect();
+        let key = labels_but(labels, &["le", "__name__"]);
         match self
             .histogram_forms
             .iter()
@@ -146,11 +142,7 @@ impl RuleState {
 
     /// The classic histogram of these `_bucket` labels (all but `le`) on `side`.
     fn acc_slot(&mut self, labels: &LabelSet, side: Side, group: Option<usize>) -> usize {
-        let key: String = labels
-            .iter()
-            .filter(|(n, _)| *n != "le")
-            .map(|(n, v)| format!("{n}={v},"))
-            .collect();
+        let key = labels_but(labels, &["le"]);
         match self
             .accs
             .iter()
@@ -362,6 +354,15 @@ impl RuleState {
 /// A counter series first seen this long after its instance's other series was created
 /// after the instance started: it counts from zero.
 pub(super) const NEW_SERIES_AFTER_MS: i64 = 20_000;
+
+/// The labels but those named in `skip`, as a key.
+fn labels_but(labels: &LabelSet, skip: &[&str]) -> String {
+    labels
+        .iter()
+        .filter(|(n, _)| !skip.contains(n))
+        .map(|(n, v)| format!("{n}={v},"))
+        .collect()
+}
 
 /// Which instance a series comes from: its `instance` label, else its `pod`.
 pub(super) fn instance_of(labels: &LabelSet) -> Option<&str> {

@@ -44,20 +44,20 @@ impl RuleState {
                         m.warm_from,
                         &self.bounds,
                         &mut native,
-                        |cum, warming| {
-                            if warming {
-                                for (a, c) in self.warming.buckets.iter_mut().zip(cum) {
-                                    *a += c;
-                                }
-                                return;
-                            }
-                            for (slot, c) in cum.iter().enumerate() {
-                                step.buckets[slot] += c;
-                                if let (Some(groups), Some(g)) = (&mut self.latency_groups, m.group)
-                                {
-                                    groups.count(g, m.side as usize, slot, *c);
-                                }
-                            }
+                        |cum, warm_up| {
+                            let to = if warm_up {
+                                &mut self.warming
+                            } else {
+                                &mut *step
+                            };
+                            add_by_slot(
+                                to,
+                                self.latency_groups.as_mut(),
+                                m.side,
+                                m.group,
+                                cum,
+                                warm_up,
+                            )
                         },
                     );
                     continue;
@@ -171,19 +171,19 @@ impl RuleState {
                 points.sort_by(|x, y| x.0.total_cmp(&y.0));
                 cum.clear();
                 cum.extend(self.bounds.iter().map(|b| cumulative_at_sorted(points, *b)));
-                if warming {
-                    for (x, c) in self.warming.buckets.iter_mut().zip(cum.iter()) {
-                        *x += c;
-                    }
-                    continue;
-                }
-                let step = &mut self.step[a.side as usize];
-                for (slot, c) in cum.iter().enumerate() {
-                    step.buckets[slot] += c;
-                    if let (Some(groups), Some(g)) = (&mut self.latency_groups, a.group) {
-                        groups.count(g, a.side as usize, slot, *c);
-                    }
-                }
+                let to = if warming {
+                    &mut self.warming
+                } else {
+                    &mut self.step[a.side as usize]
+                };
+                add_by_slot(
+                    to,
+                    self.latency_groups.as_mut(),
+                    a.side,
+                    a.group,
+                    cum,
+                    warming,
+                );
             }
         }
         self.native = native;
@@ -390,6 +390,26 @@ pub fn histogram_quantile(q: f64, bounds: &[f64], counts: &[f64]) -> Option<f64>
         prev_c = c;
     }
     None
+}
+
+/// Adds a histogram's counts by slot to `to` (this step's side, or the warm-up's), and to
+/// its latency group unless they are its instance's warm-up.
+fn add_by_slot(
+    to: &mut SideStep,
+    groups: Option<&mut LatencyGroups>,
+    side: Side,
+    group: Option<usize>,
+    counts: &[f64],
+    warm_up: bool,
+) {
+    for (x, c) in to.buckets.iter_mut().zip(counts) {
+        *x += c;
+    }
+    if let (Some(groups), Some(g), false) = (groups, group, warm_up) {
+        for (slot, c) in counts.iter().enumerate() {
+            groups.count(g, side as usize, slot, *c);
+        }
+    }
 }
 
 /// Reads a native histogram series at `t` (`prev`: its previous sample) and hands the
